@@ -1,0 +1,3 @@
+fn main() {
+    println!("palmline-kiosk: not built yet");
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("palmline-lab: not built yet");
+}

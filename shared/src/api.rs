@@ -1,0 +1,510 @@
+//! The HTTP API's wire types, shared by the server, the kiosk and the admin CLI.
+//!
+//! JSON over HTTPS with client certificates. Every mutating request carries an
+//! `Idempotency-Key` header; shopper-scoped requests carry `Authorization: Bearer <token>`
+//! from a session. Money is always `{"amount": "12.34", "currency": "EUR"}`. Errors are
+//! `{"error": {"code": "...", "message": "..."}}` with a code from [`ErrorCode`].
+//!
+//! Nothing here may carry a raw palm image: only templates cross the network.
+
+use crate::money::Money;
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the idempotency key of a mutating request.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Largest request body the server reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Stable error codes. The string form (snake_case) is part of the API contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidAmount,
+    UnsupportedCurrency,
+    InvalidRequest,
+    MalformedJson,
+    BodyTooLarge,
+    MissingIdempotencyKey,
+    IdempotencyMismatch,
+    IdempotencyInFlight,
+    InsufficientFunds,
+    UnknownAccount,
+    UnknownPayment,
+    RefundExceedsPayment,
+    AccountFrozen,
+    UsernameTaken,
+    InvalidCredentials,
+    AccountLocked,
+    PinRequired,
+    InvalidPin,
+    SessionRequired,
+    SessionExpired,
+    Forbidden,
+    NotFound,
+    SameAccount,
+    PalmNotRecognised,
+    StepUpRequired,
+    PalmAlreadyEnrolled,
+    PalmTemplatesInconsistent,
+    InvalidTemplate,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is sent with.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidAmount | UnsupportedCurrency | InvalidRequest | MalformedJson
+            | MissingIdempotencyKey | InvalidTemplate | SameAccount => 400,
+            InvalidCredentials | SessionRequired | SessionExpired | InvalidPin => 401,
+            PinRequired | StepUpRequired => 401,
+            Forbidden | AccountFrozen | AccountLocked => 403,
+            UnknownAccount | UnknownPayment | NotFound | PalmNotRecognised => 404,
+            IdempotencyInFlight | UsernameTaken | PalmAlreadyEnrolled => 409,
+            BodyTooLarge => 413,
+            IdempotencyMismatch | InsufficientFunds | RefundExceedsPayment
+            | PalmTemplatesInconsistent => 422,
+            RateLimited => 429,
+            Unavailable => 503,
+            Internal => 500,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        // serde gives the canonical spelling; this avoids allocating at call sites.
+        use ErrorCode::*;
+        match self {
+            InvalidAmount => "invalid_amount",
+            UnsupportedCurrency => "unsupported_currency",
+            InvalidRequest => "invalid_request",
+            MalformedJson => "malformed_json",
+            BodyTooLarge => "body_too_large",
+            MissingIdempotencyKey => "missing_idempotency_key",
+            IdempotencyMismatch => "idempotency_mismatch",
+            IdempotencyInFlight => "idempotency_in_flight",
+            InsufficientFunds => "insufficient_funds",
+            UnknownAccount => "unknown_account",
+            UnknownPayment => "unknown_payment",
+            RefundExceedsPayment => "refund_exceeds_payment",
+            AccountFrozen => "account_frozen",
+            UsernameTaken => "username_taken",
+            InvalidCredentials => "invalid_credentials",
+            AccountLocked => "account_locked",
+            PinRequired => "pin_required",
+            InvalidPin => "invalid_pin",
+            SessionRequired => "session_required",
+            SessionExpired => "session_expired",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            SameAccount => "same_account",
+            PalmNotRecognised => "palm_not_recognised",
+            StepUpRequired => "step_up_required",
+            PalmAlreadyEnrolled => "palm_already_enrolled",
+            PalmTemplatesInconsistent => "palm_templates_inconsistent",
+            InvalidTemplate => "invalid_template",
+            RateLimited => "rate_limited",
+            Unavailable => "unavailable",
+            Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------- kiosk role
+
+/// `GET /v1/health`: who the server thinks the caller is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub role: String,
+    pub kiosk_id: Option<String>,
+    pub merchant: Option<String>,
+    pub currency: String,
+    /// Payments at or above this amount need the shopper's PIN.
+    pub pin_threshold: Money,
+    pub server_time: String,
+}
+
+/// `POST /v1/shoppers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterShopper {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shopper {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub status: AccountStatus,
+    pub has_pin: bool,
+    pub palm_enrolled: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Frozen,
+}
+
+/// `POST /v1/sessions`: log a shopper in at this kiosk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum SessionRequest {
+    Password { username: String, password: String },
+    /// A palm template (base64 of the binary codec); see the palm identification issue.
+    Palm { template: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub shopper: Shopper,
+}
+
+/// `POST /v1/deposits`: cash handed to the cashier, credited to a shopper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositRequest {
+    pub username: String,
+    pub amount: Money,
+}
+
+/// `POST /v1/withdrawals` (session required): cash paid out by the cashier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalRequest {
+    pub amount: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+}
+
+/// `POST /v1/payments` (session required): the shopper pays this kiosk's merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequest {
+    pub amount: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `POST /v1/transfers` (session required): shopper to shopper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRequest {
+    pub to_username: String,
+    pub amount: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxKind {
+    Deposit,
+    Withdrawal,
+    Payment,
+    Transfer,
+    Refund,
+}
+
+impl TxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxKind::Deposit => "deposit",
+            TxKind::Withdrawal => "withdrawal",
+            TxKind::Payment => "payment",
+            TxKind::Transfer => "transfer",
+            TxKind::Refund => "refund",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TxKind> {
+        Some(match s {
+            "deposit" => TxKind::Deposit,
+            "withdrawal" => TxKind::Withdrawal,
+            "payment" => TxKind::Payment,
+            "transfer" => TxKind::Transfer,
+            "refund" => TxKind::Refund,
+            _ => return None,
+        })
+    }
+}
+
+/// The result of every money movement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub transaction_id: i64,
+    pub kind: TxKind,
+    pub amount: Money,
+    /// Balance of the shopper concerned after the movement (the payer for payments and
+    /// transfers, the credited shopper for deposits and refunds).
+    pub balance_after: Money,
+    pub shopper: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kiosk_id: Option<String>,
+    pub created_at: String,
+}
+
+/// `GET /v1/wallet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wallet {
+    pub shopper: Shopper,
+    pub balance: Money,
+}
+
+/// One line of a shopper's history, from the shopper's point of view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub transaction_id: i64,
+    pub kind: TxKind,
+    /// Signed: positive when money came in.
+    pub amount: Money,
+    pub balance_after: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterparty: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: String,
+}
+
+/// `GET /v1/wallet/history?limit=N&before=ID`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub items: Vec<HistoryItem>,
+    /// Pass as `before` to get the next (older) page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+/// `GET /v1/merchant/today`: the day's figures for this kiosk's merchant (UTC day).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyTotals {
+    pub merchant: String,
+    pub date: String,
+    pub payments_count: i64,
+    pub payments_total: Money,
+    pub refunds_total: Money,
+    pub deposits_total: Money,
+    pub withdrawals_total: Money,
+    /// Cash that should be in the till from today's deposits and withdrawals.
+    pub cash_net: Money,
+}
+
+// ---------------------------------------------------------------- operator role
+
+/// `GET /v1/admin/accounts?q=...&limit=...`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub id: i64,
+    pub kind: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub status: AccountStatus,
+    pub balance: Money,
+    pub palm_enrolled: bool,
+    pub created_at: String,
+}
+
+/// `POST /v1/admin/accounts/{id}/freeze` and `/unfreeze` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FreezeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/admin/refunds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    pub payment_id: i64,
+    pub amount: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/admin/kiosks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KioskRow {
+    pub kiosk_id: String,
+    pub merchant: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub requests: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanOutcome {
+    Accepted,
+    Rejected,
+    StepUp,
+    StepUpFailed,
+    Enrolled,
+    Duplicate,
+    BadTemplate,
+    RateLimited,
+}
+
+impl ScanOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanOutcome::Accepted => "accepted",
+            ScanOutcome::Rejected => "rejected",
+            ScanOutcome::StepUp => "step_up",
+            ScanOutcome::StepUpFailed => "step_up_failed",
+            ScanOutcome::Enrolled => "enrolled",
+            ScanOutcome::Duplicate => "duplicate",
+            ScanOutcome::BadTemplate => "bad_template",
+            ScanOutcome::RateLimited => "rate_limited",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScanOutcome> {
+        [
+            ScanOutcome::Accepted,
+            ScanOutcome::Rejected,
+            ScanOutcome::StepUp,
+            ScanOutcome::StepUpFailed,
+            ScanOutcome::Enrolled,
+            ScanOutcome::Duplicate,
+            ScanOutcome::BadTemplate,
+            ScanOutcome::RateLimited,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// `GET /v1/admin/palm-scans?limit=...&before=...`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PalmScanRow {
+    pub id: i64,
+    pub kiosk_id: String,
+    pub at: String,
+    pub purpose: String,
+    pub outcome: ScanOutcome,
+    pub score: Option<f64>,
+    pub account: Option<String>,
+}
+
+/// `GET /v1/admin/reports/daily?date=YYYY-MM-DD`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyReport {
+    pub date: String,
+    pub merchants: Vec<DailyTotals>,
+}
+
+/// `GET /v1/admin/ledger-check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerCheck {
+    pub ok: bool,
+    pub accounts_checked: i64,
+    pub transactions_checked: i64,
+    /// Sum of every account's balance (must be zero).
+    pub total_balance_minor: i64,
+    /// Transactions whose entries do not sum to zero.
+    pub unbalanced_transactions: Vec<i64>,
+    /// Accounts whose cached balance differs from the sum of their entries.
+    pub mismatches: Vec<BalanceMismatch>,
+    /// Shoppers below zero (never allowed).
+    pub negative_shoppers: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceMismatch {
+    pub account_id: i64,
+    pub cached_minor: i64,
+    pub from_entries_minor: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_serialize_as_documented() {
+        for code in [
+            ErrorCode::InsufficientFunds,
+            ErrorCode::IdempotencyMismatch,
+            ErrorCode::PalmNotRecognised,
+            ErrorCode::StepUpRequired,
+            ErrorCode::AccountFrozen,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+        let body = ErrorBody::new(ErrorCode::InvalidAmount, "nope");
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":{"code":"invalid_amount","message":"nope"}}"#
+        );
+    }
+
+    #[test]
+    fn session_request_is_tagged() {
+        let r: SessionRequest =
+            serde_json::from_str(r#"{"method":"password","username":"a","password":"b"}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            SessionRequest::Password {
+                username: "a".into(),
+                password: "b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn scan_outcome_round_trips() {
+        for o in [ScanOutcome::Accepted, ScanOutcome::StepUpFailed] {
+            assert_eq!(ScanOutcome::parse(o.as_str()), Some(o));
+        }
+    }
+}
