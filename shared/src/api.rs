@@ -192,8 +192,13 @@ pub enum AccountStatus {
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum SessionRequest {
     Password { username: String, password: String },
-    /// A palm template (base64 of the binary codec); see the palm identification issue.
-    Palm { template: String },
+    /// A palm template (base64 of the binary codec). May answer `step_up_required`: send
+    /// again with `pin`.
+    Palm {
+        template: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +340,32 @@ pub struct DailyTotals {
     pub withdrawals_total: Money,
     /// Cash that should be in the till from today's deposits and withdrawals.
     pub cash_net: Money,
+}
+
+/// `POST /v1/palms` (session required): enroll 3-5 templates of the logged-in shopper's palm.
+/// Templates are base64 (standard alphabet) of the binary template codec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PalmEnrollRequest {
+    pub templates: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PalmEnrollResponse {
+    pub shopper: String,
+    pub templates_stored: u32,
+}
+
+/// `POST /v1/payments/palm`: identify the palm and pay this kiosk's merchant, one atomic
+/// outcome. On `step_up_required` the kiosk asks for the PIN and sends the same template
+/// with `pin` under a NEW idempotency key (nothing moved the first time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PalmPaymentRequest {
+    pub template: String,
+    pub amount: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 // ---------------------------------------------------------------- operator role
