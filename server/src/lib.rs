@@ -1,1 +1,10 @@
+//! The Palmline server library: the ledger store, the HTTP API over mutual TLS, the PKI and
+//! the operator client. `main.rs` is a thin CLI over this.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod pki;
+pub mod serve;
+pub mod store;
+pub mod tls;

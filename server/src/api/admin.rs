@@ -1,0 +1,165 @@
+//! Operator endpoints (admin certificate only): accounts, freeze, refunds, kiosks, the
+//! palm-scan log, daily reports and the ledger check.
+
+use super::kiosk::{idempotent, respond, Page};
+use super::{check_amount, idempotency, parse_json, AdminCaller, ApiError, RawBody, SharedState};
+use crate::store::Command;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use palmline_shared::api::{ErrorCode, RefundRequest};
+use serde::Deserialize;
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
+}
+
+#[derive(Deserialize)]
+pub struct AccountsQuery {
+    pub q: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub async fn accounts(
+    State(state): State<SharedState>,
+    AdminCaller(_): AdminCaller,
+    q: QueryResult<AccountsQuery>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let rows = state
+        .store
+        .accounts(
+            q.q.as_deref().filter(|s| !s.is_empty()),
+            q.limit.unwrap_or(100),
+        )
+        .await?;
+    Ok(Json(rows).into_response())
+}
+
+async fn set_frozen(
+    state: SharedState,
+    admin: String,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    frozen: bool,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let route = format!(
+        "POST /v1/admin/accounts/{id}/{}",
+        if frozen { "freeze" } else { "unfreeze" }
+    );
+    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    if !body.is_empty() {
+        let _: palmline_shared::api::FreezeRequest = parse_json(&body)?;
+    }
+    let outcome = idempotent(&state, idem, async move {
+        Ok(Command::SetFrozen {
+            account_id: id,
+            frozen,
+        })
+    })
+    .await?;
+    Ok(respond(outcome, StatusCode::OK))
+}
+
+pub async fn freeze(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    set_frozen(state, admin, id, headers, body, true).await
+}
+
+pub async fn unfreeze(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    set_frozen(state, admin, id, headers, body, false).await
+}
+
+pub async fn refund(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let idem = idempotency(
+        &headers,
+        &format!("admin:{admin}"),
+        "POST /v1/admin/refunds",
+        "",
+        &body,
+    )?;
+    let req: RefundRequest = parse_json(&body)?;
+    check_amount(&state, req.amount)?;
+    let outcome = idempotent(&state, idem, async move {
+        Ok(Command::Refund {
+            payment_id: req.payment_id,
+            amount: req.amount,
+            reason: req.reason,
+            operator: admin,
+        })
+    })
+    .await?;
+    Ok(respond(outcome, StatusCode::OK))
+}
+
+pub async fn kiosks(
+    State(state): State<SharedState>,
+    AdminCaller(_): AdminCaller,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.store.kiosks().await?).into_response())
+}
+
+pub async fn palm_scans(
+    State(state): State<SharedState>,
+    AdminCaller(_): AdminCaller,
+    q: QueryResult<Page>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    Ok(Json(
+        state
+            .store
+            .palm_scans(q.before, q.limit.unwrap_or(100))
+            .await?,
+    )
+    .into_response())
+}
+
+pub async fn ledger_check(
+    State(state): State<SharedState>,
+    AdminCaller(_): AdminCaller,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.store.ledger_check().await?).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct DateQuery {
+    pub date: Option<String>,
+}
+
+pub async fn daily_report(
+    State(state): State<SharedState>,
+    AdminCaller(_): AdminCaller,
+    q: QueryResult<DateQuery>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let date = q
+        .date
+        .unwrap_or_else(|| crate::store::sqlite::now_text()[..10].to_string());
+    let report = state.store.daily_report(&date).await.map_err(|e| match e {
+        crate::store::LedgerError::InvalidAmount(m) => ApiError::new(ErrorCode::InvalidRequest, m),
+        e => e.into(),
+    })?;
+    Ok(Json(report).into_response())
+}

@@ -1,0 +1,346 @@
+//! The HTTP API (axum). Every request has already passed the TLS handshake with a client
+//! certificate from our CA; here the certificate's role decides what it may call: kiosk
+//! endpoints take the kiosk id and merchant from the certificate, never from the body;
+//! operator endpoints need an admin certificate.
+//!
+//! Mutating requests carry an `Idempotency-Key`: a retry gets the first answer back and moves
+//! nothing; the same key with another request is `idempotency_mismatch`; the same key while
+//! the first request is still being processed is `idempotency_in_flight`.
+
+mod admin;
+mod error;
+mod kiosk;
+
+pub use error::ApiError;
+
+use crate::auth::HashCost;
+use crate::pki::{role_of, Role};
+use crate::store::{Idem, KioskRef, Store};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
+use palmline_shared::api::{
+    ErrorCode, IDEMPOTENCY_HEADER, MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_LEN,
+};
+use palmline_shared::{Currency, Money};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Policy knobs of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub currency: Currency,
+    /// Payments, withdrawals and transfers at or above this need the PIN (if the shopper has one).
+    pub pin_threshold: Money,
+    pub session_ttl: Duration,
+    pub lockout_after: u32,
+    pub lockout: Duration,
+    pub hash_cost: HashCost,
+}
+
+impl ApiConfig {
+    pub fn defaults(currency: Currency) -> ApiConfig {
+        ApiConfig {
+            currency,
+            pin_threshold: Money::from_minor(
+                50 * 10i64.pow(u32::from(currency.exponent())),
+                currency,
+            ),
+            session_ttl: Duration::from_secs(300),
+            lockout_after: 5,
+            lockout: Duration::from_secs(900),
+            hash_cost: HashCost::default(),
+        }
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub cfg: ApiConfig,
+    inflight: Mutex<HashSet<(String, String)>>,
+    kiosk_seen: Mutex<HashMap<String, Instant>>,
+    /// A hash to verify against when the username does not exist, so that a login for an
+    /// unknown user costs the same time as one for a known user.
+    dummy_hash: String,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, cfg: ApiConfig) -> Arc<AppState> {
+        let dummy_hash = crate::auth::hash_secret("palmline-dummy-password", cfg.hash_cost);
+        Arc::new(AppState {
+            store,
+            cfg,
+            inflight: Mutex::new(HashSet::new()),
+            kiosk_seen: Mutex::new(HashMap::new()),
+            dummy_hash,
+        })
+    }
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The router. Needs `Extension<Arc<axum_server::tls::TlsInfo>>` on every request, which
+/// the TLS acceptor adds; without a Palmline client certificate nothing runs.
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/v1/health", get(kiosk::health))
+        .route("/v1/shoppers", post(kiosk::register))
+        .route("/v1/sessions", post(kiosk::login))
+        .route("/v1/deposits", post(kiosk::deposit))
+        .route("/v1/withdrawals", post(kiosk::withdraw))
+        .route("/v1/payments", post(kiosk::pay))
+        .route("/v1/transfers", post(kiosk::transfer))
+        .route("/v1/wallet", get(kiosk::wallet))
+        .route("/v1/wallet/history", get(kiosk::history))
+        .route("/v1/merchant/today", get(kiosk::merchant_today))
+        .route("/v1/palms", post(kiosk::palms_not_ready))
+        .route("/v1/palms/me", delete(kiosk::palms_not_ready))
+        .route("/v1/payments/palm", post(kiosk::palms_not_ready))
+        .route("/v1/admin/accounts", get(admin::accounts))
+        .route("/v1/admin/accounts/{id}/freeze", post(admin::freeze))
+        .route("/v1/admin/accounts/{id}/unfreeze", post(admin::unfreeze))
+        .route("/v1/admin/refunds", post(admin::refund))
+        .route("/v1/admin/kiosks", get(admin::kiosks))
+        .route("/v1/admin/palm-scans", get(admin::palm_scans))
+        .route("/v1/admin/ledger-check", get(admin::ledger_check))
+        .route("/v1/admin/reports/daily", get(admin::daily_report))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The authenticated caller, from the client certificate.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Kiosk(KioskRef),
+    Admin(String),
+}
+
+fn caller_from_parts(parts: &Parts) -> Result<Caller, ApiError> {
+    let Some(Extension(info)) = parts
+        .extensions
+        .get::<Arc<axum_server::tls::TlsInfo>>()
+        .cloned()
+        .map(Extension)
+    else {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "a client certificate is required",
+        ));
+    };
+    let leaf = info
+        .peer_certificates
+        .first()
+        .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "a client certificate is required"))?;
+    match role_of(leaf) {
+        Ok(Some(Role::Kiosk { kiosk_id, merchant })) => {
+            Ok(Caller::Kiosk(KioskRef { kiosk_id, merchant }))
+        }
+        Ok(Some(Role::Admin { name })) => Ok(Caller::Admin(name)),
+        _ => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the client certificate carries no Palmline role",
+        )),
+    }
+}
+
+/// Any authenticated caller.
+pub struct AnyCaller(pub Caller);
+
+impl FromRequestParts<SharedState> for AnyCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &SharedState) -> Result<Self, ApiError> {
+        caller_from_parts(parts).map(AnyCaller)
+    }
+}
+
+/// A kiosk caller (403 for anyone else). Records the kiosk as seen, at most once a minute.
+pub struct KioskCaller(pub KioskRef);
+
+impl FromRequestParts<SharedState> for KioskCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        match caller_from_parts(parts)? {
+            Caller::Kiosk(k) => {
+                let due = {
+                    let mut seen = state.kiosk_seen.lock().expect("poisoned");
+                    let now = Instant::now();
+                    match seen.get(&k.kiosk_id) {
+                        Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+                        _ => {
+                            seen.insert(k.kiosk_id.clone(), now);
+                            true
+                        }
+                    }
+                };
+                if due {
+                    state
+                        .store
+                        .execute(None, crate::store::Command::TouchKiosk { at: k.clone() })
+                        .await
+                        .map_err(ApiError::from)?;
+                }
+                Ok(KioskCaller(k))
+            }
+            Caller::Admin(_) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this endpoint is for kiosks",
+            )),
+        }
+    }
+}
+
+/// An operator caller (403 for kiosks).
+pub struct AdminCaller(pub String);
+
+impl FromRequestParts<SharedState> for AdminCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &SharedState) -> Result<Self, ApiError> {
+        match caller_from_parts(parts)? {
+            Caller::Admin(a) => Ok(AdminCaller(a)),
+            Caller::Kiosk(_) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this endpoint needs an operator certificate",
+            )),
+        }
+    }
+}
+
+/// A request body read under the size limit, with its bytes kept for the idempotency hash.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ErrorCode::BodyTooLarge,
+                    format!("request body over {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new(ErrorCode::InvalidRequest, "unreadable request body")
+            }
+        })?;
+        Ok(RawBody(bytes))
+    }
+}
+
+/// Parses JSON with typed errors: syntax errors are `malformed_json`, bad amounts
+/// `invalid_amount`, unknown currencies `unsupported_currency`, the rest `invalid_request`.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        let msg = e.to_string();
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {msg}"))
+            }
+            Category::Data if msg.starts_with("unknown currency") => {
+                ApiError::new(ErrorCode::UnsupportedCurrency, msg)
+            }
+            Category::Data if msg.contains("amount") => {
+                ApiError::new(ErrorCode::InvalidAmount, msg)
+            }
+            Category::Data => ApiError::new(ErrorCode::InvalidRequest, msg),
+        }
+    })
+}
+
+/// Checks that an amount from a request is positive and in the server's currency.
+pub fn check_amount(state: &AppState, amount: Money) -> Result<(), ApiError> {
+    if amount.currency() != state.cfg.currency {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedCurrency,
+            format!("this server keeps {}", state.cfg.currency),
+        ));
+    }
+    if !amount.is_positive() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidAmount,
+            "amount must be greater than zero",
+        ));
+    }
+    Ok(())
+}
+
+/// The idempotency context of a mutating request: key from the header, fingerprint over
+/// method, path, caller, subject (e.g. the session's shopper) and body.
+pub fn idempotency(
+    headers: &HeaderMap,
+    scope: &str,
+    route: &str,
+    subject: &str,
+    body: &[u8],
+) -> Result<Idem, ApiError> {
+    let key = headers
+        .get(IDEMPOTENCY_HEADER)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingIdempotencyKey,
+                "mutating requests need an Idempotency-Key header",
+            )
+        })?
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
+            )
+        })?;
+    let mut h = Sha256::new();
+    for part in [route.as_bytes(), subject.as_bytes(), body] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    Ok(Idem {
+        scope: scope.to_string(),
+        key: key.to_string(),
+        request_hash: h.finalize().into(),
+    })
+}
+
+/// Marks an idempotency key as being processed; a second request with the same key while
+/// this guard lives gets `idempotency_in_flight`.
+pub struct InFlight {
+    state: SharedState,
+    id: (String, String),
+}
+
+impl InFlight {
+    pub fn claim(state: &SharedState, idem: &Idem) -> Result<InFlight, ApiError> {
+        let id = (idem.scope.clone(), idem.key.clone());
+        if !state.inflight.lock().expect("poisoned").insert(id.clone()) {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyInFlight,
+                "a request with this Idempotency-Key is still being processed",
+            ));
+        }
+        Ok(InFlight {
+            state: state.clone(),
+            id,
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state
+            .inflight
+            .lock()
+            .expect("poisoned")
+            .remove(&self.id);
+    }
+}

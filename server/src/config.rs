@@ -1,0 +1,121 @@
+//! Server configuration: a TOML file (optional) plus `PALMLINE_*` environment overrides.
+//! With no file on a fresh machine everything lives under `./data/`.
+//!
+//! ```toml
+//! listen = "0.0.0.0:8443"
+//! currency = "EUR"
+//! pin_threshold = "50.00"
+//! session_ttl_secs = 300
+//! lockout_after = 5
+//! lockout_secs = 900
+//! [tls]            # optional; defaults are the PKI files under DATA/pki/
+//! ca = "/etc/palmline/ca.pem"
+//! crl = "/etc/palmline/crl.pem"
+//! cert = "/etc/palmline/server.pem"
+//! key = "/etc/palmline/server.key"
+//! ```
+//! Under systemd, a `server.key` credential (`LoadCredential=`) is used as the TLS key.
+
+use crate::api::ApiConfig;
+use crate::pki::Pki;
+use crate::tls::TlsPaths;
+use anyhow::{bail, Context, Result};
+use palmline_shared::{Currency, Money};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub currency: Option<String>,
+    pub pin_threshold: Option<String>,
+    pub session_ttl_secs: Option<u64>,
+    pub lockout_after: Option<u32>,
+    pub lockout_secs: Option<u64>,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub ca: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub tls: TlsPaths,
+    pub api: ApiConfig,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl ServerConfig {
+    /// Loads `config` (if given), then applies environment overrides.
+    pub fn load(data_dir: &Path, config: Option<&Path>) -> Result<ServerConfig> {
+        let file: FileConfig = match config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let currency_code = env("PALMLINE_CURRENCY")
+            .or(file.currency)
+            .unwrap_or_else(|| "EUR".into());
+        let currency = Currency::from_code(&currency_code)?;
+        let mut api = ApiConfig::defaults(currency);
+        if let Some(t) = env("PALMLINE_PIN_THRESHOLD").or(file.pin_threshold) {
+            api.pin_threshold = Money::parse_positive(&t, currency)
+                .with_context(|| format!("pin_threshold {t:?}"))?;
+        }
+        if let Some(s) = env("PALMLINE_SESSION_TTL_SECS")
+            .map(|v| v.parse::<u64>())
+            .transpose()?
+            .or(file.session_ttl_secs)
+        {
+            if !(10..=86_400).contains(&s) {
+                bail!("session_ttl_secs must be 10-86400");
+            }
+            api.session_ttl = Duration::from_secs(s);
+        }
+        if let Some(n) = file.lockout_after {
+            api.lockout_after = n.max(1);
+        }
+        if let Some(s) = file.lockout_secs {
+            api.lockout = Duration::from_secs(s);
+        }
+        let listen = env("PALMLINE_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8443".into());
+        let mut tls = TlsPaths::from_pki(&Pki::new(data_dir));
+        if let Some(t) = file.tls {
+            tls.ca = t.ca.unwrap_or(tls.ca);
+            tls.crl = t.crl.unwrap_or(tls.crl);
+            tls.cert = t.cert.unwrap_or(tls.cert);
+            tls.key = t.key.unwrap_or(tls.key);
+        }
+        if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
+            let cred = Path::new(&dir).join("server.key");
+            if cred.exists() {
+                tls.key = cred;
+            }
+        }
+        Ok(ServerConfig {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            tls,
+            api,
+        })
+    }
+}

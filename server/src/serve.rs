@@ -1,0 +1,101 @@
+//! Starting the server: store, API, TLS listener, and the CRL reloader (SIGHUP or a change
+//! of the CRL file), so that a revoked kiosk is refused without a restart.
+
+use crate::api::{router, AppState};
+use crate::config::ServerConfig;
+use crate::store::sqlite::open_in;
+use crate::store::Store;
+use crate::tls::server_config;
+use anyhow::{Context, Result};
+use axum_server::tls_rustls::RustlsConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: axum_server::Handle<SocketAddr>,
+    pub state: Arc<AppState>,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Receives a message each time the CRL was reloaded (the number of reloads so far).
+    pub crl_reloads: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish (up to `grace`), and waits.
+    pub async fn shutdown(self, grace: Duration) -> Result<()> {
+        self.handle.graceful_shutdown(Some(grace));
+        self.server.await??;
+        Ok(())
+    }
+}
+
+/// Starts the server with its own store.
+pub async fn start(cfg: ServerConfig) -> Result<Running> {
+    let store: Arc<dyn Store> = Arc::new(open_in(&cfg.data_dir, cfg.api.currency)?);
+    start_with_store(cfg, store).await
+}
+
+pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running> {
+    let tls = RustlsConfig::from_config(server_config(&cfg.tls)?);
+    let state = AppState::new(store, cfg.api.clone());
+    let app = router(state.clone());
+    let addr: SocketAddr = cfg
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?}", cfg.listen))?;
+    let handle = axum_server::Handle::new();
+    let server = tokio::spawn(
+        axum_server::bind_rustls(addr, tls.clone())
+            .handle(handle.clone())
+            .serve(app.into_make_service()),
+    );
+    let addr = handle
+        .listening()
+        .await
+        .context("the server did not start listening")?;
+    let (tx, rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(crl_reloader(cfg.tls.clone(), tls, tx));
+    Ok(Running {
+        addr,
+        handle,
+        state,
+        server,
+        crl_reloads: rx,
+    })
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+async fn crl_reloader(
+    paths: crate::tls::TlsPaths,
+    tls: RustlsConfig,
+    reloads: tokio::sync::watch::Sender<u64>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last = mtime(&paths.crl);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = mtime(&paths.crl);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match server_config(&paths) {
+            Ok(c) => {
+                tls.reload_from_config(c);
+                let n = *reloads.borrow() + 1;
+                let _ = reloads.send(n);
+                tracing::info!(reloads = n, "CRL and certificates reloaded");
+                println!("crl reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "CRL reload failed; keeping the previous one"),
+        }
+    }
+}

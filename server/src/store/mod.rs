@@ -1,0 +1,231 @@
+//! The ledger's store: one async trait, implemented by SQLite now and PostgreSQL later.
+//!
+//! Every mutation is a [`Command`] passed to [`Store::execute`], which applies it as one
+//! database transaction (or savepoint inside a group commit) together with its idempotency
+//! record, so a retried request can never move money twice. Reads are separate methods.
+//! Nothing here hashes passwords or talks HTTP: callers do the slow or outward work first.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use palmline_shared::api::{
+    AccountRow, DailyReport, DailyTotals, ErrorCode, HistoryPage, KioskRow, LedgerCheck,
+    PalmScanRow, Receipt, ScanOutcome, Shopper, Wallet,
+};
+use palmline_shared::Money;
+use serde::{Deserialize, Serialize};
+
+/// Who the idempotency key belongs to, and the fingerprint of the request it guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idem {
+    /// The caller: `kiosk:<id>` or `admin:<name>`.
+    pub scope: String,
+    pub key: String,
+    /// SHA-256 over method, path, the authenticated subject and the body.
+    pub request_hash: [u8; 32],
+}
+
+/// Where a request came from (from the client certificate, never the body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KioskRef {
+    pub kiosk_id: String,
+    pub merchant: String,
+}
+
+/// Every state change of the ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    RegisterShopper {
+        username: String,
+        email: String,
+        password_hash: String,
+        pin_hash: Option<String>,
+    },
+    Deposit {
+        at: KioskRef,
+        username: String,
+        amount: Money,
+    },
+    Withdrawal {
+        at: KioskRef,
+        shopper_id: i64,
+        amount: Money,
+    },
+    Payment {
+        at: KioskRef,
+        shopper_id: i64,
+        amount: Money,
+        description: Option<String>,
+    },
+    Transfer {
+        at: Option<KioskRef>,
+        from_shopper_id: i64,
+        to_username: String,
+        amount: Money,
+        note: Option<String>,
+    },
+    Refund {
+        payment_id: i64,
+        amount: Money,
+        reason: Option<String>,
+        operator: String,
+    },
+    SetFrozen {
+        account_id: i64,
+        frozen: bool,
+    },
+    CreateSession {
+        token_hash: [u8; 32],
+        shopper_id: i64,
+        kiosk_id: String,
+        expires_at: i64,
+    },
+    /// A failed password or PIN: counts towards the lock-out.
+    AuthFailure {
+        shopper_id: i64,
+        lock_after: u32,
+        lock_seconds: i64,
+    },
+    AuthSuccess {
+        shopper_id: i64,
+    },
+    TouchKiosk {
+        at: KioskRef,
+    },
+    LogScan {
+        kiosk_id: String,
+        purpose: String,
+        outcome: ScanOutcome,
+        score: Option<f64>,
+        shopper_id: Option<i64>,
+    },
+}
+
+/// What a successful command produced. Stored with the idempotency key, so a retry gets
+/// exactly this back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Shopper(Shopper),
+    Receipt(Receipt),
+    Account(AccountRow),
+    Done,
+}
+
+/// Errors of the ledger. Domain errors are part of the idempotent result; `Storage` is not
+/// (a retry after a storage failure runs again).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum LedgerError {
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("no such account: {0}")]
+    UnknownAccount(String),
+    #[error("account is frozen")]
+    AccountFrozen,
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("no such payment")]
+    UnknownPayment,
+    #[error("refund exceeds what remains of the payment ({0})")]
+    RefundExceedsPayment(String),
+    #[error("cannot transfer to the same account")]
+    SameAccount,
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch,
+    #[error("invalid amount: {0}")]
+    InvalidAmount(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl LedgerError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            LedgerError::InsufficientFunds => ErrorCode::InsufficientFunds,
+            LedgerError::UnknownAccount(_) => ErrorCode::UnknownAccount,
+            LedgerError::AccountFrozen => ErrorCode::AccountFrozen,
+            LedgerError::UsernameTaken => ErrorCode::UsernameTaken,
+            LedgerError::UnknownPayment => ErrorCode::UnknownPayment,
+            LedgerError::RefundExceedsPayment(_) => ErrorCode::RefundExceedsPayment,
+            LedgerError::SameAccount => ErrorCode::SameAccount,
+            LedgerError::IdempotencyMismatch => ErrorCode::IdempotencyMismatch,
+            LedgerError::InvalidAmount(_) => ErrorCode::InvalidAmount,
+            LedgerError::Storage(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether this error is a final answer to the request (and so is replayed to retries).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, LedgerError::Storage(_))
+    }
+}
+
+/// The result of a command as stored for idempotent replay.
+pub type StoredResult = Result<Outcome, LedgerError>;
+
+/// What password/PIN checks need about a shopper.
+#[derive(Debug, Clone)]
+pub struct ShopperAuth {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub pin_hash: Option<String>,
+    pub frozen: bool,
+    /// Unix seconds until which logins are refused, if locked.
+    pub locked_until: Option<i64>,
+}
+
+/// A valid session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub shopper_id: i64,
+    pub kiosk_id: String,
+    pub expires_at: i64,
+}
+
+/// The store of the ledger. Async-shaped so that a PostgreSQL implementation fits as is;
+/// the SQLite implementation runs its work off the async runtime.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies one command atomically. With `idem`, a repeat of the same request returns
+    /// the first result and changes nothing; the same key with another request is
+    /// [`LedgerError::IdempotencyMismatch`].
+    async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult;
+
+    /// The stored result for an idempotency key, if the request was already completed:
+    /// lets the API answer a retry before redoing slow checks (sessions, PINs).
+    async fn replay(&self, idem: &Idem) -> Result<Option<StoredResult>, LedgerError>;
+
+    async fn shopper_auth(&self, username: &str) -> Result<Option<ShopperAuth>, LedgerError>;
+    async fn shopper_auth_by_id(&self, id: i64) -> Result<Option<ShopperAuth>, LedgerError>;
+    async fn session(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<Option<SessionInfo>, LedgerError>;
+    async fn wallet(&self, shopper_id: i64) -> Result<Wallet, LedgerError>;
+    async fn history(
+        &self,
+        shopper_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<HistoryPage, LedgerError>;
+    /// Totals of one merchant for one UTC day (`YYYY-MM-DD`).
+    async fn merchant_day(&self, merchant: &str, date: &str) -> Result<DailyTotals, LedgerError>;
+    async fn daily_report(&self, date: &str) -> Result<DailyReport, LedgerError>;
+    async fn accounts(
+        &self,
+        query: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AccountRow>, LedgerError>;
+    async fn kiosks(&self) -> Result<Vec<KioskRow>, LedgerError>;
+    async fn palm_scans(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<PalmScanRow>, LedgerError>;
+    /// Recomputes every balance from the entries and reports any difference.
+    async fn ledger_check(&self) -> Result<LedgerCheck, LedgerError>;
+    /// Sum of all cached balances (the double-entry invariant says zero).
+    async fn total_balance(&self) -> Result<i64, LedgerError>;
+    fn currency(&self) -> palmline_shared::Currency;
+}

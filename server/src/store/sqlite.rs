@@ -1,0 +1,1266 @@
+//! The SQLite store: WAL, foreign keys, `synchronous=FULL`, versioned migrations.
+//!
+//! SQLite has one writer, so every mutation goes through one writer thread that takes a
+//! batch of pending commands, applies each in its own savepoint (a rejected one rolls back
+//! alone), commits the batch once and only then acknowledges each caller: one fsync carries
+//! many transfers (group commit). Reads use a small pool of read-only connections on the
+//! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
+
+use super::{Command, Idem, LedgerError, Outcome, SessionInfo, ShopperAuth, Store, StoredResult};
+use async_trait::async_trait;
+use palmline_shared::api::{
+    AccountRow, AccountStatus, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage,
+    KioskRow, LedgerCheck, PalmScanRow, Receipt, ScanOutcome, Shopper, TxKind, Wallet,
+};
+use palmline_shared::{Currency, Money};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// Most commands one group commit carries.
+const MAX_BATCH: usize = 512;
+
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A unit of work for the writer: runs inside a savepoint, says whether to keep its changes,
+/// and returns the acknowledgement to send once the batch is durable.
+type Job = Box<dyn FnOnce(Result<&Connection, String>) -> (bool, Reply) + Send>;
+
+pub struct SqliteStore {
+    writer: mpsc::SyncSender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    currency: Currency,
+}
+
+fn storage(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Storage(e.to_string())
+}
+
+/// Current UTC time in a fixed-width format that sorts lexically.
+pub fn now_text() -> String {
+    format_ts(time::OffsetDateTime::now_utc())
+}
+
+pub fn format_ts(t: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&f)
+        .expect("formatting a UTC time cannot fail")
+}
+
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path, currency: Currency) -> Result<SqliteStore, LedgerError> {
+        let mut conn = open(path, false).map_err(storage)?;
+        migrate(&mut conn).map_err(storage)?;
+        let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(storage)?;
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.to_path_buf(),
+            currency,
+        })
+    }
+
+    /// Runs `f` on the writer inside a savepoint of the next group commit. An `Err` rolls
+    /// back `f`'s changes alone; the answer arrives only once the batch is durable.
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, LedgerError> + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, LedgerError>>();
+        let job: Job = Box::new(move |conn| {
+            let res = match conn {
+                Ok(c) => f(c),
+                Err(e) => Err(LedgerError::Storage(e)),
+            };
+            let keep = res.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(commit.map_err(LedgerError::Storage).and(res));
+            });
+            (keep, reply)
+        });
+        let sender = self.writer.clone();
+        // A full queue blocks: do that on the blocking pool, not on an async worker.
+        tokio::task::spawn_blocking(move || sender.send(job))
+            .await
+            .map_err(storage)?
+            .map_err(|_| LedgerError::Storage("writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| LedgerError::Storage("writer dropped the request".into()))?
+    }
+
+    /// Runs `f` on a pooled read-only connection on the blocking pool.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, LedgerError> + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().expect("reader pool poisoned").pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&path, true).map_err(storage)?,
+            };
+            let res = f(&conn);
+            let mut pool = pool.lock().expect("reader pool poisoned");
+            if pool.len() < 16 {
+                pool.push(conn);
+            }
+            res
+        })
+        .await
+        .map_err(storage)?
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for job in batch {
+                let (_, reply) = job(Err(msg.clone()));
+                reply(Err(msg.clone()));
+            }
+            continue;
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                let (_, reply) = job(Err(e.to_string()));
+                replies.push(reply);
+                continue;
+            }
+            let (keep, reply) = job(Ok(&conn));
+            let end = if keep {
+                conn.execute_batch("RELEASE job")
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            };
+            if let Err(e) = end {
+                tracing::error!(error = %e, "savepoint end failed");
+            }
+            replies.push(reply);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(commit.clone());
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the command logic
+
+struct Acct {
+    id: i64,
+    name: String,
+    frozen: bool,
+    balance: i64,
+}
+
+fn row_acct(r: &rusqlite::Row<'_>) -> rusqlite::Result<Acct> {
+    Ok(Acct {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        frozen: r.get::<_, String>(2)? == "frozen",
+        balance: r.get(3)?,
+    })
+}
+
+fn shopper_by_name(c: &Connection, name: &str) -> Result<Acct, LedgerError> {
+    c.prepare_cached(
+        "SELECT id, name, status, balance FROM accounts WHERE kind = 'shopper' AND name = ?1",
+    )
+    .and_then(|mut s| s.query_row([name], row_acct).optional())
+    .map_err(storage)?
+    .ok_or_else(|| LedgerError::UnknownAccount(name.to_string()))
+}
+
+fn shopper_by_id(c: &Connection, id: i64) -> Result<Acct, LedgerError> {
+    c.prepare_cached(
+        "SELECT id, name, status, balance FROM accounts WHERE kind = 'shopper' AND id = ?1",
+    )
+    .and_then(|mut s| s.query_row([id], row_acct).optional())
+    .map_err(storage)?
+    .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
+}
+
+/// The merchant's account and its cash till, created on first sight of a kiosk.
+fn merchant_accounts(
+    c: &Connection,
+    merchant: &str,
+    currency: Currency,
+) -> Result<(Acct, i64), LedgerError> {
+    let find = |c: &Connection| {
+        c.prepare_cached(
+            "SELECT id, name, status, balance FROM accounts WHERE kind = 'merchant' AND name = ?1",
+        )
+        .and_then(|mut s| s.query_row([merchant], row_acct).optional())
+        .map_err(storage)
+    };
+    let m = match find(c)? {
+        Some(m) => m,
+        None => {
+            let now = now_text();
+            c.execute(
+                "INSERT INTO accounts (kind, name, currency, created_at) VALUES ('merchant', ?1, ?2, ?3)",
+                params![merchant, currency.code(), now],
+            )
+            .map_err(storage)?;
+            let id = c.last_insert_rowid();
+            c.execute(
+                "INSERT INTO accounts (kind, name, currency, merchant_id, created_at) VALUES ('till', ?1, ?2, ?3, ?4)",
+                params![format!("till:{merchant}"), currency.code(), id, now],
+            )
+            .map_err(storage)?;
+            find(c)?.ok_or_else(|| LedgerError::Storage("merchant vanished".into()))?
+        }
+    };
+    let till: i64 = c
+        .prepare_cached("SELECT id FROM accounts WHERE kind = 'till' AND merchant_id = ?1")
+        .and_then(|mut s| s.query_row([m.id], |r| r.get(0)))
+        .map_err(storage)?;
+    Ok((m, till))
+}
+
+struct NewTx<'a> {
+    kind: TxKind,
+    amount: Money,
+    shopper_id: i64,
+    other_id: i64,
+    merchant_id: Option<i64>,
+    kiosk_id: Option<&'a str>,
+    ref_tx_id: Option<i64>,
+    description: Option<&'a str>,
+    created_by: Option<&'a str>,
+}
+
+/// Writes one double-entry transaction. `legs` must sum to zero; returns the transaction id,
+/// its timestamp and the balance after of each leg's account.
+fn post(
+    c: &Connection,
+    tx: NewTx<'_>,
+    legs: &[(i64, i64)],
+) -> Result<(i64, String, Vec<i64>), LedgerError> {
+    let sum = legs
+        .iter()
+        .try_fold(0i64, |acc, (_, d)| acc.checked_add(*d))
+        .ok_or(LedgerError::InvalidAmount("overflow".into()))?;
+    if sum != 0 {
+        return Err(LedgerError::Storage("unbalanced transaction".into()));
+    }
+    let now = now_text();
+    c.prepare_cached(
+        "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tx.kind.as_str(),
+            tx.amount.minor(),
+            tx.amount.currency().code(),
+            tx.shopper_id,
+            tx.other_id,
+            tx.merchant_id,
+            tx.kiosk_id,
+            tx.ref_tx_id,
+            tx.description,
+            tx.created_by,
+            now
+        ])
+    })
+    .map_err(storage)?;
+    let tx_id = c.last_insert_rowid();
+    let mut after = Vec::with_capacity(legs.len());
+    for (account, delta) in legs {
+        let bal: i64 = c
+            .prepare_cached(
+                "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance",
+            )
+            .and_then(|mut s| s.query_row(params![delta, account], |r| r.get(0)))
+            .map_err(|e| match e {
+                // The schema's own guard: a shopper can never go below zero.
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    LedgerError::InsufficientFunds
+                }
+                e => storage(e),
+            })?;
+        c.prepare_cached(
+            "INSERT INTO entries (tx_id, account_id, amount, balance_after) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![tx_id, account, delta, bal]))
+        .map_err(storage)?;
+        after.push(bal);
+    }
+    Ok((tx_id, now, after))
+}
+
+fn check_amount(amount: Money, currency: Currency) -> Result<i64, LedgerError> {
+    if amount.currency() != currency {
+        return Err(LedgerError::InvalidAmount(format!(
+            "this server keeps {currency}, not {}",
+            amount.currency()
+        )));
+    }
+    if !amount.is_positive() || amount.minor() > palmline_shared::money::MAX_MINOR {
+        return Err(LedgerError::InvalidAmount(
+            "amount must be positive and within bounds".into(),
+        ));
+    }
+    Ok(amount.minor())
+}
+
+fn debitable(a: &Acct, amount: i64) -> Result<(), LedgerError> {
+    if a.frozen {
+        return Err(LedgerError::AccountFrozen);
+    }
+    if a.balance < amount {
+        return Err(LedgerError::InsufficientFunds);
+    }
+    Ok(())
+}
+
+fn shopper_view(c: &Connection, id: i64) -> Result<Shopper, LedgerError> {
+    c.prepare_cached(
+        "SELECT id, name, email, status, pin_hash IS NOT NULL, created_at FROM accounts WHERE id = ?1 AND kind = 'shopper'",
+    )
+    .and_then(|mut s| {
+        s.query_row([id], |r| {
+            Ok(Shopper {
+                id: r.get(0)?,
+                username: r.get(1)?,
+                email: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                status: status_of(&r.get::<_, String>(3)?),
+                has_pin: r.get(4)?,
+                palm_enrolled: false,
+                created_at: r.get(5)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(storage)?
+    .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
+}
+
+fn status_of(s: &str) -> AccountStatus {
+    if s == "frozen" {
+        AccountStatus::Frozen
+    } else {
+        AccountStatus::Active
+    }
+}
+
+fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerError> {
+    match cmd {
+        Command::RegisterShopper {
+            username,
+            email,
+            password_hash,
+            pin_hash,
+        } => {
+            let r = c.execute(
+                "INSERT INTO accounts (kind, name, email, password_hash, pin_hash, currency, created_at)
+                 VALUES ('shopper', ?1, ?2, ?3, ?4, ?5, ?6)",
+                params![username, email, password_hash, pin_hash, cur.code(), now_text()],
+            );
+            match r {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(LedgerError::UsernameTaken)
+                }
+                Err(e) => return Err(storage(e)),
+            }
+            Ok(Outcome::Shopper(shopper_view(c, c.last_insert_rowid())?))
+        }
+        Command::Deposit {
+            at,
+            username,
+            amount,
+        } => {
+            let minor = check_amount(amount, cur)?;
+            let shopper = shopper_by_name(c, &username)?;
+            if shopper.frozen {
+                return Err(LedgerError::AccountFrozen);
+            }
+            let (merchant, till) = merchant_accounts(c, &at.merchant, cur)?;
+            let (id, now, after) = post(
+                c,
+                NewTx {
+                    kind: TxKind::Deposit,
+                    amount,
+                    shopper_id: shopper.id,
+                    other_id: merchant.id,
+                    merchant_id: Some(merchant.id),
+                    kiosk_id: Some(&at.kiosk_id),
+                    ref_tx_id: None,
+                    description: None,
+                    created_by: None,
+                },
+                &[(shopper.id, minor), (till, -minor)],
+            )?;
+            Ok(Outcome::Receipt(receipt(
+                id,
+                TxKind::Deposit,
+                amount,
+                after[0],
+                shopper.name,
+                Some(merchant.name),
+                None,
+                Some(at.kiosk_id),
+                now,
+            )))
+        }
+        Command::Withdrawal {
+            at,
+            shopper_id,
+            amount,
+        } => {
+            let minor = check_amount(amount, cur)?;
+            let shopper = shopper_by_id(c, shopper_id)?;
+            debitable(&shopper, minor)?;
+            let (merchant, till) = merchant_accounts(c, &at.merchant, cur)?;
+            let (id, now, after) = post(
+                c,
+                NewTx {
+                    kind: TxKind::Withdrawal,
+                    amount,
+                    shopper_id: shopper.id,
+                    other_id: merchant.id,
+                    merchant_id: Some(merchant.id),
+                    kiosk_id: Some(&at.kiosk_id),
+                    ref_tx_id: None,
+                    description: None,
+                    created_by: None,
+                },
+                &[(shopper.id, -minor), (till, minor)],
+            )?;
+            Ok(Outcome::Receipt(receipt(
+                id,
+                TxKind::Withdrawal,
+                amount,
+                after[0],
+                shopper.name,
+                Some(merchant.name),
+                None,
+                Some(at.kiosk_id),
+                now,
+            )))
+        }
+        Command::Payment {
+            at,
+            shopper_id,
+            amount,
+            description,
+        } => {
+            let minor = check_amount(amount, cur)?;
+            let shopper = shopper_by_id(c, shopper_id)?;
+            debitable(&shopper, minor)?;
+            let (merchant, _) = merchant_accounts(c, &at.merchant, cur)?;
+            if merchant.frozen {
+                return Err(LedgerError::AccountFrozen);
+            }
+            let (id, now, after) = post(
+                c,
+                NewTx {
+                    kind: TxKind::Payment,
+                    amount,
+                    shopper_id: shopper.id,
+                    other_id: merchant.id,
+                    merchant_id: Some(merchant.id),
+                    kiosk_id: Some(&at.kiosk_id),
+                    ref_tx_id: None,
+                    description: description.as_deref(),
+                    created_by: None,
+                },
+                &[(shopper.id, -minor), (merchant.id, minor)],
+            )?;
+            Ok(Outcome::Receipt(receipt(
+                id,
+                TxKind::Payment,
+                amount,
+                after[0],
+                shopper.name,
+                Some(merchant.name),
+                None,
+                Some(at.kiosk_id),
+                now,
+            )))
+        }
+        Command::Transfer {
+            at,
+            from_shopper_id,
+            to_username,
+            amount,
+            note,
+        } => {
+            let minor = check_amount(amount, cur)?;
+            let from = shopper_by_id(c, from_shopper_id)?;
+            let to = shopper_by_name(c, &to_username)?;
+            if from.id == to.id {
+                return Err(LedgerError::SameAccount);
+            }
+            debitable(&from, minor)?;
+            if to.frozen {
+                return Err(LedgerError::AccountFrozen);
+            }
+            let kiosk = at.as_ref().map(|k| k.kiosk_id.clone());
+            let (id, now, after) = post(
+                c,
+                NewTx {
+                    kind: TxKind::Transfer,
+                    amount,
+                    shopper_id: from.id,
+                    other_id: to.id,
+                    merchant_id: None,
+                    kiosk_id: kiosk.as_deref(),
+                    ref_tx_id: None,
+                    description: note.as_deref(),
+                    created_by: None,
+                },
+                &[(from.id, -minor), (to.id, minor)],
+            )?;
+            Ok(Outcome::Receipt(receipt(
+                id,
+                TxKind::Transfer,
+                amount,
+                after[0],
+                from.name,
+                None,
+                Some(to.name),
+                kiosk,
+                now,
+            )))
+        }
+        Command::Refund {
+            payment_id,
+            amount,
+            reason,
+            operator,
+        } => {
+            let minor = check_amount(amount, cur)?;
+            let payment: Option<(i64, i64, i64)> = c
+                .query_row(
+                    "SELECT amount, shopper_id, merchant_id FROM transactions WHERE id = ?1 AND kind = 'payment'",
+                    [payment_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(storage)?;
+            let (paid, shopper_id, merchant_id) = payment.ok_or(LedgerError::UnknownPayment)?;
+            let refunded: i64 = c
+                .query_row(
+                    "SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE kind = 'refund' AND ref_tx_id = ?1",
+                    [payment_id],
+                    |r| r.get(0),
+                )
+                .map_err(storage)?;
+            let remaining = paid - refunded;
+            if minor > remaining {
+                return Err(LedgerError::RefundExceedsPayment(
+                    Money::from_minor(remaining, cur).to_string(),
+                ));
+            }
+            let shopper = shopper_by_id(c, shopper_id)?;
+            let merchant_name: String = c
+                .query_row(
+                    "SELECT name FROM accounts WHERE id = ?1",
+                    [merchant_id],
+                    |r| r.get(0),
+                )
+                .map_err(storage)?;
+            let (id, now, after) = post(
+                c,
+                NewTx {
+                    kind: TxKind::Refund,
+                    amount,
+                    shopper_id,
+                    other_id: merchant_id,
+                    merchant_id: Some(merchant_id),
+                    kiosk_id: None,
+                    ref_tx_id: Some(payment_id),
+                    description: reason.as_deref(),
+                    created_by: Some(&operator),
+                },
+                &[(shopper_id, minor), (merchant_id, -minor)],
+            )?;
+            Ok(Outcome::Receipt(receipt(
+                id,
+                TxKind::Refund,
+                amount,
+                after[0],
+                shopper.name,
+                Some(merchant_name),
+                None,
+                None,
+                now,
+            )))
+        }
+        Command::SetFrozen { account_id, frozen } => {
+            let n = c
+                .execute(
+                    "UPDATE accounts SET status = ?1 WHERE id = ?2 AND kind IN ('shopper', 'merchant')",
+                    params![if frozen { "frozen" } else { "active" }, account_id],
+                )
+                .map_err(storage)?;
+            if n == 0 {
+                return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
+            }
+            Ok(Outcome::Account(account_row(c, account_id, cur)?))
+        }
+        Command::CreateSession {
+            token_hash,
+            shopper_id,
+            kiosk_id,
+            expires_at,
+        } => {
+            c.execute(
+                "DELETE FROM sessions WHERE expires_at < ?1",
+                [unix_now() - 3600],
+            )
+            .map_err(storage)?;
+            c.execute(
+                "INSERT INTO sessions (token_hash, account_id, kiosk_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&token_hash[..], shopper_id, kiosk_id, expires_at, now_text()],
+            )
+            .map_err(storage)?;
+            Ok(Outcome::Done)
+        }
+        Command::AuthFailure {
+            shopper_id,
+            lock_after,
+            lock_seconds,
+        } => {
+            c.execute(
+                "UPDATE accounts SET failed_auth = failed_auth + 1 WHERE id = ?1",
+                [shopper_id],
+            )
+            .map_err(storage)?;
+            c.execute(
+                "UPDATE accounts SET locked_until = ?1, failed_auth = 0 WHERE id = ?2 AND failed_auth >= ?3",
+                params![unix_now() + lock_seconds, shopper_id, lock_after],
+            )
+            .map_err(storage)?;
+            Ok(Outcome::Done)
+        }
+        Command::AuthSuccess { shopper_id } => {
+            c.execute(
+                "UPDATE accounts SET failed_auth = 0, locked_until = NULL WHERE id = ?1 AND (failed_auth <> 0 OR locked_until IS NOT NULL)",
+                [shopper_id],
+            )
+            .map_err(storage)?;
+            Ok(Outcome::Done)
+        }
+        Command::TouchKiosk { at } => {
+            let (merchant, _) = merchant_accounts(c, &at.merchant, cur)?;
+            let now = now_text();
+            c.execute(
+                "INSERT INTO kiosks (kiosk_id, merchant_id, first_seen, last_seen, requests) VALUES (?1, ?2, ?3, ?3, 1)
+                 ON CONFLICT (kiosk_id) DO UPDATE SET last_seen = excluded.last_seen, merchant_id = excluded.merchant_id, requests = requests + 1",
+                params![at.kiosk_id, merchant.id, now],
+            )
+            .map_err(storage)?;
+            Ok(Outcome::Done)
+        }
+        Command::LogScan {
+            kiosk_id,
+            purpose,
+            outcome,
+            score,
+            shopper_id,
+        } => {
+            c.execute(
+                "INSERT INTO palm_scans (kiosk_id, at, purpose, outcome, score, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![kiosk_id, now_text(), purpose, outcome.as_str(), score, shopper_id],
+            )
+            .map_err(storage)?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receipt(
+    transaction_id: i64,
+    kind: TxKind,
+    amount: Money,
+    balance_after: i64,
+    shopper: String,
+    merchant: Option<String>,
+    counterparty: Option<String>,
+    kiosk_id: Option<String>,
+    created_at: String,
+) -> Receipt {
+    Receipt {
+        transaction_id,
+        kind,
+        amount,
+        balance_after: Money::from_minor(balance_after, amount.currency()),
+        shopper,
+        merchant,
+        counterparty,
+        kiosk_id,
+        created_at,
+    }
+}
+
+fn account_row(c: &Connection, id: i64, cur: Currency) -> Result<AccountRow, LedgerError> {
+    let mut rows = accounts_query(c, "WHERE id = ?1", params![id], cur)?;
+    rows.pop()
+        .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
+}
+
+fn accounts_query(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+    cur: Currency,
+) -> Result<Vec<AccountRow>, LedgerError> {
+    let sql =
+        format!("SELECT id, kind, name, email, status, balance, created_at FROM accounts {filter}");
+    let mut stmt = c.prepare_cached(&sql).map_err(storage)?;
+    let rows = stmt
+        .query_map(p, |r| {
+            Ok(AccountRow {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                name: r.get(2)?,
+                email: r.get(3)?,
+                status: status_of(&r.get::<_, String>(4)?),
+                balance: Money::from_minor(r.get(5)?, cur),
+                palm_enrolled: false,
+                created_at: r.get(6)?,
+            })
+        })
+        .map_err(storage)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(storage)?;
+    Ok(rows)
+}
+
+fn lookup_idem(c: &Connection, idem: &Idem) -> Result<Option<StoredResult>, LedgerError> {
+    let row: Option<(Vec<u8>, String)> = c
+        .prepare_cached(
+            "SELECT request_hash, result FROM idempotency WHERE scope = ?1 AND key = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![idem.scope, idem.key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(storage)?;
+    match row {
+        None => Ok(None),
+        Some((hash, _)) if hash != idem.request_hash => Err(LedgerError::IdempotencyMismatch),
+        Some((_, result)) => serde_json::from_str(&result).map(Some).map_err(storage),
+    }
+}
+
+fn day_bounds(date: &str) -> Result<(String, String), LedgerError> {
+    let f = time::macros::format_description!("[year]-[month]-[day]");
+    let d = time::Date::parse(date, &f)
+        .map_err(|_| LedgerError::InvalidAmount(format!("bad date {date:?}, want YYYY-MM-DD")))?;
+    let next = d
+        .next_day()
+        .ok_or_else(|| LedgerError::InvalidAmount("date out of range".into()))?;
+    Ok((format!("{d}T00:00:00"), format!("{next}T00:00:00")))
+}
+
+fn merchant_day_totals(
+    c: &Connection,
+    merchant_id: i64,
+    merchant: &str,
+    date: &str,
+    cur: Currency,
+) -> Result<DailyTotals, LedgerError> {
+    let (from, to) = day_bounds(date)?;
+    let mut t = DailyTotals {
+        merchant: merchant.to_string(),
+        date: date.to_string(),
+        payments_count: 0,
+        payments_total: Money::zero(cur),
+        refunds_total: Money::zero(cur),
+        deposits_total: Money::zero(cur),
+        withdrawals_total: Money::zero(cur),
+        cash_net: Money::zero(cur),
+    };
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT kind, COUNT(*), SUM(amount) FROM transactions
+             WHERE merchant_id = ?1 AND created_at >= ?2 AND created_at < ?3 GROUP BY kind",
+        )
+        .map_err(storage)?;
+    let rows = stmt
+        .query_map(params![merchant_id, from, to], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(storage)?;
+    for row in rows {
+        let (kind, count, sum) = row.map_err(storage)?;
+        let m = Money::from_minor(sum, cur);
+        match kind.as_str() {
+            "payment" => {
+                t.payments_count = count;
+                t.payments_total = m;
+            }
+            "refund" => t.refunds_total = m,
+            "deposit" => t.deposits_total = m,
+            "withdrawal" => t.withdrawals_total = m,
+            _ => {}
+        }
+    }
+    t.cash_net = t
+        .deposits_total
+        .checked_sub(t.withdrawals_total)
+        .map_err(|e| LedgerError::Storage(e.to_string()))?;
+    Ok(t)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
+        let cur = self.currency;
+        match idem {
+            None => self.write(move |c| apply(c, cur, cmd)).await,
+            Some(idem) => {
+                self.write(move |c| {
+                    if let Some(done) = lookup_idem(c, &idem)? {
+                        return Ok(done);
+                    }
+                    // The command in a nested savepoint: a domain error rolls back its own
+                    // changes but is still recorded as the answer to this key.
+                    c.execute_batch("SAVEPOINT cmd").map_err(storage)?;
+                    let result = apply(c, cur, cmd);
+                    let end = if result.is_ok() {
+                        "RELEASE cmd"
+                    } else {
+                        "ROLLBACK TO cmd; RELEASE cmd"
+                    };
+                    c.execute_batch(end).map_err(storage)?;
+                    if let Err(e) = &result {
+                        if !e.is_final() {
+                            return Err(e.clone());
+                        }
+                    }
+                    let stored = serde_json::to_string(&result).map_err(storage)?;
+                    c.prepare_cached(
+                        "INSERT INTO idempotency (scope, key, request_hash, result, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            idem.scope,
+                            idem.key,
+                            &idem.request_hash[..],
+                            stored,
+                            now_text()
+                        ])
+                    })
+                    .map_err(storage)?;
+                    Ok(result)
+                })
+                .await?
+            }
+        }
+    }
+
+    async fn replay(&self, idem: &Idem) -> Result<Option<StoredResult>, LedgerError> {
+        let idem = idem.clone();
+        self.read(move |c| lookup_idem(c, &idem)).await
+    }
+
+    async fn shopper_auth(&self, username: &str) -> Result<Option<ShopperAuth>, LedgerError> {
+        let username = username.to_string();
+        self.read(move |c| auth_query(c, "name = ?1", username))
+            .await
+    }
+
+    async fn shopper_auth_by_id(&self, id: i64) -> Result<Option<ShopperAuth>, LedgerError> {
+        self.read(move |c| auth_query(c, "id = ?1", id)).await
+    }
+
+    async fn session(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<Option<SessionInfo>, LedgerError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT account_id, kiosk_id, expires_at FROM sessions WHERE token_hash = ?1 AND expires_at > ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![&token_hash[..], now], |r| {
+                    Ok(SessionInfo {
+                        shopper_id: r.get(0)?,
+                        kiosk_id: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(storage)
+        })
+        .await
+    }
+
+    async fn wallet(&self, shopper_id: i64) -> Result<Wallet, LedgerError> {
+        let cur = self.currency;
+        self.read(move |c| {
+            let shopper = shopper_view(c, shopper_id)?;
+            let bal = shopper_by_id(c, shopper_id)?.balance;
+            Ok(Wallet {
+                shopper,
+                balance: Money::from_minor(bal, cur),
+            })
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        shopper_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<HistoryPage, LedgerError> {
+        let cur = self.currency;
+        let limit = limit.clamp(1, 200);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT e.id, t.id, t.kind, e.amount, e.balance_after, t.description, t.created_at,
+                            CASE WHEN t.shopper_id = e.account_id THEN o.name ELSE s.name END
+                     FROM entries e
+                     JOIN transactions t ON t.id = e.tx_id
+                     JOIN accounts o ON o.id = t.other_id
+                     JOIN accounts s ON s.id = t.shopper_id
+                     WHERE e.account_id = ?1 AND e.id < ?2
+                     ORDER BY e.id DESC LIMIT ?3",
+                )
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map(
+                    params![shopper_id, before.unwrap_or(i64::MAX), i64::from(limit) + 1],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            HistoryItem {
+                                transaction_id: r.get(1)?,
+                                kind: TxKind::parse(&r.get::<_, String>(2)?)
+                                    .unwrap_or(TxKind::Transfer),
+                                amount: Money::from_minor(r.get(3)?, cur),
+                                balance_after: Money::from_minor(r.get(4)?, cur),
+                                description: r.get(5)?,
+                                created_at: r.get(6)?,
+                                counterparty: r.get(7)?,
+                            },
+                        ))
+                    },
+                )
+                .map_err(storage)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(storage)?;
+            let more = rows.len() > limit as usize;
+            let mut items = Vec::with_capacity(limit as usize);
+            let mut last_entry = None;
+            for (entry_id, item) in rows.into_iter().take(limit as usize) {
+                last_entry = Some(entry_id);
+                items.push(item);
+            }
+            Ok(HistoryPage {
+                items,
+                next_before: if more { last_entry } else { None },
+            })
+        })
+        .await
+    }
+
+    async fn merchant_day(&self, merchant: &str, date: &str) -> Result<DailyTotals, LedgerError> {
+        let cur = self.currency;
+        let (merchant, date) = (merchant.to_string(), date.to_string());
+        self.read(move |c| {
+            let id: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM accounts WHERE kind = 'merchant' AND name = ?1",
+                    [&merchant],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(storage)?;
+            match id {
+                Some(id) => merchant_day_totals(c, id, &merchant, &date, cur),
+                // A merchant whose kiosk has not been seen yet has sold nothing.
+                None => merchant_day_totals(c, -1, &merchant, &date, cur),
+            }
+        })
+        .await
+    }
+
+    async fn daily_report(&self, date: &str) -> Result<DailyReport, LedgerError> {
+        let cur = self.currency;
+        let date = date.to_string();
+        self.read(move |c| {
+            let merchants: Vec<(i64, String)> = c
+                .prepare_cached(
+                    "SELECT id, name FROM accounts WHERE kind = 'merchant' ORDER BY name",
+                )
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(storage)?;
+            let mut out = Vec::with_capacity(merchants.len());
+            for (id, name) in merchants {
+                out.push(merchant_day_totals(c, id, &name, &date, cur)?);
+            }
+            Ok(DailyReport {
+                date,
+                merchants: out,
+            })
+        })
+        .await
+    }
+
+    async fn accounts(
+        &self,
+        query: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AccountRow>, LedgerError> {
+        let cur = self.currency;
+        let limit = i64::from(limit.clamp(1, 1000));
+        let pattern = query.map(|q| {
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        self.read(move |c| match pattern {
+            Some(p) => accounts_query(
+                c,
+                "WHERE kind <> 'till' AND (name LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\') ORDER BY id LIMIT ?2",
+                params![p, limit],
+                cur,
+            ),
+            None => accounts_query(
+                c,
+                "WHERE kind <> 'till' ORDER BY id LIMIT ?1",
+                params![limit],
+                cur,
+            ),
+        })
+        .await
+    }
+
+    async fn kiosks(&self) -> Result<Vec<KioskRow>, LedgerError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT k.kiosk_id, a.name, k.first_seen, k.last_seen, k.requests
+                 FROM kiosks k JOIN accounts a ON a.id = k.merchant_id ORDER BY k.kiosk_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(KioskRow {
+                        kiosk_id: r.get(0)?,
+                        merchant: r.get(1)?,
+                        first_seen: r.get(2)?,
+                        last_seen: r.get(3)?,
+                        requests: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(storage)
+        })
+        .await
+    }
+
+    async fn palm_scans(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<PalmScanRow>, LedgerError> {
+        let limit = i64::from(limit.clamp(1, 1000));
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT p.id, p.kiosk_id, p.at, p.purpose, p.outcome, p.score, a.name
+                 FROM palm_scans p LEFT JOIN accounts a ON a.id = p.account_id
+                 WHERE p.id < ?1 ORDER BY p.id DESC LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
+                    Ok(PalmScanRow {
+                        id: r.get(0)?,
+                        kiosk_id: r.get(1)?,
+                        at: r.get(2)?,
+                        purpose: r.get(3)?,
+                        outcome: ScanOutcome::parse(&r.get::<_, String>(4)?)
+                            .unwrap_or(ScanOutcome::Rejected),
+                        score: r.get(5)?,
+                        account: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(storage)
+        })
+        .await
+    }
+
+    async fn ledger_check(&self) -> Result<LedgerCheck, LedgerError> {
+        self.read(|c| {
+            let q = |sql: &str| -> Result<i64, LedgerError> {
+                c.query_row(sql, [], |r| r.get(0)).map_err(storage)
+            };
+            let accounts_checked = q("SELECT COUNT(*) FROM accounts")?;
+            let transactions_checked = q("SELECT COUNT(*) FROM transactions")?;
+            let total_balance_minor = q("SELECT COALESCE(SUM(balance), 0) FROM accounts")?;
+            let ids = |sql: &str| -> Result<Vec<i64>, LedgerError> {
+                c.prepare(sql)
+                    .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                    .map_err(storage)
+            };
+            let mut unbalanced = ids(
+                "SELECT tx_id FROM entries GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id",
+            )?;
+            // A transaction without entries moved nothing yet claims an amount: also wrong.
+            unbalanced.extend(ids(
+                "SELECT t.id FROM transactions t WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.tx_id = t.id)",
+            )?);
+            let negative_shoppers =
+                ids("SELECT id FROM accounts WHERE kind = 'shopper' AND balance < 0")?;
+            let mismatches = c
+                .prepare(
+                    "SELECT a.id, a.balance, COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account_id = a.id), 0) AS s
+                     FROM accounts a WHERE a.balance <> s ORDER BY a.id",
+                )
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok(BalanceMismatch {
+                            account_id: r.get(0)?,
+                            cached_minor: r.get(1)?,
+                            from_entries_minor: r.get(2)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()
+                })
+                .map_err(storage)?;
+            Ok(LedgerCheck {
+                ok: unbalanced.is_empty()
+                    && mismatches.is_empty()
+                    && negative_shoppers.is_empty()
+                    && total_balance_minor == 0,
+                accounts_checked,
+                transactions_checked,
+                total_balance_minor,
+                unbalanced_transactions: unbalanced,
+                mismatches,
+                negative_shoppers,
+            })
+        })
+        .await
+    }
+
+    async fn total_balance(&self) -> Result<i64, LedgerError> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(SUM(balance), 0) FROM accounts", [], |r| {
+                r.get(0)
+            })
+            .map_err(storage)
+        })
+        .await
+    }
+
+    fn currency(&self) -> Currency {
+        self.currency
+    }
+}
+
+fn auth_query(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::ToSql,
+) -> Result<Option<ShopperAuth>, LedgerError> {
+    let sql = format!(
+        "SELECT id, name, password_hash, pin_hash, status, locked_until FROM accounts WHERE kind = 'shopper' AND {filter}"
+    );
+    c.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row([p], |r| {
+                Ok(ShopperAuth {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    password_hash: r.get(2)?,
+                    pin_hash: r.get(3)?,
+                    frozen: r.get::<_, String>(4)? == "frozen",
+                    locked_until: r.get(5)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(storage)
+}
+
+/// Opens the store a server uses for `data_dir`.
+pub fn open_in(data_dir: &Path, currency: Currency) -> Result<SqliteStore, LedgerError> {
+    std::fs::create_dir_all(data_dir).map_err(storage)?;
+    SqliteStore::open(&data_dir.join("palmline.db"), currency)
+}
