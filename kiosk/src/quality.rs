@@ -1,0 +1,316 @@
+//! The capture quality gate: decides from a grayscale frame whether a palm is in place and
+//! what to tell the shopper (no hand / too close / too far / too dark / blurry / hold still),
+//! and accepts a frame only after the hand has been steady for a few frames.
+//!
+//! It works on a 4× downsampled copy (160×120 for a 640×480 camera), so it costs well under
+//! a millisecond and never slows the preview. It assumes what the kiosk's camera sees: a
+//! hand lit from the front over a dark background.
+
+use crate::app::Guidance;
+
+/// Thresholds of the gate.
+#[derive(Debug, Clone, Copy)]
+pub struct GateConfig {
+    /// Hand pixels as a fraction of the frame.
+    pub min_cover: f32,
+    pub max_cover: f32,
+    /// Below this the frame has no hand at all.
+    pub no_hand_cover: f32,
+    pub min_brightness: f32,
+    pub max_saturated: f32,
+    /// Mean absolute Laplacian inside the hand (texture): lower is blurry.
+    pub min_sharpness: f32,
+    /// Mean absolute difference from the previous frame inside the hand: higher is moving.
+    pub max_motion: f32,
+    /// Consecutive good frames before accepting.
+    pub steady_frames: u32,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            min_cover: 0.12,
+            max_cover: 0.75,
+            no_hand_cover: 0.015,
+            min_brightness: 60.0,
+            max_saturated: 0.25,
+            min_sharpness: 2.0,
+            max_motion: 6.0,
+            steady_frames: 3,
+        }
+    }
+}
+
+/// The gate's verdict on one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessment {
+    pub guidance: Guidance,
+    /// True once the hand has been good and steady for `steady_frames`.
+    pub accept: bool,
+    pub cover: f32,
+    pub sharpness: f32,
+    pub motion: f32,
+}
+
+pub struct QualityGate {
+    cfg: GateConfig,
+    prev: Option<Vec<u8>>,
+    steady: u32,
+}
+
+const DOWN: usize = 4;
+
+impl QualityGate {
+    pub fn new(cfg: GateConfig) -> QualityGate {
+        QualityGate {
+            cfg,
+            prev: None,
+            steady: 0,
+        }
+    }
+
+    /// Forgets history (after an accepted capture, so the next one needs fresh steadiness).
+    pub fn reset(&mut self) {
+        self.prev = None;
+        self.steady = 0;
+    }
+
+    pub fn assess(&mut self, gray: &[u8], width: u32, height: u32) -> Assessment {
+        let (w, h) = (width as usize / DOWN, height as usize / DOWN);
+        let mut small = vec![0u8; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                // Box filter of each DOWN×DOWN cell.
+                let mut sum = 0u32;
+                for dy in 0..DOWN {
+                    let row = (y * DOWN + dy) * width as usize + x * DOWN;
+                    for dx in 0..DOWN {
+                        sum += u32::from(gray[row + dx]);
+                    }
+                }
+                small[y * w + x] = (sum / (DOWN * DOWN) as u32) as u8;
+            }
+        }
+        let threshold = otsu(&small).max(45);
+        let mask: Vec<bool> = small.iter().map(|&v| v >= threshold).collect();
+        let hand = mask.iter().filter(|&&m| m).count();
+        let cover = hand as f32 / (w * h).max(1) as f32;
+        let mut brightness = 0f32;
+        let mut saturated = 0usize;
+        for (v, m) in small.iter().zip(&mask) {
+            if *m {
+                brightness += f32::from(*v);
+                if *v >= 250 {
+                    saturated += 1;
+                }
+            }
+        }
+        brightness /= hand.max(1) as f32;
+        // Texture: mean |Laplacian| over interior hand pixels, at full resolution of the
+        // downsampled image (a blurred palm loses its creases first).
+        let mut lap = 0f32;
+        let mut n = 0usize;
+        // Only pixels at least two cells inside the hand: the outline is sharp even when
+        // the palm is not.
+        for y in 2..h.saturating_sub(2) {
+            for x in 2..w.saturating_sub(2) {
+                let i = y * w + x;
+                if !(mask[i] && mask[i - 2] && mask[i + 2] && mask[i - 2 * w] && mask[i + 2 * w]) {
+                    continue;
+                }
+                let c = 4 * i32::from(small[i]);
+                let s = i32::from(small[i - 1])
+                    + i32::from(small[i + 1])
+                    + i32::from(small[i - w])
+                    + i32::from(small[i + w]);
+                lap += (c - s).unsigned_abs() as f32;
+                n += 1;
+            }
+        }
+        let sharpness = if n > 0 { lap / n as f32 } else { 0.0 };
+        let motion = match &self.prev {
+            Some(p) if p.len() == small.len() => {
+                let mut d = 0u64;
+                let mut m = 0u64;
+                for i in 0..small.len() {
+                    if mask[i] {
+                        d += u64::from(small[i].abs_diff(p[i]));
+                        m += 1;
+                    }
+                }
+                d as f32 / m.max(1) as f32
+            }
+            _ => f32::INFINITY,
+        };
+        self.prev = Some(small);
+        let c = &self.cfg;
+        let guidance = if cover < c.no_hand_cover {
+            Guidance::NoHand
+        } else if cover > c.max_cover {
+            Guidance::TooClose
+        } else if cover < c.min_cover {
+            Guidance::TooFar
+        } else if brightness < c.min_brightness {
+            Guidance::TooDark
+        } else if saturated as f32 / hand.max(1) as f32 > c.max_saturated {
+            Guidance::TooBright
+        } else if sharpness < c.min_sharpness {
+            Guidance::Blurry
+        } else if motion > c.max_motion {
+            Guidance::HoldStill
+        } else {
+            Guidance::Steady
+        };
+        if guidance == Guidance::Steady {
+            self.steady += 1;
+        } else {
+            self.steady = 0;
+        }
+        Assessment {
+            guidance,
+            accept: self.steady >= c.steady_frames,
+            cover,
+            sharpness,
+            motion,
+        }
+    }
+}
+
+/// Otsu's threshold of an 8-bit image.
+fn otsu(pixels: &[u8]) -> u8 {
+    let mut hist = [0u64; 256];
+    for &p in pixels {
+        hist[p as usize] += 1;
+    }
+    let total = pixels.len() as f64;
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
+    let (mut w_b, mut sum_b, mut best, mut best_t) = (0f64, 0f64, 0f64, 0u8);
+    for (t, &count) in hist.iter().enumerate() {
+        w_b += count as f64;
+        if w_b == 0.0 {
+            continue;
+        }
+        let w_f = total - w_b;
+        if w_f == 0.0 {
+            break;
+        }
+        sum_b += t as f64 * count as f64;
+        let m_b = sum_b / w_b;
+        let m_f = (sum_all - sum_b) / w_f;
+        let between = w_b * w_f * (m_b - m_f) * (m_b - m_f);
+        if between > best {
+            best = between;
+            best_t = t as u8;
+        }
+    }
+    best_t.saturating_add(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::sim::{procedural_hand, SimCamera, SimControl};
+    use crate::camera::Camera;
+
+    const W: u32 = 640;
+    const H: u32 = 480;
+
+    fn gate() -> QualityGate {
+        QualityGate::new(GateConfig::default())
+    }
+
+    #[test]
+    fn empty_frame_has_no_hand() {
+        let mut g = gate();
+        let a = g.assess(&vec![15u8; (W * H) as usize], W, H);
+        assert_eq!(a.guidance, Guidance::NoHand);
+        assert!(!a.accept);
+    }
+
+    #[test]
+    fn a_steady_hand_is_accepted_after_a_few_frames() {
+        let hand = procedural_hand("alice", W, H);
+        let mut g = gate();
+        let first = g.assess(&hand, W, H);
+        // First frame: no previous frame to judge motion.
+        assert_eq!(first.guidance, Guidance::HoldStill, "{first:?}");
+        let second = g.assess(&hand, W, H);
+        assert_eq!(second.guidance, Guidance::Steady, "{second:?}");
+        assert!(!second.accept);
+        g.assess(&hand, W, H);
+        assert!(g.assess(&hand, W, H).accept);
+        g.reset();
+        assert!(!g.assess(&hand, W, H).accept);
+    }
+
+    #[test]
+    fn a_far_hand_and_a_huge_hand_get_guidance() {
+        // Far: shrink the hand to a quarter of its size.
+        let hand = procedural_hand("bob", W, H);
+        let mut far = vec![15u8; (W * H) as usize];
+        for y in 0..H / 3 {
+            for x in 0..W / 3 {
+                far[((y + H / 3) * W + x + W / 3) as usize] = hand[(y * 3 * W + x * 3) as usize];
+            }
+        }
+        assert_eq!(gate().assess(&far, W, H).guidance, Guidance::TooFar);
+        let close = vec![180u8; (W * H) as usize];
+        let mut with_bg = close.clone();
+        with_bg[..(W * 20) as usize].fill(10);
+        assert_eq!(gate().assess(&with_bg, W, H).guidance, Guidance::TooClose);
+    }
+
+    #[test]
+    fn dark_blurry_and_moving_hands_are_refused() {
+        let hand = procedural_hand("carol", W, H);
+        let dark: Vec<u8> = hand.iter().map(|&v| if v > 30 { 50 } else { 5 }).collect();
+        let mut g = gate();
+        g.assess(&dark, W, H);
+        assert_eq!(g.assess(&dark, W, H).guidance, Guidance::TooDark);
+        // Flat (textureless, as a heavily blurred palm looks): no creases.
+        let flat: Vec<u8> = hand
+            .iter()
+            .map(|&v| if v > 30 { 170 } else { 15 })
+            .collect();
+        let mut g = gate();
+        g.assess(&flat, W, H);
+        assert_eq!(g.assess(&flat, W, H).guidance, Guidance::Blurry);
+        // Moving: shift by 12 pixels between frames.
+        let mut shifted = vec![15u8; hand.len()];
+        for y in 0..H as usize {
+            for x in 12..W as usize {
+                shifted[y * W as usize + x] = hand[y * W as usize + x - 12];
+            }
+        }
+        let mut g = gate();
+        g.assess(&hand, W, H);
+        assert_eq!(g.assess(&shifted, W, H).guidance, Guidance::HoldStill);
+    }
+
+    #[test]
+    fn the_simulated_camera_passes_the_gate_once_the_hand_rests() {
+        let control = SimControl::default();
+        let mut cam = SimCamera::new(control.clone(), W, H, 30).unpaced();
+        cam.open().unwrap();
+        control.present(Some("dave"));
+        let mut g = gate();
+        let first = cam.next_frame().unwrap();
+        let a = g.assess(&first.gray, W, H);
+        assert_ne!(a.guidance, Guidance::Steady, "approaching hand: {a:?}");
+        // Wait for the approach to finish (simulated time is wall time here).
+        let mut accepted = false;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(5) {
+            let f = cam.next_frame().unwrap();
+            if g.assess(&f.gray, W, H).accept {
+                accepted = true;
+                break;
+            }
+        }
+        assert!(accepted, "the resting simulated hand is accepted");
+    }
+}
