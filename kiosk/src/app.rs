@@ -644,7 +644,7 @@ impl App {
             Event::CaptureFailed(why) => {
                 if let Screen::Capture { .. } = self.screen {
                     out.push(Command::StopCapture);
-                    self.decline(None, "Camera unavailable", &why, None, now);
+                    self.decline(None, "Palm capture unavailable", &why, None, now);
                 }
             }
             other => {

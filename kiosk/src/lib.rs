@@ -6,8 +6,11 @@ pub mod api;
 pub mod app;
 pub mod camera;
 pub mod config;
+pub mod demo;
 pub mod extract;
 pub mod quality;
+pub mod runtime;
+pub mod server_proc;
 pub mod ui;
 pub mod worker;
 

@@ -1,3 +1,190 @@
+//! `palmline-kiosk`: the kiosk firmware's entry point (`run`) and the demo (`demo`).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use palmline_kiosk::config::Config;
+use palmline_kiosk::ui::UiOptions;
+use palmline_kiosk::{demo, extract, runtime};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "palmline-kiosk", version, about = "The Palmline kiosk")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the kiosk from its configuration file (the default).
+    Run {
+        #[arg(
+            long,
+            env = "PALMLINE_KIOSK_CONFIG",
+            default_value = "/etc/palmline/kiosk.toml"
+        )]
+        config: PathBuf,
+        /// Window size in pixels, e.g. 1024x600 (a device uses the whole screen).
+        #[arg(long)]
+        size: Option<String>,
+    },
+    /// Start a local server with demo shoppers and open the kiosk (or, without a display,
+    /// run a scripted enrollment → top-up → palm payment → wallet view).
+    Demo {
+        #[arg(long, default_value = "demo-data")]
+        data_dir: PathBuf,
+        /// Run the scripted demo even when a display is present.
+        #[arg(long)]
+        headless: bool,
+        #[arg(long)]
+        size: Option<String>,
+    },
+    /// Check a configuration file and print it with defaults filled in.
+    CheckConfig {
+        #[arg(long, default_value = "/etc/palmline/kiosk.toml")]
+        config: PathBuf,
+    },
+}
+
+fn parse_size(s: &Option<String>) -> Result<Option<(u32, u32)>> {
+    s.as_ref()
+        .map(|s| {
+            let (w, h) = s.split_once('x').context("size is WIDTHxHEIGHT")?;
+            Ok((w.parse()?, h.parse()?))
+        })
+        .transpose()
+}
+
+fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+        || std::env::var("SLINT_BACKEND").is_ok_and(|b| b.starts_with("linuxkms"))
+}
+
 fn main() {
-    println!("palmline-kiosk: not built yet");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    palmline_kiosk::api::install_crypto_provider();
+    let cli = Cli::parse();
+    let cmd = cli.command.unwrap_or(Cmd::Run {
+        config: PathBuf::from("/etc/palmline/kiosk.toml"),
+        size: None,
+    });
+    if let Err(e) = run(cmd) {
+        eprintln!("palmline-kiosk: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::CheckConfig { config } => {
+            let cfg = Config::load(&config)?;
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Cmd::Run { config, size } => {
+            let cfg = Config::load(&config)?;
+            let parts = parts_from(&cfg, vec![])?;
+            notify_ready();
+            runtime::run_window(parts, parse_size(&size)?)
+        }
+        Cmd::Demo {
+            data_dir,
+            headless,
+            size,
+        } => {
+            println!("palmline demo: starting a server in {}", data_dir.display());
+            let backend = demo::start_backend(&data_dir, &[])?;
+            println!(
+                "server listening on {} (pid {})",
+                backend.server.url,
+                backend.server.pid()
+            );
+            let cfg = backend.config.clone();
+            let client = runtime::client_from(&cfg)?;
+            let mut extractor = extract::default_extractor();
+            println!("palm extractor: {}", extractor.name());
+            let mut say = |s: String| println!("{s}");
+            demo::seed(&client, cfg.currency()?, extractor.as_mut(), &mut say)?;
+            println!(
+                "kiosk config written to {}",
+                data_dir.join("kiosk.toml").display()
+            );
+            if has_display() && !headless {
+                println!(
+                    "opening the kiosk window (cashier PIN {})",
+                    cfg.kiosk.cashier_pin
+                );
+                let identities = demo::DEMO_SHOPPERS
+                    .iter()
+                    .map(|(n, _)| n.to_string())
+                    .chain(["stranger".to_string()])
+                    .collect();
+                let parts = parts_from(&cfg, identities)?;
+                runtime::run_window(parts, parse_size(&size)?)
+            } else {
+                println!("no display: scripted run");
+                let settings = runtime::settings_from(&cfg)?;
+                let newcomer = format!("dana{}", std::process::id() % 10_000);
+                let mut s =
+                    demo::Scripted::new(settings, client, extract::default_extractor(), &mut say);
+                s.run_script(&newcomer)?;
+                println!("demo complete");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn parts_from(cfg: &Config, sim_identities: Vec<String>) -> Result<runtime::Parts> {
+    let (camera, sim, camera_desc) = runtime::camera_from(cfg)?;
+    let extractor = extract::default_extractor();
+    tracing::info!("camera: {camera_desc}");
+    Ok(runtime::Parts {
+        settings: runtime::settings_from(cfg)?,
+        client: runtime::client_from(cfg)?,
+        camera: Some(camera),
+        ui: UiOptions {
+            locale: cfg.kiosk.locale.clone(),
+            server_url: cfg.server.url.clone(),
+            cert_path: Some(cfg.server.cert.clone()),
+            extractor: extractor.name(),
+            sim_identities: if sim.is_some() {
+                sim_identities
+            } else {
+                vec![]
+            },
+            sim,
+        },
+        extractor,
+    })
+}
+
+/// Tells systemd we are up (Type=notify) and keeps its watchdog fed from a thread.
+fn notify_ready() {
+    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let send = move |msg: &str| {
+        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+            let _ = sock.send_to(msg.as_bytes(), &addr);
+        }
+    };
+    send("READY=1");
+    if let Some(usec) = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let period = std::time::Duration::from_micros(usec / 2);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(period);
+            send("WATCHDOG=1");
+        });
+    }
 }
