@@ -1,0 +1,557 @@
+//! Extraction (feature `opencv`): camera frame → quality gate → palm ROI → contrast
+//! normalisation → ORB keypoints spread over a grid → [`Template`].
+//!
+//! - **Quality gate** ([`Extractor::quality`], cheap enough for live guidance): works on a
+//!   4× downscaled frame. Every failure is a typed [`QualityError`] the kiosk can show.
+//! - **ROI**: centred and scaled on the largest inscribed circle of the hand mask (distance
+//!   transform), which stays put when fingers touch or leave the frame; oriented from the
+//!   finger valleys (convexity defects of the hand contour) when at least one is found,
+//!   otherwise the frame's "up" (the kiosk's guide shows the hand upright).
+//! - **Features**: CLAHE, then ORB with a low FAST threshold (palm skin is smooth) and the
+//!   strongest keypoints of each grid cell, so that they cover the whole palm.
+//!
+//! Never sends or keeps the frame: the template is all that leaves this module.
+
+use super::template::{Descriptor, Keypoint, Template, MAX_KEYPOINTS};
+use opencv::core::{
+    Mat, Point, Ptr, Rect, Scalar, Size, Vector, BORDER_CONSTANT, CV_32F, CV_8U,
+};
+use opencv::features2d::{ORB_ScoreType, ORB};
+use opencv::imgproc;
+use opencv::prelude::*;
+use thiserror::Error;
+
+/// Why a frame gives no template. `code()` is stable, for the kiosk's messages and logs.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum QualityError {
+    #[error("no hand in view")]
+    NoHand,
+    #[error("too dark")]
+    TooDark,
+    #[error("too bright")]
+    TooBright,
+    #[error("blurry (sharpness {sharpness:.1}, need {min:.1})")]
+    Blurry { sharpness: f32, min: f32 },
+    #[error("hand too close to the camera")]
+    TooClose,
+    #[error("hand too far from the camera")]
+    TooFar,
+    #[error("too few palm features ({found}, need {min})")]
+    TooFewFeatures { found: usize, min: usize },
+    #[error("image processing failed: {0}")]
+    Internal(String),
+}
+
+impl QualityError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            QualityError::NoHand => "no_hand",
+            QualityError::TooDark => "too_dark",
+            QualityError::TooBright => "too_bright",
+            QualityError::Blurry { .. } => "blurry",
+            QualityError::TooClose => "too_close",
+            QualityError::TooFar => "too_far",
+            QualityError::TooFewFeatures { .. } => "too_few_features",
+            QualityError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<opencv::Error> for QualityError {
+    fn from(e: opencv::Error) -> Self {
+        QualityError::Internal(e.to_string())
+    }
+}
+
+/// Where the ROI orientation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orientation {
+    /// From `n` finger valleys.
+    Valleys(u8),
+    /// No usable valley: the frame's up.
+    Fallback,
+}
+
+/// What the quality gate measured on an accepted frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityReport {
+    /// Fraction of the frame covered by the hand.
+    pub hand_fraction: f32,
+    /// Mean gray level of the hand.
+    pub brightness: f32,
+    /// Palm centre and inscribed-circle radius, frame pixels.
+    pub palm_center: (f32, f32),
+    pub palm_radius: f32,
+    /// Sharpness measure (see [`ExtractConfig::min_sharpness`]).
+    pub sharpness: f32,
+    /// Hand "up" direction, degrees clockwise from the frame's up.
+    pub rotation_deg: f32,
+    pub orientation: Orientation,
+}
+
+/// Extraction parameters. Defaults are for a 640×480 kiosk frame but scale-free where
+/// possible (radii are relative to the frame height).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtractConfig {
+    /// Side of the ROI's keypoint area, pixels.
+    pub roi_inner: u16,
+    /// Extra border around it so that descriptors near the edge see real pixels.
+    pub roi_margin: u16,
+    /// The ROI's inner square spans `roi_span` × the inscribed-circle diameter.
+    pub roi_span: f32,
+    /// At most this many keypoints (≤ [`MAX_KEYPOINTS`]).
+    pub max_keypoints: usize,
+    /// Fewer than this and the frame is rejected.
+    pub min_keypoints: usize,
+    pub fast_threshold: i32,
+    /// Keypoints are spread over `grid` × `grid` cells.
+    pub grid: usize,
+    pub clahe_clip: f64,
+    pub clahe_tiles: i32,
+    /// Inscribed radius bounds, as fractions of the frame height.
+    pub min_radius: f32,
+    pub max_radius: f32,
+    /// Minimum sharpness: variance of the Laplacian on the half-resolution palm, relative
+    /// to the palm's brightness (×1000).
+    pub min_sharpness: f32,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        Self {
+            roi_inner: 160,
+            roi_margin: 24,
+            roi_span: 1.0,
+            max_keypoints: 300,
+            min_keypoints: 30,
+            fast_threshold: 5,
+            grid: 6,
+            clahe_clip: 2.0,
+            clahe_tiles: 4,
+            min_radius: 0.09,
+            max_radius: 0.46,
+            min_sharpness: 1.0,
+        }
+    }
+}
+
+/// Holds the OpenCV objects; one per thread (`extract` takes `&mut self`).
+pub struct Extractor {
+    config: ExtractConfig,
+    orb: Ptr<ORB>,
+    clahe: Ptr<imgproc::CLAHE>,
+}
+
+/// Internal result of the gate: the report plus what the ROI step needs.
+struct Gate {
+    report: QualityReport,
+    threshold: f64,
+}
+
+pub(crate) fn mat_from_gray(gray: &[u8], width: u32, height: u32) -> opencv::Result<Mat> {
+    if width == 0 || height == 0 || gray.len() != width as usize * height as usize {
+        return Err(opencv::Error::new(
+            opencv::core::StsBadArg,
+            format!("{} bytes for a {width}×{height} frame", gray.len()),
+        ));
+    }
+    Mat::new_rows_cols_with_data(height as i32, width as i32, gray)?.try_clone()
+}
+
+pub(crate) fn descriptors_of(desc: &Mat) -> opencv::Result<Vec<Descriptor>> {
+    if desc.empty() || desc.cols() != 32 {
+        return Ok(Vec::new());
+    }
+    let bytes = desc.data_bytes()?;
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|c| {
+            let mut d = [0u8; 32];
+            d.copy_from_slice(c);
+            d
+        })
+        .collect())
+}
+
+/// Otsu threshold of a histogram, with the two class means.
+fn otsu(hist: &[u64; 256]) -> (usize, f64, f64) {
+    let total: u64 = hist.iter().sum();
+    let sum: f64 = hist.iter().enumerate().map(|(i, &h)| i as f64 * h as f64).sum();
+    let (mut wb, mut sb) = (0u64, 0f64);
+    let (mut best, mut best_t, mut means) = (-1f64, 0usize, (0.0, 0.0));
+    for t in 0..256 {
+        wb += hist[t];
+        sb += t as f64 * hist[t] as f64;
+        let wf = total - wb;
+        if wb == 0 || wf == 0 {
+            continue;
+        }
+        let mb = sb / wb as f64;
+        let mf = (sum - sb) / wf as f64;
+        let between = wb as f64 * wf as f64 * (mb - mf).powi(2);
+        if between > best {
+            best = between;
+            best_t = t;
+            means = (mb, mf);
+        }
+    }
+    (best_t, means.0, means.1)
+}
+
+impl Extractor {
+    pub fn new(config: ExtractConfig) -> Result<Self, QualityError> {
+        let orb = ORB::create(
+            (config.max_keypoints * 4) as i32,
+            1.3,
+            3,
+            16,
+            0,
+            2,
+            ORB_ScoreType::HARRIS_SCORE,
+            31,
+            config.fast_threshold,
+        )?;
+        let clahe = imgproc::create_clahe(
+            config.clahe_clip,
+            Size::new(config.clahe_tiles, config.clahe_tiles),
+        )?;
+        Ok(Self { config, orb, clahe })
+    }
+
+    pub fn config(&self) -> &ExtractConfig {
+        &self.config
+    }
+
+    /// The quality gate alone (a few milliseconds): for live guidance at the kiosk.
+    pub fn quality(&mut self, gray: &[u8], width: u32, height: u32) -> Result<QualityReport, QualityError> {
+        let frame = mat_from_gray(gray, width, height)?;
+        Ok(self.gate(&frame)?.report)
+    }
+
+    /// Full extraction: the gate, the ROI and the template.
+    pub fn extract(&mut self, gray: &[u8], width: u32, height: u32) -> Result<Template, QualityError> {
+        self.extract_with_report(gray, width, height).map(|(t, _)| t)
+    }
+
+    /// Like [`Extractor::extract`], with the quality report.
+    pub fn extract_with_report(
+        &mut self,
+        gray: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<(Template, QualityReport), QualityError> {
+        let frame = mat_from_gray(gray, width, height)?;
+        let gate = self.gate(&frame)?;
+        let (roi, mask) = self.roi(&frame, &gate)?;
+        let t = self.features(&roi, &mask)?;
+        Ok((t, gate.report))
+    }
+
+    /// The normalised, contrast-equalised ROI as row-major bytes (side `inner + 2·margin`):
+    /// for debugging and documentation.
+    pub fn roi_image(&mut self, gray: &[u8], width: u32, height: u32) -> Result<Vec<u8>, QualityError> {
+        let frame = mat_from_gray(gray, width, height)?;
+        let gate = self.gate(&frame)?;
+        let (roi, _) = self.roi(&frame, &gate)?;
+        Ok(roi.data_bytes()?.to_vec())
+    }
+
+    fn gate(&mut self, frame: &Mat) -> Result<Gate, QualityError> {
+        let c = &self.config;
+        let (w, h) = (frame.cols(), frame.rows());
+        const F: i32 = 4;
+        let mut small = Mat::default();
+        imgproc::resize(frame, &mut small, Size::new(w / F, h / F), 0.0, 0.0, imgproc::INTER_AREA)?;
+        let px = small.data_bytes()?;
+        let mut hist = [0u64; 256];
+        for &p in px {
+            hist[p as usize] += 1;
+        }
+        let n = px.len() as u64;
+        let pct = |q: f64| {
+            let target = (q * n as f64) as u64;
+            let mut acc = 0;
+            for (i, &hc) in hist.iter().enumerate() {
+                acc += hc;
+                if acc > target {
+                    return i;
+                }
+            }
+            255
+        };
+        if pct(0.99) < 45 {
+            return Err(QualityError::TooDark);
+        }
+        if pct(0.05) > 200 {
+            return Err(QualityError::TooBright);
+        }
+        let (t, mean_bg, mean_fg) = otsu(&hist);
+        if mean_fg - mean_bg < 25.0 {
+            return Err(QualityError::NoHand);
+        }
+        let mut mask = Mat::default();
+        imgproc::threshold(&small, &mut mask, t as f64, 255.0, imgproc::THRESH_BINARY)?;
+        let fg: Vec<u8> = px.iter().copied().filter(|&p| p as usize > t).collect();
+        let hand_fraction = fg.len() as f32 / n as f32;
+        if hand_fraction < 0.04 {
+            return Err(QualityError::NoHand);
+        }
+        let brightness = fg.iter().map(|&p| p as f32).sum::<f32>() / fg.len() as f32;
+        let saturated = fg.iter().filter(|&&p| p >= 250).count() as f32 / fg.len() as f32;
+        if brightness < 55.0 {
+            return Err(QualityError::TooDark);
+        }
+        if saturated > 0.2 || brightness > 235.0 {
+            return Err(QualityError::TooBright);
+        }
+        if hand_fraction > 0.9 {
+            return Err(QualityError::TooClose);
+        }
+        // Largest inscribed circle of the hand mask.
+        let mut dist = Mat::default();
+        imgproc::distance_transform(&mask, &mut dist, imgproc::DIST_L2, 5, CV_32F)?;
+        let (mut maxv, mut maxp) = (0f64, Point::default());
+        opencv::core::min_max_loc(&dist, None, Some(&mut maxv), None, Some(&mut maxp), &opencv::core::no_array())?;
+        let r = maxv as f32 * F as f32;
+        let center = (
+            (maxp.x as f32 + 0.5) * F as f32,
+            (maxp.y as f32 + 0.5) * F as f32,
+        );
+        if r < c.min_radius * h as f32 {
+            return Err(QualityError::TooFar);
+        }
+        if r > c.max_radius * h as f32 {
+            return Err(QualityError::TooClose);
+        }
+        let (rotation_deg, orientation) = valley_orientation(&mask, (maxp.x as f32, maxp.y as f32), maxv as f32)?;
+        // Sharpness on the palm square at half resolution (noise-robust), brightness-relative.
+        let side = (r * 1.4) as i32;
+        let rect = Rect::new(
+            (center.0 as i32 - side / 2).clamp(0, w - 1),
+            (center.1 as i32 - side / 2).clamp(0, h - 1),
+            side,
+            side,
+        );
+        let rect = Rect::new(rect.x, rect.y, rect.width.min(w - rect.x), rect.height.min(h - rect.y));
+        let patch = Mat::roi(frame, rect)?;
+        let mut half = Mat::default();
+        imgproc::resize(&patch, &mut half, Size::new(rect.width / 2, rect.height / 2), 0.0, 0.0, imgproc::INTER_AREA)?;
+        let mut lap = Mat::default();
+        imgproc::laplacian(&half, &mut lap, CV_32F, 1, 1.0, 0.0, opencv::core::BORDER_REPLICATE)?;
+        let mut mean = Scalar::default();
+        let mut std = Scalar::default();
+        opencv::core::mean_std_dev(&lap, &mut mean, &mut std, &opencv::core::no_array())?;
+        let sharpness = (std[0] * std[0]) as f32 / (brightness * brightness) * 1000.0;
+        if sharpness < c.min_sharpness {
+            return Err(QualityError::Blurry {
+                sharpness,
+                min: c.min_sharpness,
+            });
+        }
+        Ok(Gate {
+            report: QualityReport {
+                hand_fraction,
+                brightness,
+                palm_center: center,
+                palm_radius: r,
+                sharpness,
+                rotation_deg,
+                orientation,
+            },
+            threshold: t as f64,
+        })
+    }
+
+    /// Warps the palm square into the ROI frame (rotation and scale normalised), equalises
+    /// contrast, and returns it with the keypoint mask (inner square ∩ eroded hand).
+    fn roi(&mut self, frame: &Mat, gate: &Gate) -> Result<(Mat, Mat), QualityError> {
+        let c = &self.config;
+        let r = &gate.report;
+        let s = (c.roi_inner + 2 * c.roi_margin) as f32;
+        let k = 2.0 * r.palm_radius * c.roi_span / c.roi_inner as f32; // frame px per ROI px
+        let phi = r.rotation_deg.to_radians();
+        let (ux, uy) = (phi.sin(), -phi.cos()); // hand up, in the frame
+        let (rx, ry) = (-uy, ux); // hand right
+        let (cx, cy) = r.palm_center;
+        let h = s / 2.0;
+        let m = Mat::from_slice_2d(&[
+            [(k * rx) as f64, (-k * ux) as f64, (cx - k * rx * h + k * ux * h) as f64],
+            [(k * ry) as f64, (-k * uy) as f64, (cy - k * ry * h + k * uy * h) as f64],
+        ])?;
+        let size = Size::new(s as i32, s as i32);
+        let mut warped = Mat::default();
+        imgproc::warp_affine(
+            frame,
+            &mut warped,
+            &m,
+            size,
+            imgproc::INTER_LINEAR | imgproc::WARP_INVERSE_MAP,
+            BORDER_CONSTANT,
+            Scalar::all(0.0),
+        )?;
+        let mut hand = Mat::default();
+        imgproc::threshold(&warped, &mut hand, gate.threshold, 255.0, imgproc::THRESH_BINARY)?;
+        let kernel = imgproc::get_structuring_element(imgproc::MORPH_ELLIPSE, Size::new(11, 11), Point::new(-1, -1))?;
+        let mut eroded = Mat::default();
+        imgproc::erode(&hand, &mut eroded, &kernel, Point::new(-1, -1), 1, BORDER_CONSTANT, Scalar::all(0.0))?;
+        let mut mask = Mat::new_rows_cols_with_default(size.height, size.width, CV_8U, Scalar::all(0.0))?;
+        let inner = Rect::new(c.roi_margin as i32, c.roi_margin as i32, c.roi_inner as i32, c.roi_inner as i32);
+        {
+            let src = Mat::roi(&eroded, inner)?;
+            let mut dst = Mat::roi_mut(&mut mask, inner)?;
+            src.copy_to(&mut dst)?;
+        }
+        let mut smooth = Mat::default();
+        imgproc::gaussian_blur(&warped, &mut smooth, Size::new(3, 3), 0.8, 0.8, opencv::core::BORDER_REPLICATE)?;
+        let mut eq = Mat::default();
+        self.clahe.apply(&smooth, &mut eq)?;
+        Ok((eq, mask))
+    }
+
+    fn features(&mut self, roi: &Mat, mask: &Mat) -> Result<Template, QualityError> {
+        let c = &self.config;
+        let mut kps = Vector::<opencv::core::KeyPoint>::new();
+        self.orb.detect(roi, &mut kps, mask)?;
+        // Spread: the strongest keypoints of each grid cell first, then the best of the rest.
+        let g = c.grid.max(1);
+        let cell = c.roi_inner as f32 / g as f32;
+        let m0 = c.roi_margin as f32;
+        let mut cells: Vec<Vec<opencv::core::KeyPoint>> = vec![Vec::new(); g * g];
+        for kp in kps.iter() {
+            let p = kp.pt();
+            let gx = (((p.x - m0) / cell) as usize).min(g - 1);
+            let gy = (((p.y - m0) / cell) as usize).min(g - 1);
+            cells[gy * g + gx].push(kp);
+        }
+        let want = c.max_keypoints.min(MAX_KEYPOINTS);
+        let per_cell = want.div_ceil(g * g);
+        let mut chosen = Vec::new();
+        let mut rest = Vec::new();
+        for mut v in cells {
+            v.sort_by(|a, b| b.response().total_cmp(&a.response()));
+            let take = per_cell.min(v.len());
+            rest.extend(v.drain(take..));
+            chosen.extend(v);
+        }
+        if chosen.len() < want {
+            rest.sort_by(|a, b| b.response().total_cmp(&a.response()));
+            chosen.extend(rest.into_iter().take(want - chosen.len()));
+        }
+        chosen.sort_by(|a, b| b.response().total_cmp(&a.response()));
+        chosen.truncate(want);
+        let mut sel: Vector<opencv::core::KeyPoint> = chosen.into_iter().collect();
+        let mut desc = Mat::default();
+        self.orb.compute(roi, &mut sel, &mut desc)?;
+        let descriptors = descriptors_of(&desc)?;
+        if descriptors.len() < c.min_keypoints || descriptors.len() != sel.len() {
+            return Err(QualityError::TooFewFeatures {
+                found: descriptors.len(),
+                min: c.min_keypoints,
+            });
+        }
+        let side = c.roi_inner + 2 * c.roi_margin;
+        let limit = side as f32 - 0.01;
+        let keypoints = sel
+            .iter()
+            .map(|k| Keypoint {
+                x: k.pt().x.clamp(0.0, limit),
+                y: k.pt().y.clamp(0.0, limit),
+                angle: k.angle(),
+                octave: k.octave().clamp(0, 255) as u8,
+            })
+            .collect();
+        Template::new(side, keypoints, descriptors).map_err(|e| QualityError::Internal(e.to_string()))
+    }
+}
+
+/// Orientation from the finger valleys: convexity defects of the hand contour that are deep,
+/// lie above the palm centre, and at a plausible distance. Returns degrees clockwise from
+/// the frame's up. Works on the downscaled mask; `center` and `radius` in its pixels.
+fn valley_orientation(mask: &Mat, center: (f32, f32), radius: f32) -> Result<(f32, Orientation), QualityError> {
+    let mut contours = Vector::<Vector<Point>>::new();
+    imgproc::find_contours(
+        mask,
+        &mut contours,
+        imgproc::RETR_EXTERNAL,
+        imgproc::CHAIN_APPROX_NONE,
+        Point::new(0, 0),
+    )?;
+    let Some(contour) = contours
+        .iter()
+        .max_by(|a, b| {
+            let aa = imgproc::contour_area_def(a).unwrap_or(0.0);
+            let bb = imgproc::contour_area_def(b).unwrap_or(0.0);
+            aa.total_cmp(&bb)
+        })
+    else {
+        return Ok((0.0, Orientation::Fallback));
+    };
+    if contour.len() < 8 {
+        return Ok((0.0, Orientation::Fallback));
+    }
+    let mut hull = Vector::<i32>::new();
+    imgproc::convex_hull(&contour, &mut hull, false, false)?;
+    let mut defects = Vector::<opencv::core::Vec4i>::new();
+    if imgproc::convexity_defects(&contour, &hull, &mut defects).is_err() {
+        return Ok((0.0, Orientation::Fallback));
+    }
+    let mut valleys: Vec<(f32, f32, f32)> = Vec::new(); // (x, y, angle from up)
+    for d in defects.iter() {
+        let depth = d[3] as f32 / 256.0;
+        if depth < 0.3 * radius {
+            continue;
+        }
+        let p = contour.get(d[2] as usize)?;
+        let (dx, dy) = (p.x as f32 - center.0, p.y as f32 - center.1);
+        let dist = (dx * dx + dy * dy).sqrt();
+        if dist < 0.6 * radius || dist > 2.6 * radius {
+            continue;
+        }
+        let ang = dx.atan2(-dy).to_degrees();
+        valleys.push((p.x as f32, p.y as f32, ang));
+    }
+    // Two passes: around the frame's up, then around the valleys' own mean direction.
+    let mut dir = 0f32;
+    let mut chosen: Vec<(f32, f32, f32)> = Vec::new();
+    for window in [45.0f32, 35.0] {
+        chosen = valleys
+            .iter()
+            .copied()
+            .filter(|v| angle_dist(v.2, dir) <= window)
+            .collect();
+        if chosen.is_empty() {
+            return Ok((0.0, Orientation::Fallback));
+        }
+        let (sx, sy) = chosen.iter().fold((0.0, 0.0), |(sx, sy), v| {
+            (sx + v.2.to_radians().sin(), sy + v.2.to_radians().cos())
+        });
+        dir = sx.atan2(sy).to_degrees();
+    }
+    let rot = if chosen.len() >= 2 {
+        // The valleys lie on a line across the hand: its normal, away from the palm, is up.
+        chosen.sort_by(|a, b| a.2.total_cmp(&b.2));
+        let (a, b) = (chosen[0], chosen[chosen.len() - 1]);
+        let (lx, ly) = (b.0 - a.0, b.1 - a.1);
+        let len = (lx * lx + ly * ly).sqrt();
+        if len < 0.4 * radius {
+            dir
+        } else {
+            // Normal candidates (ly, -lx) and (-ly, lx); pick the one pointing from the centre
+            // towards the valleys.
+            let (mx, my) = ((a.0 + b.0) / 2.0 - center.0, (a.1 + b.1) / 2.0 - center.1);
+            let (nx, ny) = if ly * mx - lx * my >= 0.0 { (ly, -lx) } else { (-ly, lx) };
+            nx.atan2(-ny).to_degrees()
+        }
+    } else {
+        dir
+    };
+    if rot.abs() > 60.0 {
+        return Ok((0.0, Orientation::Fallback));
+    }
+    Ok((rot, Orientation::Valleys(chosen.len().min(255) as u8)))
+}
+
+fn angle_dist(a: f32, b: f32) -> f32 {
+    let d = (a - b).rem_euclid(360.0);
+    d.min(360.0 - d)
+}
