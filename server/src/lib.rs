@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod pki;
 pub mod serve;

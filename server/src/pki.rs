@@ -443,14 +443,7 @@ mod tests {
         let k = pki.issue_kiosk("till-1", "Café Ürban & Co", 30).unwrap();
         let a = pki.issue_admin("ops", 30).unwrap();
         pki.issue_server(&[], 30).unwrap();
-        let der = |p: &Path| {
-            let pem = std::fs::read(p).unwrap();
-            rustls_pemfile::certs(&mut pem.as_slice())
-                .next()
-                .unwrap()
-                .unwrap()
-                .to_vec()
-        };
+        let der = |p: &Path| crate::tls::read_certs(p).unwrap()[0].to_vec();
         assert_eq!(
             role_of(&der(&k.cert_path)).unwrap(),
             Some(Role::Kiosk {
