@@ -1,0 +1,158 @@
+//! End to end: the real `palmline-server` binary with freshly issued certificates, driven
+//! as a kiosk would (reqwest with a client identity) and as an operator would
+//! (`palmline-admin`).
+
+use palmline_e2e::{bin, run, ServerProcess};
+use palmline_shared::api::*;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_deposit_login_pay_history_then_operator_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path()).unwrap();
+    let kiosk = server.kiosk_client().unwrap();
+    let base_url = server.url.clone();
+    let url = |p: &str| format!("{base_url}{p}");
+
+    let health: Health = kiosk
+        .get(url("/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health.merchant.as_deref(), Some("Demo Shop"));
+    assert_eq!(health.kiosk_id.as_deref(), Some("kiosk-1"));
+
+    let r = kiosk
+        .post(url("/v1/shoppers"))
+        .header(IDEMPOTENCY_HEADER, "reg-1")
+        .json(&json!({"username": "alice", "email": "alice@example.com", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let shopper: Shopper = r.json().await.unwrap();
+    assert_eq!(shopper.username, "alice");
+
+    let dep: Receipt = kiosk
+        .post(url("/v1/deposits"))
+        .header(IDEMPOTENCY_HEADER, "dep-1")
+        .json(&json!({"username": "alice", "amount": {"amount": "40.00", "currency": "EUR"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dep.balance_after.amount_string(), "40.00");
+
+    let session: SessionResponse = kiosk
+        .post(url("/v1/sessions"))
+        .json(&json!({"method": "password", "username": "alice", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let pay = || {
+        kiosk
+            .post(url("/v1/payments"))
+            .header(IDEMPOTENCY_HEADER, "pay-1")
+            .bearer_auth(&session.token)
+            .json(
+                &json!({"amount": {"amount": "12.50", "currency": "EUR"}, "description": "lunch"}),
+            )
+    };
+    let first: Receipt = pay().send().await.unwrap().json().await.unwrap();
+    let retry: Receipt = pay().send().await.unwrap().json().await.unwrap();
+    assert_eq!(first, retry, "a retried payment is charged once");
+    assert_eq!(first.balance_after.amount_string(), "27.50");
+    assert_eq!(first.merchant.as_deref(), Some("Demo Shop"));
+
+    let history: HistoryPage = kiosk
+        .get(url("/v1/wallet/history"))
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<TxKind> = history.items.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, vec![TxKind::Payment, TxKind::Deposit]);
+    assert_eq!(history.items[0].amount.amount_string(), "-12.50");
+    assert_eq!(history.items[0].description.as_deref(), Some("lunch"));
+
+    // The operator CLI over mTLS with the admin certificate.
+    let admin = bin("palmline-admin");
+    let d = dir.path().to_str().unwrap();
+    let base = ["--server", base_url.as_str(), "--data-dir", d];
+    let check = run(&admin, &[&base[..], &["--json", "ledger-check"]].concat()).unwrap();
+    let check: LedgerCheck = serde_json::from_str(&check).unwrap();
+    assert!(check.ok);
+    assert_eq!(check.transactions_checked, 2);
+    let daily = run(&admin, &[&base[..], &["daily"]].concat()).unwrap();
+    assert!(
+        daily.contains("Demo Shop") && daily.contains("12.50 EUR"),
+        "{daily}"
+    );
+    let accounts = run(&admin, &[&base[..], &["accounts", "--q", "ali"]].concat()).unwrap();
+    assert!(
+        accounts.contains("alice") && accounts.contains("27.50 EUR"),
+        "{accounts}"
+    );
+    let refund = run(
+        &admin,
+        &[
+            &base[..],
+            &[
+                "--json",
+                "refund",
+                "--payment",
+                &first.transaction_id.to_string(),
+                "--amount",
+                "2.50",
+            ],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let refund: Receipt = serde_json::from_str(&refund).unwrap();
+    assert_eq!(refund.balance_after.amount_string(), "30.00");
+    // A kiosk certificate cannot act as the operator.
+    let as_kiosk = std::process::Command::new(&admin)
+        .args(&base)
+        .args([
+            "--cert",
+            &format!("{d}/pki/kiosks/kiosk-1.pem"),
+            "--key",
+            &format!("{d}/pki/kiosks/kiosk-1.key"),
+            "kiosks",
+        ])
+        .output()
+        .unwrap();
+    assert!(!as_kiosk.status.success());
+    assert!(String::from_utf8_lossy(&as_kiosk.stderr).contains("forbidden"));
+
+    // Revoke the kiosk and tell the server (SIGHUP): new connections are refused.
+    run(
+        &bin("palmline-server"),
+        &["--data-dir", d, "pki", "revoke", "kiosk-1"],
+    )
+    .unwrap();
+    let pid = server.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    server
+        .wait_for_line("crl reloaded", Duration::from_secs(30))
+        .unwrap();
+    let fresh = server.kiosk_client().unwrap();
+    assert!(fresh.get(url("/v1/health")).send().await.is_err());
+}
