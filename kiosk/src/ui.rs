@@ -258,6 +258,12 @@ impl Kiosk {
         self.stats.borrow().clone()
     }
 
+    /// Whether the last health check succeeded.
+    pub fn is_online(&self) -> bool {
+        let app = self.app.borrow();
+        app.health().is_some() && !matches!(app.screen(), Screen::Offline { .. })
+    }
+
     pub fn screen(&self) -> Screen {
         self.app.borrow().screen().clone()
     }

@@ -318,7 +318,7 @@ mod tests {
         let seen = wait_for(&rx, |o| matches!(o, Out::Guidance(Guidance::NoHand)));
         assert!(!seen.iter().any(|o| matches!(o, Out::Captured(_))));
         control.present(Some("alice"));
-        let seen = wait_for(&rx, |o| matches!(o, Out::Captured(_)));
+        let seen = wait_for(&rx, |o| matches!(o, Out::Captured(t) if t.len() == 1));
         assert!(
             seen.iter()
                 .any(|o| matches!(o, Out::Guidance(Guidance::Steady))),
