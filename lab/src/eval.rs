@@ -1,8 +1,639 @@
-use anyhow::Result;
+//! `palmline-lab eval`: verification and closed-set identification figures for our matcher
+//! and the seed's baseline, in one run, on any folder of `ID_SAMPLE.ext` images.
+//!
+//! The first `--enroll-samples` samples of each identity are enrolled, the rest probe every
+//! enrolled identity (genuine when the identities agree). A probe whose extraction fails is
+//! a failure to acquire; an identity none of whose enrollment captures extract is a failure
+//! to enroll (it is left out of the gallery, its probes out of the comparisons).
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use palmline_shared::palm::baseline::{extract_seed, seed_compare, SeedFeatures, SEED_ACCEPT};
+use palmline_shared::palm::extract::{ExtractConfig, Extractor};
+use palmline_shared::palm::matcher::{Matcher, Prepared};
+use palmline_shared::palm::metrics::{self, OperatingPoint};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    Ours,
+    Seed,
+    Both,
+}
 
 #[derive(clap::Args)]
-pub struct EvalArgs {}
+pub struct EvalArgs {
+    /// Folder of ID_SAMPLE.ext images (png, jpg, bmp, tif).
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Samples per identity to enroll (the lowest-numbered ones).
+    #[arg(long, default_value_t = 1)]
+    pub enroll_samples: usize,
+    /// Which matcher(s) to evaluate; both by default, for a side-by-side comparison.
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    pub matcher: Which,
+    /// Summary figures as JSON.
+    #[arg(long)]
+    pub json: PathBuf,
+    /// Every comparison as CSV: matcher,probe,gallery,score,genuine.
+    #[arg(long)]
+    pub scores_out: PathBuf,
+    /// DET plot (PNG).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Use only the first N identities (sorted by name).
+    #[arg(long)]
+    pub limit_identities: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Matcher tuning overrides (for parameter studies; defaults are MatcherConfig's).
+    #[arg(long, hide = true)]
+    pub ratio: Option<f32>,
+    #[arg(long, hide = true)]
+    pub max_hamming: Option<u32>,
+    #[arg(long, hide = true)]
+    pub inlier_tol: Option<f32>,
+    #[arg(long, hide = true)]
+    pub max_keypoints: Option<usize>,
+}
 
-pub fn run(_a: EvalArgs) -> Result<()> {
-    anyhow::bail!("not yet")
+struct Image {
+    path: PathBuf,
+    identity: usize,
+    sample: u64,
+}
+
+fn list_images(dir: &Path, limit: Option<usize>) -> Result<(Vec<Image>, Vec<String>)> {
+    let mut found: Vec<(String, u64, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = e?.path();
+        let ext = path
+            .extension()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !["png", "jpg", "jpeg", "bmp", "tif", "tiff"].contains(&ext.as_str()) {
+            continue;
+        }
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let Some((id, sample)) = stem.rsplit_once('_') else {
+            continue;
+        };
+        let Ok(sample) = sample.parse::<u64>() else {
+            continue;
+        };
+        found.push((id.to_string(), sample, path));
+    }
+    found.sort();
+    let mut names: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
+    names.dedup();
+    if let Some(n) = limit {
+        names.truncate(n);
+    }
+    let index: BTreeMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let images = found
+        .into_iter()
+        .filter_map(|(id, sample, path)| {
+            index.get(id.as_str()).map(|&identity| Image {
+                path,
+                identity,
+                sample,
+            })
+        })
+        .collect();
+    Ok((images, names))
+}
+
+fn load_gray(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
+    let img = image::open(path).with_context(|| format!("decoding {}", path.display()))?;
+    let g = img.to_luma8();
+    let (w, h) = g.dimensions();
+    Ok((g.into_raw(), w, h))
+}
+
+/// Per-image extraction outcome for both matchers.
+struct Extracted {
+    ours: Option<Prepared>,
+    ours_error: Option<String>,
+    ours_bytes: usize,
+    ours_ms: f64,
+    seed: Option<SeedFeatures>,
+    seed_ms: f64,
+}
+
+#[derive(Serialize)]
+struct FnmrRow {
+    target_fmr: f64,
+    threshold: f64,
+    fmr: f64,
+    fnmr: f64,
+    too_few_impostors: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    matcher: String,
+    genuine_comparisons: usize,
+    impostor_comparisons: usize,
+    eer: f64,
+    fnmr_at_fmr: Vec<FnmrRow>,
+    /// At the matcher's own fixed threshold (seed: 0.3).
+    fixed_threshold: Option<FnmrRow>,
+    failure_to_enroll: f64,
+    failure_to_acquire: f64,
+    rejections: BTreeMap<String, usize>,
+    rank1: f64,
+    rank1_probes: usize,
+    extraction_ms_mean: f64,
+    extraction_ms_p50: f64,
+    extraction_ms_p95: f64,
+    comparison_ms_mean: f64,
+    template_bytes_mean: f64,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    images_dir: String,
+    images: usize,
+    identities: usize,
+    enroll_samples: usize,
+    threads: usize,
+    reports: Vec<Report>,
+}
+
+struct Outcome {
+    name: &'static str,
+    genuine: Vec<f64>,
+    impostor: Vec<f64>,
+    report: Report,
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let (images, names) = list_images(&a.images, a.limit_identities)?;
+    if images.is_empty() {
+        bail!("no ID_SAMPLE.ext images in {}", a.images.display());
+    }
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let do_ours = a.matcher != Which::Seed;
+    let do_seed = a.matcher != Which::Ours;
+    eprintln!(
+        "{} images of {} identities, {} thread(s)",
+        images.len(),
+        names.len(),
+        threads
+    );
+
+    // 1. Extraction, in parallel; each worker has its own OpenCV objects.
+    let bar = bar(images.len() as u64, "extract")?;
+    let slots: Vec<Mutex<Option<Extracted>>> = images.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<()> {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    let mut cfg = ExtractConfig::default();
+                    if let Some(k) = a.max_keypoints {
+                        cfg.max_keypoints = k;
+                    }
+                    let mut ex = Extractor::new(cfg)?;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(img) = images.get(i) else {
+                            return Ok(());
+                        };
+                        let (gray, w, h) = load_gray(&img.path)?;
+                        let mut e = Extracted {
+                            ours: None,
+                            ours_error: None,
+                            ours_bytes: 0,
+                            ours_ms: 0.0,
+                            seed: None,
+                            seed_ms: 0.0,
+                        };
+                        if do_ours {
+                            let t0 = Instant::now();
+                            let r = ex.extract(&gray, w, h);
+                            e.ours_ms = t0.elapsed().as_secs_f64() * 1e3;
+                            match r {
+                                Ok(t) => {
+                                    e.ours_bytes = t.encoded_len();
+                                    e.ours = Some(Prepared::new(&t));
+                                }
+                                Err(err) => e.ours_error = Some(err.code().to_string()),
+                            }
+                        }
+                        if do_seed {
+                            let t0 = Instant::now();
+                            let f = extract_seed(&gray, w, h)?;
+                            e.seed_ms = t0.elapsed().as_secs_f64() * 1e3;
+                            e.seed = (!f.is_empty()).then_some(f);
+                        }
+                        *slots[i].lock().unwrap() = Some(e);
+                        bar.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().expect("extraction worker panicked")?;
+        }
+        Ok(())
+    })?;
+    bar.finish();
+    let extracted: Vec<Extracted> = slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap().expect("every image extracted"))
+        .collect();
+
+    // 2. Enrollment split: the first `enroll_samples` samples per identity.
+    let mut per_id: Vec<Vec<usize>> = vec![Vec::new(); names.len()];
+    for (i, img) in images.iter().enumerate() {
+        per_id[img.identity].push(i);
+    }
+    for v in &mut per_id {
+        v.sort_by_key(|&i| images[i].sample);
+    }
+    let enroll: Vec<&[usize]> = per_id
+        .iter()
+        .map(|v| &v[..a.enroll_samples.min(v.len())])
+        .collect();
+    let probes: Vec<usize> = per_id
+        .iter()
+        .flat_map(|v| v[a.enroll_samples.min(v.len())..].iter().copied())
+        .collect();
+
+    let csv = std::fs::File::create(&a.scores_out)
+        .with_context(|| format!("creating {}", a.scores_out.display()))?;
+    let csv = Mutex::new(std::io::BufWriter::new(csv));
+    writeln!(csv.lock().unwrap(), "matcher,probe,gallery,score,genuine")?;
+
+    let mut outcomes = Vec::new();
+    if do_ours {
+        let gallery: Vec<Vec<Prepared>> = enroll
+            .iter()
+            .map(|ix| {
+                ix.iter()
+                    .filter_map(|&i| extracted[i].ours.clone())
+                    .collect()
+            })
+            .collect();
+        let mut m = Matcher::default();
+        if let Some(r) = a.ratio {
+            m.config.ratio = r;
+        }
+        if let Some(d) = a.max_hamming {
+            m.config.max_distance = d;
+        }
+        if let Some(t) = a.inlier_tol {
+            m.config.inlier_tolerance = t;
+        }
+        let o = compare_all(
+            "ours",
+            &images,
+            &names,
+            &probes,
+            &gallery,
+            |p| extracted[p].ours.as_ref(),
+            |p, g| m.compare_many(p, g).score as f64,
+            threads,
+            &csv,
+        )?;
+        outcomes.push(finish(
+            o,
+            &extracted,
+            &enroll,
+            &probes,
+            None,
+            |e| e.ours_ms,
+            |e| e.ours.is_some(),
+            |e| e.ours_error.clone(),
+            |e| e.ours_bytes,
+        ));
+    }
+    if do_seed {
+        let gallery: Vec<Vec<SeedFeatures>> = enroll
+            .iter()
+            .map(|ix| {
+                ix.iter()
+                    .filter_map(|&i| extracted[i].seed.clone())
+                    .collect()
+            })
+            .collect();
+        let o = compare_all(
+            "seed",
+            &images,
+            &names,
+            &probes,
+            &gallery,
+            |p| extracted[p].seed.as_ref(),
+            |p, g| g.iter().map(|t| seed_compare(p, t)).fold(0.0, f64::max),
+            threads,
+            &csv,
+        )?;
+        outcomes.push(finish(
+            o,
+            &extracted,
+            &enroll,
+            &probes,
+            Some(SEED_ACCEPT),
+            |e| e.seed_ms,
+            |e| e.seed.is_some(),
+            |e| e.seed.is_none().then(|| "no_features".to_string()),
+            |e| e.seed.as_ref().map_or(0, |f| f.len() * 32),
+        ));
+    }
+    csv.into_inner().unwrap().flush()?;
+
+    for o in &outcomes {
+        print_report(&o.report);
+    }
+    if let Some(plot) = &a.plot {
+        crate::plot::det_plot(
+            plot,
+            &outcomes
+                .iter()
+                .map(|o| (o.name, &o.genuine[..], &o.impostor[..]))
+                .collect::<Vec<_>>(),
+        )?;
+        eprintln!("DET plot: {}", plot.display());
+    }
+    let summary = Summary {
+        images_dir: a.images.display().to_string(),
+        images: images.len(),
+        identities: names.len(),
+        enroll_samples: a.enroll_samples,
+        threads,
+        reports: outcomes.into_iter().map(|o| o.report).collect(),
+    };
+    std::fs::write(&a.json, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", a.json.display()))?;
+    Ok(())
+}
+
+fn bar(n: u64, msg: &'static str) -> Result<ProgressBar> {
+    let b = ProgressBar::new(n);
+    b.set_style(ProgressStyle::with_template(
+        "{msg:8} {wide_bar} {pos}/{len} [{elapsed} < {eta}]",
+    )?);
+    b.set_message(msg);
+    Ok(b)
+}
+
+struct Compared {
+    name: &'static str,
+    genuine: Vec<f64>,
+    impostor: Vec<f64>,
+    rank1_hits: usize,
+    rank1_probes: usize,
+    comparisons: usize,
+    compare_secs: f64,
+}
+
+/// Every probe against every enrolled identity, in parallel; writes the CSV rows.
+#[allow(clippy::too_many_arguments)]
+fn compare_all<'a, T: Sync + 'a, G: Sync>(
+    name: &'static str,
+    images: &[Image],
+    names: &[String],
+    probes: &[usize],
+    gallery: &[Vec<G>],
+    probe_of: impl Fn(usize) -> Option<&'a T> + Sync,
+    score: impl Fn(&T, &[G]) -> f64 + Sync,
+    threads: usize,
+    csv: &Mutex<std::io::BufWriter<std::fs::File>>,
+) -> Result<Compared> {
+    let bar = bar(probes.len() as u64, name)?;
+    let next = AtomicUsize::new(0);
+    let acc = Mutex::new(Compared {
+        name,
+        genuine: Vec::new(),
+        impostor: Vec::new(),
+        rank1_hits: 0,
+        rank1_probes: 0,
+        comparisons: 0,
+        compare_secs: 0.0,
+    });
+    let enrolled: Vec<usize> = (0..gallery.len())
+        .filter(|&g| !gallery[g].is_empty())
+        .collect();
+    std::thread::scope(|s| -> Result<()> {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    let mut out = String::new();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&p) = probes.get(k) else {
+                            return Ok(());
+                        };
+                        let img = &images[p];
+                        let probe_name =
+                            img.path.file_name().and_then(|s| s.to_str()).unwrap_or("?");
+                        out.clear();
+                        if gallery[img.identity].is_empty() {
+                            // Failure to enroll: this identity's probes are not compared.
+                            bar.inc(1);
+                            continue;
+                        }
+                        let Some(t) = probe_of(p) else {
+                            for &g in &enrolled {
+                                out.push_str(&format!(
+                                    "{name},{probe_name},{},,{}\n",
+                                    names[g],
+                                    (g == img.identity) as u8
+                                ));
+                            }
+                            csv.lock().unwrap().write_all(out.as_bytes())?;
+                            bar.inc(1);
+                            continue;
+                        };
+                        let t0 = Instant::now();
+                        let scores: Vec<f64> =
+                            enrolled.iter().map(|&g| score(t, &gallery[g])).collect();
+                        let secs = t0.elapsed().as_secs_f64();
+                        let mut gen = Vec::new();
+                        let mut imp = Vec::new();
+                        let own = enrolled.iter().position(|&g| g == img.identity).unwrap();
+                        let own_score = scores[own];
+                        let best_other = scores
+                            .iter()
+                            .enumerate()
+                            .filter(|&(i, _)| i != own)
+                            .map(|(_, &s)| s)
+                            .fold(f64::NEG_INFINITY, f64::max);
+                        for (i, &g) in enrolled.iter().enumerate() {
+                            let genuine = g == img.identity;
+                            if genuine {
+                                gen.push(scores[i]);
+                            } else {
+                                imp.push(scores[i]);
+                            }
+                            out.push_str(&format!(
+                                "{name},{probe_name},{},{},{}\n",
+                                names[g], scores[i], genuine as u8
+                            ));
+                        }
+                        csv.lock().unwrap().write_all(out.as_bytes())?;
+                        let mut a = acc.lock().unwrap();
+                        a.genuine.extend(gen);
+                        a.impostor.extend(imp);
+                        a.rank1_probes += 1;
+                        a.rank1_hits += (own_score > best_other) as usize;
+                        a.comparisons += scores.len();
+                        a.compare_secs += secs;
+                        drop(a);
+                        bar.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().expect("comparison worker panicked")?;
+        }
+        Ok(())
+    })?;
+    bar.finish();
+    Ok(acc.into_inner().unwrap())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    c: Compared,
+    extracted: &[Extracted],
+    enroll: &[&[usize]],
+    probes: &[usize],
+    fixed: Option<f64>,
+    ms: impl Fn(&Extracted) -> f64,
+    ok: impl Fn(&Extracted) -> bool,
+    err: impl Fn(&Extracted) -> Option<String>,
+    bytes: impl Fn(&Extracted) -> usize,
+) -> Outcome {
+    let fte = enroll
+        .iter()
+        .filter(|ix| !ix.iter().any(|&i| ok(&extracted[i])))
+        .count() as f64
+        / enroll.len().max(1) as f64;
+    let fta =
+        probes.iter().filter(|&&p| !ok(&extracted[p])).count() as f64 / probes.len().max(1) as f64;
+    let mut rejections = BTreeMap::new();
+    for e in extracted {
+        if let Some(r) = err(e) {
+            *rejections.entry(r).or_insert(0) += 1;
+        }
+    }
+    let mut times: Vec<f64> = extracted.iter().map(&ms).collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let q = |f: f64| times[((times.len() - 1) as f64 * f) as usize];
+    let okb: Vec<usize> = extracted.iter().filter(|e| ok(e)).map(&bytes).collect();
+    let row = |p: OperatingPoint, target: f64, few: bool| FnmrRow {
+        target_fmr: target,
+        threshold: p.threshold,
+        fmr: p.fmr,
+        fnmr: p.fnmr,
+        too_few_impostors: few,
+    };
+    let fnmr_at_fmr = [1e-2, 1e-3, 1e-4]
+        .iter()
+        .map(|&f| {
+            let r = metrics::fnmr_at_fmr(&c.genuine, &c.impostor, f);
+            row(r.point, f, r.too_few_impostors)
+        })
+        .collect();
+    let fixed_threshold = fixed.map(|t| {
+        let fmr =
+            c.impostor.iter().filter(|&&s| s >= t).count() as f64 / c.impostor.len().max(1) as f64;
+        let fnmr =
+            c.genuine.iter().filter(|&&s| s < t).count() as f64 / c.genuine.len().max(1) as f64;
+        row(
+            OperatingPoint {
+                threshold: t,
+                fmr,
+                fnmr,
+            },
+            f64::NAN,
+            false,
+        )
+    });
+    let report = Report {
+        matcher: c.name.to_string(),
+        genuine_comparisons: c.genuine.len(),
+        impostor_comparisons: c.impostor.len(),
+        eer: metrics::eer(&c.genuine, &c.impostor),
+        fnmr_at_fmr,
+        fixed_threshold,
+        failure_to_enroll: fte,
+        failure_to_acquire: fta,
+        rejections,
+        rank1: c.rank1_hits as f64 / c.rank1_probes.max(1) as f64,
+        rank1_probes: c.rank1_probes,
+        extraction_ms_mean: times.iter().sum::<f64>() / times.len() as f64,
+        extraction_ms_p50: q(0.5),
+        extraction_ms_p95: q(0.95),
+        comparison_ms_mean: c.compare_secs * 1e3 / c.comparisons.max(1) as f64,
+        template_bytes_mean: okb.iter().sum::<usize>() as f64 / okb.len().max(1) as f64,
+    };
+    Outcome {
+        name: c.name,
+        genuine: c.genuine,
+        impostor: c.impostor,
+        report,
+    }
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "[{}] genuine {} impostor {} | EER {:.4} | FTE {:.4} FTA {:.4} | rank-1 {:.4} ({} probes)",
+        r.matcher,
+        r.genuine_comparisons,
+        r.impostor_comparisons,
+        r.eer,
+        r.failure_to_enroll,
+        r.failure_to_acquire,
+        r.rank1,
+        r.rank1_probes
+    );
+    for f in &r.fnmr_at_fmr {
+        println!(
+            "[{}]   FNMR {:.4} at FMR {:.0e} (threshold {:.4}, measured FMR {:.2e}){}",
+            r.matcher,
+            f.fnmr,
+            f.target_fmr,
+            f.threshold,
+            f.fmr,
+            if f.too_few_impostors {
+                " — too few impostor pairs for this rate"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(f) = &r.fixed_threshold {
+        println!(
+            "[{}]   at its fixed threshold {:.2}: FMR {:.2e}, FNMR {:.4}",
+            r.matcher, f.threshold, f.fmr, f.fnmr
+        );
+    }
+    println!(
+        "[{}]   extraction {:.2} ms mean ({:.2} p50, {:.2} p95) | comparison {:.4} ms | template {:.0} B | rejections {:?}",
+        r.matcher,
+        r.extraction_ms_mean,
+        r.extraction_ms_p50,
+        r.extraction_ms_p95,
+        r.comparison_ms_mean,
+        r.template_bytes_mean,
+        r.rejections
+    );
 }

@@ -4,11 +4,16 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench_identify;
 mod eval;
+mod plot;
 mod synth;
 
 #[derive(Parser)]
-#[command(name = "palmline-lab", about = "Palm pipeline laboratory: synthetic palms, evaluation")]
+#[command(
+    name = "palmline-lab",
+    about = "Palm pipeline laboratory: synthetic palms, evaluation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,11 +25,57 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Evaluate ours and/or the seed's matcher on a folder of ID_SAMPLE.ext images.
     Eval(eval::EvalArgs),
+    /// Show what extraction sees: the quality report and the normalised ROI of each image.
+    Roi(RoiArgs),
+    /// 1:N identification benchmark: candidate index + matcher vs exhaustive search.
+    BenchIdentify(bench_identify::BenchIdentifyArgs),
+}
+
+#[derive(clap::Args)]
+struct RoiArgs {
+    /// Images to inspect.
+    images: Vec<std::path::PathBuf>,
+    /// Write each ROI as OUT/<stem>_roi.png.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+fn roi(a: RoiArgs) -> Result<()> {
+    use palmline_shared::palm::extract::{ExtractConfig, Extractor};
+    let mut ex = Extractor::new(ExtractConfig::default())?;
+    let side = ex.config().roi_inner as u32 + 2 * ex.config().roi_margin as u32;
+    for p in &a.images {
+        let g = image::open(p)?.to_luma8();
+        let (w, h) = g.dimensions();
+        match ex.extract_with_report(g.as_raw(), w, h) {
+            Ok((t, r)) => println!(
+                "{}: {} keypoints, {} bytes, {r:?}",
+                p.display(),
+                t.len(),
+                t.encoded_len()
+            ),
+            Err(e) => println!("{}: rejected: {e} ({})", p.display(), e.code()),
+        }
+        if let (Some(out), Ok(roi)) = (&a.out, ex.roi_image(g.as_raw(), w, h)) {
+            std::fs::create_dir_all(out)?;
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("roi");
+            image::save_buffer(
+                out.join(format!("{stem}_roi.png")),
+                &roi,
+                side,
+                side,
+                image::ExtendedColorType::L8,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Roi(a) => roi(a),
+        Command::BenchIdentify(a) => bench_identify::run(a),
     }
 }

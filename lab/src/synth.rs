@@ -28,7 +28,9 @@ pub fn run(a: SynthArgs) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let bar = ProgressBar::new(a.identities * a.samples);
-    bar.set_style(ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} [{elapsed} < {eta}]")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{msg} {wide_bar} {pos}/{len} [{elapsed} < {eta}]",
+    )?);
     bar.set_message("synth");
     let next = AtomicU64::new(0);
     std::thread::scope(|s| -> Result<()> {
@@ -44,7 +46,8 @@ pub fn run(a: SynthArgs) -> Result<()> {
                         for sample in 0..a.samples {
                             let frame = identity.capture(sample);
                             let path = a.out.join(format!("{id:05}_{sample:02}.png"));
-                            save_png(&frame, &path).with_context(|| format!("writing {}", path.display()))?;
+                            save_png(&frame, &path)
+                                .with_context(|| format!("writing {}", path.display()))?;
                             bar.inc(1);
                         }
                     }

@@ -46,7 +46,9 @@ pub fn cross_check_distances(a: &SeedFeatures, b: &SeedFeatures) -> Vec<u32> {
     let mut d: Vec<u32> = rows
         .iter()
         .enumerate()
-        .filter(|(i, r)| (r.index as usize) < cols.len() && cols[r.index as usize].index as usize == *i)
+        .filter(|(i, r)| {
+            (r.index as usize) < cols.len() && cols[r.index as usize].index as usize == *i
+        })
         .map(|(_, r)| r.best)
         .collect();
     d.sort();
@@ -101,17 +103,28 @@ mod cv {
         let mut blur = Mat::default();
         imgproc::gaussian_blur_def(&eq, &mut blur, Size::new(3, 3), 0.0)?;
         let mut resized = Mat::default();
-        imgproc::resize(&blur, &mut resized, Size::new(640, 480), 0.0, 0.0, imgproc::INTER_LINEAR)?;
-        let kernel = Mat::from_slice_2d(&[[-1.0f32, -1.0, -1.0], [-1.0, 9.0, -1.0], [-1.0, -1.0, -1.0]])?;
+        imgproc::resize(
+            &blur,
+            &mut resized,
+            Size::new(640, 480),
+            0.0,
+            0.0,
+            imgproc::INTER_LINEAR,
+        )?;
+        let kernel =
+            Mat::from_slice_2d(&[[-1.0f32, -1.0, -1.0], [-1.0, 9.0, -1.0], [-1.0, -1.0, -1.0]])?;
         let mut sharp = Mat::default();
         imgproc::filter_2d_def(&resized, &mut sharp, CV_8U, &kernel)?;
         let mut blended = Mat::default();
         opencv::core::add_weighted_def(&sharp, 0.7, &resized, 0.3, 0.0, &mut blended)?;
-        let mut orb: Ptr<ORB> = ORB::create(500, 1.2, 8, 31, 0, 2, ORB_ScoreType::HARRIS_SCORE, 31, 20)?;
+        let mut orb: Ptr<ORB> =
+            ORB::create(500, 1.2, 8, 31, 0, 2, ORB_ScoreType::HARRIS_SCORE, 31, 20)?;
         let mut kps = Vector::new();
         let mut desc = Mat::default();
         orb.detect_and_compute_def(&blended, &Mat::default(), &mut kps, &mut desc)?;
-        Ok(SeedFeatures::from_descriptors(&super::super::extract::descriptors_of(&desc)?))
+        Ok(SeedFeatures::from_descriptors(
+            &super::super::extract::descriptors_of(&desc)?,
+        ))
     }
 }
 
@@ -161,6 +174,6 @@ mod tests {
         let fa = SeedFeatures::from_descriptors(&a);
         let fb = SeedFeatures::from_descriptors(&b);
         assert_eq!(cross_check_distances(&fa, &fb), vec![0]);
-        assert_eq!(seed_compare(&fa, &fa) , seed_score(&[0, 0], 2, 2));
+        assert_eq!(seed_compare(&fa, &fa), seed_score(&[0, 0], 2, 2));
     }
 }

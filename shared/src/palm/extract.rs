@@ -13,9 +13,7 @@
 //! Never sends or keeps the frame: the template is all that leaves this module.
 
 use super::template::{Descriptor, Keypoint, Template, MAX_KEYPOINTS};
-use opencv::core::{
-    Mat, Point, Ptr, Rect, Scalar, Size, Vector, BORDER_CONSTANT, CV_32F, CV_8U,
-};
+use opencv::core::{Mat, Point, Ptr, Rect, Scalar, Size, Vector, BORDER_CONSTANT, CV_32F, CV_8U};
 use opencv::features2d::{ORB_ScoreType, ORB};
 use opencv::imgproc;
 use opencv::prelude::*;
@@ -135,6 +133,9 @@ impl Default for ExtractConfig {
     }
 }
 
+/// Downscale factor of the quality gate.
+const SMALL: i32 = 4;
+
 /// Holds the OpenCV objects; one per thread (`extract` takes `&mut self`).
 pub struct Extractor {
     config: ExtractConfig,
@@ -145,7 +146,8 @@ pub struct Extractor {
 /// Internal result of the gate: the report plus what the ROI step needs.
 struct Gate {
     report: QualityReport,
-    threshold: f64,
+    /// Filled hand mask at 1/4 resolution.
+    mask: Mat,
 }
 
 pub(crate) fn mat_from_gray(gray: &[u8], width: u32, height: u32) -> opencv::Result<Mat> {
@@ -176,7 +178,11 @@ pub(crate) fn descriptors_of(desc: &Mat) -> opencv::Result<Vec<Descriptor>> {
 /// Otsu threshold of a histogram, with the two class means.
 fn otsu(hist: &[u64; 256]) -> (usize, f64, f64) {
     let total: u64 = hist.iter().sum();
-    let sum: f64 = hist.iter().enumerate().map(|(i, &h)| i as f64 * h as f64).sum();
+    let sum: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &h)| i as f64 * h as f64)
+        .sum();
     let (mut wb, mut sb) = (0u64, 0f64);
     let (mut best, mut best_t, mut means) = (-1f64, 0usize, (0.0, 0.0));
     for t in 0..256 {
@@ -223,14 +229,25 @@ impl Extractor {
     }
 
     /// The quality gate alone (a few milliseconds): for live guidance at the kiosk.
-    pub fn quality(&mut self, gray: &[u8], width: u32, height: u32) -> Result<QualityReport, QualityError> {
+    pub fn quality(
+        &mut self,
+        gray: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<QualityReport, QualityError> {
         let frame = mat_from_gray(gray, width, height)?;
         Ok(self.gate(&frame)?.report)
     }
 
     /// Full extraction: the gate, the ROI and the template.
-    pub fn extract(&mut self, gray: &[u8], width: u32, height: u32) -> Result<Template, QualityError> {
-        self.extract_with_report(gray, width, height).map(|(t, _)| t)
+    pub fn extract(
+        &mut self,
+        gray: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<Template, QualityError> {
+        self.extract_with_report(gray, width, height)
+            .map(|(t, _)| t)
     }
 
     /// Like [`Extractor::extract`], with the quality report.
@@ -249,7 +266,12 @@ impl Extractor {
 
     /// The normalised, contrast-equalised ROI as row-major bytes (side `inner + 2·margin`):
     /// for debugging and documentation.
-    pub fn roi_image(&mut self, gray: &[u8], width: u32, height: u32) -> Result<Vec<u8>, QualityError> {
+    pub fn roi_image(
+        &mut self,
+        gray: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<u8>, QualityError> {
         let frame = mat_from_gray(gray, width, height)?;
         let gate = self.gate(&frame)?;
         let (roi, _) = self.roi(&frame, &gate)?;
@@ -259,9 +281,16 @@ impl Extractor {
     fn gate(&mut self, frame: &Mat) -> Result<Gate, QualityError> {
         let c = &self.config;
         let (w, h) = (frame.cols(), frame.rows());
-        const F: i32 = 4;
+        const F: i32 = SMALL;
         let mut small = Mat::default();
-        imgproc::resize(frame, &mut small, Size::new(w / F, h / F), 0.0, 0.0, imgproc::INTER_AREA)?;
+        imgproc::resize(
+            frame,
+            &mut small,
+            Size::new(w / F, h / F),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
         let px = small.data_bytes()?;
         let mut hist = [0u64; 256];
         for &p in px {
@@ -289,11 +318,44 @@ impl Extractor {
         if mean_fg - mean_bg < 25.0 {
             return Err(QualityError::NoHand);
         }
-        let mut mask = Mat::default();
-        imgproc::threshold(&small, &mut mask, t as f64, 255.0, imgproc::THRESH_BINARY)?;
+        // Hand mask: a threshold a little below Otsu's (creases and shadowed edges stay in),
+        // then the largest outer contour filled, so that deep creases leave no holes.
+        let t_mask = (t as f64).min(mean_bg + 0.35 * (mean_fg - mean_bg));
+        let mut raw = Mat::default();
+        imgproc::threshold(&small, &mut raw, t_mask, 255.0, imgproc::THRESH_BINARY)?;
+        let mut contours = Vector::<Vector<Point>>::new();
+        imgproc::find_contours(
+            &raw,
+            &mut contours,
+            imgproc::RETR_EXTERNAL,
+            imgproc::CHAIN_APPROX_NONE,
+            Point::new(0, 0),
+        )?;
+        let Some(contour) = contours.iter().max_by(|a, b| {
+            let aa = imgproc::contour_area_def(a).unwrap_or(0.0);
+            let bb = imgproc::contour_area_def(b).unwrap_or(0.0);
+            aa.total_cmp(&bb)
+        }) else {
+            return Err(QualityError::NoHand);
+        };
+        let mut mask =
+            Mat::new_rows_cols_with_default(small.rows(), small.cols(), CV_8U, Scalar::all(0.0))?;
+        let mut one = Vector::<Vector<Point>>::new();
+        one.push(contour.clone());
+        imgproc::draw_contours(
+            &mut mask,
+            &one,
+            0,
+            Scalar::all(255.0),
+            imgproc::FILLED,
+            imgproc::LINE_8,
+            &opencv::core::no_array(),
+            i32::MAX,
+            Point::new(0, 0),
+        )?;
         let fg: Vec<u8> = px.iter().copied().filter(|&p| p as usize > t).collect();
         let hand_fraction = fg.len() as f32 / n as f32;
-        if hand_fraction < 0.04 {
+        if hand_fraction < 0.01 {
             return Err(QualityError::NoHand);
         }
         let brightness = fg.iter().map(|&p| p as f32).sum::<f32>() / fg.len() as f32;
@@ -307,11 +369,28 @@ impl Extractor {
         if hand_fraction > 0.9 {
             return Err(QualityError::TooClose);
         }
-        // Largest inscribed circle of the hand mask.
+        // Largest inscribed circle of the hand mask. Outside the frame counts as background:
+        // otherwise a wrist or forearm running off the edge looks like the widest part.
+        let (sw, sh) = (mask.cols(), mask.rows());
+        imgproc::rectangle(
+            &mut mask,
+            Rect::new(0, 0, sw, sh),
+            Scalar::all(0.0),
+            1,
+            imgproc::LINE_8,
+            0,
+        )?;
         let mut dist = Mat::default();
         imgproc::distance_transform(&mask, &mut dist, imgproc::DIST_L2, 5, CV_32F)?;
         let (mut maxv, mut maxp) = (0f64, Point::default());
-        opencv::core::min_max_loc(&dist, None, Some(&mut maxv), None, Some(&mut maxp), &opencv::core::no_array())?;
+        opencv::core::min_max_loc(
+            &dist,
+            None,
+            Some(&mut maxv),
+            None,
+            Some(&mut maxp),
+            &opencv::core::no_array(),
+        )?;
         let r = maxv as f32 * F as f32;
         let center = (
             (maxp.x as f32 + 0.5) * F as f32,
@@ -323,7 +402,8 @@ impl Extractor {
         if r > c.max_radius * h as f32 {
             return Err(QualityError::TooClose);
         }
-        let (rotation_deg, orientation) = valley_orientation(&mask, (maxp.x as f32, maxp.y as f32), maxv as f32)?;
+        let (rotation_deg, orientation) =
+            valley_orientation(&contour, (maxp.x as f32, maxp.y as f32), maxv as f32)?;
         // Sharpness on the palm square at half resolution (noise-robust), brightness-relative.
         let side = (r * 1.4) as i32;
         let rect = Rect::new(
@@ -332,12 +412,32 @@ impl Extractor {
             side,
             side,
         );
-        let rect = Rect::new(rect.x, rect.y, rect.width.min(w - rect.x), rect.height.min(h - rect.y));
+        let rect = Rect::new(
+            rect.x,
+            rect.y,
+            rect.width.min(w - rect.x),
+            rect.height.min(h - rect.y),
+        );
         let patch = Mat::roi(frame, rect)?;
         let mut half = Mat::default();
-        imgproc::resize(&patch, &mut half, Size::new(rect.width / 2, rect.height / 2), 0.0, 0.0, imgproc::INTER_AREA)?;
+        imgproc::resize(
+            &patch,
+            &mut half,
+            Size::new(rect.width / 2, rect.height / 2),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
         let mut lap = Mat::default();
-        imgproc::laplacian(&half, &mut lap, CV_32F, 1, 1.0, 0.0, opencv::core::BORDER_REPLICATE)?;
+        imgproc::laplacian(
+            &half,
+            &mut lap,
+            CV_32F,
+            1,
+            1.0,
+            0.0,
+            opencv::core::BORDER_REPLICATE,
+        )?;
         let mut mean = Scalar::default();
         let mut std = Scalar::default();
         opencv::core::mean_std_dev(&lap, &mut mean, &mut std, &opencv::core::no_array())?;
@@ -358,7 +458,7 @@ impl Extractor {
                 rotation_deg,
                 orientation,
             },
-            threshold: t as f64,
+            mask,
         })
     }
 
@@ -375,8 +475,16 @@ impl Extractor {
         let (cx, cy) = r.palm_center;
         let h = s / 2.0;
         let m = Mat::from_slice_2d(&[
-            [(k * rx) as f64, (-k * ux) as f64, (cx - k * rx * h + k * ux * h) as f64],
-            [(k * ry) as f64, (-k * uy) as f64, (cy - k * ry * h + k * uy * h) as f64],
+            [
+                (k * rx) as f64,
+                (-k * ux) as f64,
+                (cx - k * rx * h + k * ux * h) as f64,
+            ],
+            [
+                (k * ry) as f64,
+                (-k * uy) as f64,
+                (cy - k * ry * h + k * uy * h) as f64,
+            ],
         ])?;
         let size = Size::new(s as i32, s as i32);
         let mut warped = Mat::default();
@@ -389,20 +497,68 @@ impl Extractor {
             BORDER_CONSTANT,
             Scalar::all(0.0),
         )?;
+        // The filled hand mask, warped the same way (small pixel centres: x = 4·xs + 1.5).
+        let f = SMALL as f64;
+        let mut ms = m.clone();
+        for row in 0..2 {
+            for col in 0..3 {
+                let v = *ms.at_2d::<f64>(row, col)?;
+                *ms.at_2d_mut::<f64>(row, col)? = if col == 2 {
+                    (v - (f - 1.0) / 2.0) / f
+                } else {
+                    v / f
+                };
+            }
+        }
         let mut hand = Mat::default();
-        imgproc::threshold(&warped, &mut hand, gate.threshold, 255.0, imgproc::THRESH_BINARY)?;
-        let kernel = imgproc::get_structuring_element(imgproc::MORPH_ELLIPSE, Size::new(11, 11), Point::new(-1, -1))?;
+        imgproc::warp_affine(
+            &gate.mask,
+            &mut hand,
+            &ms,
+            size,
+            imgproc::INTER_LINEAR | imgproc::WARP_INVERSE_MAP,
+            BORDER_CONSTANT,
+            Scalar::all(0.0),
+        )?;
+        let hand_src = hand.clone();
+        imgproc::threshold(&hand_src, &mut hand, 127.0, 255.0, imgproc::THRESH_BINARY)?;
+        let kernel = imgproc::get_structuring_element(
+            imgproc::MORPH_ELLIPSE,
+            Size::new(11, 11),
+            Point::new(-1, -1),
+        )?;
         let mut eroded = Mat::default();
-        imgproc::erode(&hand, &mut eroded, &kernel, Point::new(-1, -1), 1, BORDER_CONSTANT, Scalar::all(0.0))?;
-        let mut mask = Mat::new_rows_cols_with_default(size.height, size.width, CV_8U, Scalar::all(0.0))?;
-        let inner = Rect::new(c.roi_margin as i32, c.roi_margin as i32, c.roi_inner as i32, c.roi_inner as i32);
+        imgproc::erode(
+            &hand,
+            &mut eroded,
+            &kernel,
+            Point::new(-1, -1),
+            1,
+            BORDER_CONSTANT,
+            Scalar::all(0.0),
+        )?;
+        let mut mask =
+            Mat::new_rows_cols_with_default(size.height, size.width, CV_8U, Scalar::all(0.0))?;
+        let inner = Rect::new(
+            c.roi_margin as i32,
+            c.roi_margin as i32,
+            c.roi_inner as i32,
+            c.roi_inner as i32,
+        );
         {
             let src = Mat::roi(&eroded, inner)?;
             let mut dst = Mat::roi_mut(&mut mask, inner)?;
             src.copy_to(&mut dst)?;
         }
         let mut smooth = Mat::default();
-        imgproc::gaussian_blur(&warped, &mut smooth, Size::new(3, 3), 0.8, 0.8, opencv::core::BORDER_REPLICATE)?;
+        imgproc::gaussian_blur(
+            &warped,
+            &mut smooth,
+            Size::new(3, 3),
+            0.8,
+            0.8,
+            opencv::core::BORDER_REPLICATE,
+        )?;
         let mut eq = Mat::default();
         self.clahe.apply(&smooth, &mut eq)?;
         Ok((eq, mask))
@@ -460,39 +616,26 @@ impl Extractor {
                 octave: k.octave().clamp(0, 255) as u8,
             })
             .collect();
-        Template::new(side, keypoints, descriptors).map_err(|e| QualityError::Internal(e.to_string()))
+        Template::new(side, keypoints, descriptors)
+            .map_err(|e| QualityError::Internal(e.to_string()))
     }
 }
 
 /// Orientation from the finger valleys: convexity defects of the hand contour that are deep,
 /// lie above the palm centre, and at a plausible distance. Returns degrees clockwise from
 /// the frame's up. Works on the downscaled mask; `center` and `radius` in its pixels.
-fn valley_orientation(mask: &Mat, center: (f32, f32), radius: f32) -> Result<(f32, Orientation), QualityError> {
-    let mut contours = Vector::<Vector<Point>>::new();
-    imgproc::find_contours(
-        mask,
-        &mut contours,
-        imgproc::RETR_EXTERNAL,
-        imgproc::CHAIN_APPROX_NONE,
-        Point::new(0, 0),
-    )?;
-    let Some(contour) = contours
-        .iter()
-        .max_by(|a, b| {
-            let aa = imgproc::contour_area_def(a).unwrap_or(0.0);
-            let bb = imgproc::contour_area_def(b).unwrap_or(0.0);
-            aa.total_cmp(&bb)
-        })
-    else {
-        return Ok((0.0, Orientation::Fallback));
-    };
+fn valley_orientation(
+    contour: &Vector<Point>,
+    center: (f32, f32),
+    radius: f32,
+) -> Result<(f32, Orientation), QualityError> {
     if contour.len() < 8 {
         return Ok((0.0, Orientation::Fallback));
     }
     let mut hull = Vector::<i32>::new();
-    imgproc::convex_hull(&contour, &mut hull, false, false)?;
+    imgproc::convex_hull(contour, &mut hull, false, false)?;
     let mut defects = Vector::<opencv::core::Vec4i>::new();
-    if imgproc::convexity_defects(&contour, &hull, &mut defects).is_err() {
+    if imgproc::convexity_defects(contour, &hull, &mut defects).is_err() {
         return Ok((0.0, Orientation::Fallback));
     }
     let mut valleys: Vec<(f32, f32, f32)> = Vec::new(); // (x, y, angle from up)
@@ -513,7 +656,7 @@ fn valley_orientation(mask: &Mat, center: (f32, f32), radius: f32) -> Result<(f3
     // Two passes: around the frame's up, then around the valleys' own mean direction.
     let mut dir = 0f32;
     let mut chosen: Vec<(f32, f32, f32)> = Vec::new();
-    for window in [45.0f32, 35.0] {
+    for window in [40.0f32, 30.0] {
         chosen = valleys
             .iter()
             .copied()
@@ -539,13 +682,24 @@ fn valley_orientation(mask: &Mat, center: (f32, f32), radius: f32) -> Result<(f3
             // Normal candidates (ly, -lx) and (-ly, lx); pick the one pointing from the centre
             // towards the valleys.
             let (mx, my) = ((a.0 + b.0) / 2.0 - center.0, (a.1 + b.1) / 2.0 - center.1);
-            let (nx, ny) = if ly * mx - lx * my >= 0.0 { (ly, -lx) } else { (-ly, lx) };
-            nx.atan2(-ny).to_degrees()
+            let (nx, ny) = if ly * mx - lx * my >= 0.0 {
+                (ly, -lx)
+            } else {
+                (-ly, lx)
+            };
+            let normal = nx.atan2(-ny).to_degrees();
+            // Valleys that are not one row across the hand (a thumb valley, a notch at the
+            // palm's edge) give a line whose normal disagrees with where they lie.
+            if angle_dist(normal, dir) <= 15.0 {
+                normal
+            } else {
+                dir
+            }
         }
     } else {
         dir
     };
-    if rot.abs() > 60.0 {
+    if rot.abs() > 40.0 {
         return Ok((0.0, Orientation::Fallback));
     }
     Ok((rot, Orientation::Valleys(chosen.len().min(255) as u8)))
@@ -554,4 +708,131 @@ fn valley_orientation(mask: &Mat, center: (f32, f32), radius: f32) -> Result<(f3
 fn angle_dist(a: f32, b: f32) -> f32 {
     let d = (a - b).rem_euclid(360.0);
     d.min(360.0 - d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::palm::matcher::Matcher;
+    use crate::palm::synth;
+
+    fn extractor() -> Extractor {
+        Extractor::new(ExtractConfig::default()).unwrap()
+    }
+
+    fn blur(gray: &[u8], w: u32, h: u32, sigma: f64) -> Vec<u8> {
+        let m = mat_from_gray(gray, w, h).unwrap();
+        let mut out = Mat::default();
+        imgproc::gaussian_blur(
+            &m,
+            &mut out,
+            Size::new(0, 0),
+            sigma,
+            sigma,
+            opencv::core::BORDER_REPLICATE,
+        )
+        .unwrap();
+        out.data_bytes().unwrap().to_vec()
+    }
+
+    #[test]
+    fn rejects_blank_black_white_and_blurred_frames() {
+        let mut ex = extractor();
+        let (w, h) = (640u32, 480u32);
+        let n = (w * h) as usize;
+        assert_eq!(
+            ex.extract(&vec![128; n], w, h).unwrap_err(),
+            QualityError::NoHand
+        );
+        assert_eq!(
+            ex.extract(&vec![0; n], w, h).unwrap_err(),
+            QualityError::TooDark
+        );
+        assert_eq!(
+            ex.extract(&vec![255; n], w, h).unwrap_err(),
+            QualityError::TooBright
+        );
+        let f = synth::render(3, 1, 0);
+        let blurred = blur(&f.gray, w, h, 5.0);
+        let e = ex.extract(&blurred, w, h).unwrap_err();
+        assert_eq!(e.code(), "blurry", "{e}");
+        assert!(matches!(
+            ex.quality(&blurred, w, h),
+            Err(QualityError::Blurry { .. })
+        ));
+        // Wrong buffer size is an error, not a panic.
+        assert_eq!(ex.extract(&[0u8; 10], w, h).unwrap_err().code(), "internal");
+    }
+
+    #[test]
+    fn rejects_a_hand_too_far() {
+        // The same hand shrunk to a quarter of its size, centred on a dark frame.
+        let f = synth::render(3, 2, 0);
+        let m = mat_from_gray(&f.gray, f.width, f.height).unwrap();
+        let mut small = Mat::default();
+        imgproc::resize(
+            &m,
+            &mut small,
+            Size::new(160, 120),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )
+        .unwrap();
+        let mut frame = vec![8u8; (f.width * f.height) as usize];
+        let sb = small.data_bytes().unwrap();
+        for y in 0..120 {
+            for x in 0..160 {
+                frame[(y + 180) * 640 + x + 240] = sb[y * 160 + x];
+            }
+        }
+        let e = extractor().extract(&frame, 640, 480).unwrap_err();
+        assert_eq!(e, QualityError::TooFar);
+    }
+
+    #[test]
+    fn accepts_generated_palms_and_matches_genuine_above_impostor() {
+        let mut ex = extractor();
+        let a = synth::render(3, 1, 0);
+        let b = synth::render(3, 1, 1);
+        let c = synth::render(3, 2, 0);
+        let (ta, report) = ex.extract_with_report(&a.gray, a.width, a.height).unwrap();
+        assert!(ta.len() >= 150, "{} keypoints", ta.len());
+        assert!(ta.encoded_len() <= crate::palm::template::MAX_TEMPLATE_BYTES);
+        assert!(
+            report.palm_radius > 50.0 && report.palm_radius < 150.0,
+            "{report:?}"
+        );
+        assert!(
+            matches!(report.orientation, Orientation::Valleys(_)),
+            "{report:?}"
+        );
+        let q = ex.quality(&a.gray, a.width, a.height).unwrap();
+        assert_eq!(q, report);
+        let tb = ex.extract(&b.gray, b.width, b.height).unwrap();
+        let tc = ex.extract(&c.gray, c.width, c.height).unwrap();
+        let m = Matcher::default();
+        let genuine = m.compare(&ta, &tb).score;
+        let impostor = m.compare(&ta, &tc).score;
+        assert!(genuine > impostor, "genuine {genuine} impostor {impostor}");
+        assert!(genuine >= 30, "genuine {genuine}");
+        assert!(
+            impostor < crate::palm::DecisionPolicy::DEFAULT.accept,
+            "impostor {impostor}"
+        );
+        // The template survives the codec unchanged.
+        let back = Template::decode(&ta.encode()).unwrap();
+        assert_eq!(back, ta);
+    }
+
+    #[test]
+    fn seed_baseline_extracts_500_features() {
+        let a = synth::render(3, 1, 0);
+        let f = crate::palm::baseline::extract_seed(&a.gray, a.width, a.height).unwrap();
+        assert!(f.len() > 300 && f.len() <= 500, "{}", f.len());
+        let b = synth::render(3, 1, 1);
+        let g = crate::palm::baseline::extract_seed(&b.gray, b.width, b.height).unwrap();
+        let s = crate::palm::baseline::seed_compare(&f, &g);
+        assert!((0.0..=1.0).contains(&s));
+    }
 }

@@ -35,7 +35,8 @@ pub struct Nearest {
     /// Index of the nearest neighbour (the first one on ties, as OpenCV's BFMatcher).
     pub index: u32,
     pub best: u32,
-    /// Distance of the second nearest (257 when the other set has one element).
+    /// Distance of the second nearest (257 when the other set has one element). Computed for
+    /// rows only: for columns it may be left at 257.
     pub second: u32,
 }
 
@@ -64,6 +65,13 @@ pub fn nearest_two(a: &[Words], b: &[Words]) -> (Vec<Nearest>, Vec<Nearest>) {
     let mut cols = vec![Nearest::EMPTY; b.len()];
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("popcnt")
+        {
+            // SAFETY: the CPU has both features the function is compiled with.
+            unsafe { nearest_two_avx2(a, b, &mut rows, &mut cols) };
+            return (rows, cols);
+        }
         if std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU has popcnt, the only feature the function is compiled with.
             unsafe { nearest_two_popcnt(a, b, &mut rows, &mut cols) };
@@ -83,6 +91,59 @@ fn nearest_two_generic(a: &[Words], b: &[Words], rows: &mut [Nearest], cols: &mu
             col.update(d, i as u32);
         }
     }
+}
+
+/// Row-buffered variant: the distances of one row first, then row minimum and second
+/// minimum, then a branch-free update of the column minima (all loops the compiler
+/// vectorises). Column `second` is not computed (left at 257): nothing uses it.
+#[inline(always)]
+fn nearest_two_rowbuf(a: &[Words], b: &[Words], rows: &mut [Nearest], cols: &mut [Nearest]) {
+    let mut d = vec![0u32; b.len()];
+    let mut col_best = vec![257u32; b.len()];
+    let mut col_idx = vec![u32::MAX; b.len()];
+    for (i, (wa, row)) in a.iter().zip(rows.iter_mut()).enumerate() {
+        for (dj, wb) in d.iter_mut().zip(b) {
+            *dj = distance(wa, wb);
+        }
+        let best = d.iter().copied().min().unwrap_or(257);
+        let idx = d.iter().position(|&x| x == best).unwrap_or(0);
+        let dups = d.iter().filter(|&&x| x == best).count();
+        let second = if dups > 1 {
+            best
+        } else {
+            d.iter()
+                .copied()
+                .filter(|&x| x != best)
+                .min()
+                .unwrap_or(257)
+        };
+        if !d.is_empty() {
+            *row = Nearest {
+                index: idx as u32,
+                best,
+                second,
+            };
+        }
+        let iu = i as u32;
+        for ((&dj, cb), ci) in d.iter().zip(col_best.iter_mut()).zip(col_idx.iter_mut()) {
+            let better = dj < *cb;
+            *cb = if better { dj } else { *cb };
+            *ci = if better { iu } else { *ci };
+        }
+    }
+    for ((c, &b), &i) in cols.iter_mut().zip(&col_best).zip(&col_idx) {
+        *c = Nearest {
+            index: i,
+            best: b,
+            second: 257,
+        };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,popcnt")]
+unsafe fn nearest_two_avx2(a: &[Words], b: &[Words], rows: &mut [Nearest], cols: &mut [Nearest]) {
+    nearest_two_rowbuf(a, b, rows, cols)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -121,5 +182,13 @@ mod tests {
         nearest_two_generic(&w[..1], &w[1..], &mut r, &mut c);
         assert_eq!(r, rows);
         assert_eq!(c, cols);
+        let mut r2 = vec![Nearest::EMPTY; 1];
+        let mut c2 = vec![Nearest::EMPTY; 2];
+        nearest_two_rowbuf(&w[..1], &w[1..], &mut r2, &mut c2);
+        assert_eq!(r2, rows);
+        assert_eq!(
+            c2.iter().map(|c| (c.index, c.best)).collect::<Vec<_>>(),
+            cols.iter().map(|c| (c.index, c.best)).collect::<Vec<_>>()
+        );
     }
 }

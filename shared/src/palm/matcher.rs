@@ -51,7 +51,7 @@ pub struct MatcherConfig {
 impl Default for MatcherConfig {
     fn default() -> Self {
         Self {
-            ratio: 0.9,
+            ratio: 0.8,
             max_distance: 90,
             inlier_tolerance: 0.035,
             max_rotation_deg: 30.0,
@@ -330,7 +330,10 @@ impl Matcher {
             let rot = s.rotation_deg().abs();
             let (cx, cy) = s.apply(centre.0, centre.1);
             let shift = ((cx - b.roi / 2.0).powi(2) + (cy - b.roi / 2.0).powi(2)).sqrt();
-            scale >= c.min_scale && scale <= c.max_scale && rot <= c.max_rotation_deg && shift <= max_shift
+            scale >= c.min_scale
+                && scale <= c.max_scale
+                && rot <= c.max_rotation_deg
+                && shift <= max_shift
         };
         let count = |s: &Similarity, mark: Option<&mut Vec<bool>>| -> u32 {
             let rot = s.rotation_deg();
@@ -418,7 +421,6 @@ impl Matcher {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

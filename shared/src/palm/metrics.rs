@@ -44,10 +44,7 @@ pub fn det_points(genuine: &[f64], impostor: &[f64]) -> Vec<OperatingPoint> {
     thresholds.sort_by(|a, b| a.total_cmp(b));
     thresholds.dedup();
     thresholds.push(f64::INFINITY);
-    thresholds
-        .into_iter()
-        .map(|t| point(&g, &i, t))
-        .collect()
+    thresholds.into_iter().map(|t| point(&g, &i, t)).collect()
 }
 
 fn point(g: &[f64], i: &[f64], t: f64) -> OperatingPoint {

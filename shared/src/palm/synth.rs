@@ -166,7 +166,10 @@ impl Identity {
 
     /// Renders capture `sample` of this identity.
     pub fn capture(&self, sample: u64) -> Frame {
-        let mut rng = Rng::derive(self.seed ^ 0xCAFE_F00D, self.id.wrapping_mul(1_000_003) ^ sample);
+        let mut rng = Rng::derive(
+            self.seed ^ 0xCAFE_F00D,
+            self.id.wrapping_mul(1_000_003) ^ sample,
+        );
         let spread = rng.range(0.0, 1.0) as f32;
         let pose = Pose {
             finger_angle: std::array::from_fn(|f| {
@@ -236,7 +239,11 @@ impl Identity {
         let sigma = rng.range(1.5, 4.0) as f32;
         let gray: Vec<u8> = img
             .iter()
-            .map(|&p| (p * 255.0 + sigma * rng.normal() as f32).round().clamp(0.0, 255.0) as u8)
+            .map(|&p| {
+                (p * 255.0 + sigma * rng.normal() as f32)
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            })
             .collect();
         let quality = 55 + rng.below(36) as u8;
         let gray = jpeg_round_trip(&gray, quality).unwrap_or(gray);
@@ -354,15 +361,14 @@ fn capsule(
     let d = ((px - ax).powi(2) + (py - ay).powi(2)).sqrt() - hw * (1.0 - 0.12 * t / len);
     let rot = angle0 - angle;
     let (rs, rc) = rot.sin_cos();
-    (
-        d,
-        base.0 + rc * px - rs * py,
-        base.1 + rs * px + rc * py,
-    )
+    (d, base.0 + rc * px - rs * py, base.1 + rs * px + rc * py)
 }
 
 fn lattice(seed: u64, x: i64, y: i64) -> f32 {
-    let h = super::rng::splitmix64(seed ^ (x as u64).wrapping_mul(0x9E37_79B9) ^ (y as u64).wrapping_mul(0x85EB_CA6B_0000_0001));
+    let h = super::rng::splitmix64(
+        seed ^ (x as u64).wrapping_mul(0x9E37_79B9)
+            ^ (y as u64).wrapping_mul(0x85EB_CA6B_0000_0001),
+    );
     (h >> 40) as f32 / (1u64 << 23) as f32 - 1.0
 }
 
@@ -437,7 +443,9 @@ fn draw_bezier(buf: &mut [f32], c: [(f32, f32); 4], sigma: f32, depth: f32, tape
 
 fn gaussian_blur(img: &[f32], sigma: f32) -> Vec<f32> {
     let r = (sigma * 3.0).ceil() as i32;
-    let k: Vec<f32> = (-r..=r).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
     let s: f32 = k.iter().sum();
     let k: Vec<f32> = k.iter().map(|v| v / s).collect();
     let (w, h) = (WIDTH as i32, HEIGHT as i32);
@@ -555,7 +563,10 @@ mod tests {
             })
             .sum::<f64>()
             / ids.len() as f64;
-        let means: Vec<f64> = ids.iter().map(|v| v.iter().sum::<f64>() / v.len() as f64).collect();
+        let means: Vec<f64> = ids
+            .iter()
+            .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+            .collect();
         let gm = means.iter().sum::<f64>() / means.len() as f64;
         let between = means.iter().map(|x| (x - gm).powi(2)).sum::<f64>() / means.len() as f64;
         assert!(within > between, "within {within} between {between}");

@@ -81,7 +81,10 @@ pub enum TemplateError {
     #[error("keypoint {0} lies outside the ROI")]
     KeypointOutOfRange(usize),
     #[error("{keypoints} keypoints but {descriptors} descriptors")]
-    CountMismatch { keypoints: usize, descriptors: usize },
+    CountMismatch {
+        keypoints: usize,
+        descriptors: usize,
+    },
 }
 
 impl Template {
@@ -268,13 +271,19 @@ mod tests {
     #[test]
     fn rejects_bad_inputs() {
         let good = sample(5).encode();
-        assert_eq!(Template::decode(&good[..3]), Err(TemplateError::TooShort(3)));
+        assert_eq!(
+            Template::decode(&good[..3]),
+            Err(TemplateError::TooShort(3))
+        );
         let mut b = good.clone();
         b[0] = b'X';
         assert_eq!(Template::decode(&b), Err(TemplateError::BadMagic));
         let mut b = good.clone();
         b[4] = 2;
-        assert_eq!(Template::decode(&b), Err(TemplateError::UnsupportedVersion(2)));
+        assert_eq!(
+            Template::decode(&b),
+            Err(TemplateError::UnsupportedVersion(2))
+        );
         let mut b = good.clone();
         b.pop();
         assert!(matches!(
@@ -283,7 +292,10 @@ mod tests {
         ));
         let mut b = good.clone();
         b[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&u16::MAX.to_le_bytes());
-        assert_eq!(Template::decode(&b), Err(TemplateError::KeypointOutOfRange(0)));
+        assert_eq!(
+            Template::decode(&b),
+            Err(TemplateError::KeypointOutOfRange(0))
+        );
         let mut b = good.clone();
         b[8..10].copy_from_slice(&((MAX_KEYPOINTS + 1) as u16).to_le_bytes());
         assert!(matches!(
