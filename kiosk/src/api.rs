@@ -123,14 +123,15 @@ impl ApiClient {
         let mut attempt = 0;
         loop {
             let result = self.attempt(call);
-            let retryable = match &result {
-                Err(ApiError::Offline(_)) | Err(ApiError::Timeout) => true,
-                Err(ApiError::Server {
-                    code: ErrorCode::IdempotencyInFlight,
-                    ..
-                }) => true,
-                _ => false,
-            };
+            let retryable = matches!(
+                &result,
+                Err(ApiError::Offline(_))
+                    | Err(ApiError::Timeout)
+                    | Err(ApiError::Server {
+                        code: ErrorCode::IdempotencyInFlight,
+                        ..
+                    })
+            );
             if !retryable || attempt >= self.timeouts.retries {
                 return result;
             }

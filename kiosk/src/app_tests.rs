@@ -108,7 +108,7 @@ impl T {
         t
     }
     /// Charge `digits` and present a palm; returns the palm payment request.
-    fn to_palm_pay(&mut self, digits: &str) -> (RequestId, ApiCall) {
+    fn start_palm_pay(&mut self, digits: &str) -> (RequestId, ApiCall) {
         self.nav(Nav::Charge);
         self.keys(digits);
         let cmds = self.enter();
@@ -260,7 +260,7 @@ fn amount_cancel_and_inactivity_return_to_idle() {
 #[test]
 fn palm_payment_happy_path() {
     let mut t = T::booted();
-    let (id, call) = t.to_palm_pay("1250");
+    let (id, call) = t.start_palm_pay("1250");
     let ApiCall::PalmPay { req, .. } = &call else {
         panic!("{call:?}")
     };
@@ -359,7 +359,7 @@ fn camera_failure_declines() {
 #[test]
 fn step_up_asks_pin_and_resends_with_a_new_key() {
     let mut t = T::booted();
-    let (id, first) = t.to_palm_pay("9999");
+    let (id, first) = t.start_palm_pay("9999");
     t.reply(id, Err(server(ErrorCode::StepUpRequired)));
     assert!(matches!(
         t.app.screen(),
@@ -387,7 +387,7 @@ fn step_up_asks_pin_and_resends_with_a_new_key() {
 #[test]
 fn pin_required_above_threshold_uses_the_pin_pad() {
     let mut t = T::booted();
-    let (id, _) = t.to_palm_pay("500000");
+    let (id, _) = t.start_palm_pay("500000");
     t.reply(id, Err(server(ErrorCode::PinRequired)));
     assert_eq!(t.name(), "pin");
 }
@@ -395,7 +395,7 @@ fn pin_required_above_threshold_uses_the_pin_pad() {
 #[test]
 fn wrong_pins_run_out() {
     let mut t = T::booted();
-    let (id, _) = t.to_palm_pay("100");
+    let (id, _) = t.start_palm_pay("100");
     t.reply(id, Err(server(ErrorCode::StepUpRequired)));
     for left in [2u8, 1] {
         t.keys("0000");
@@ -414,7 +414,7 @@ fn wrong_pins_run_out() {
 #[test]
 fn pin_pad_cancel_goes_home() {
     let mut t = T::booted();
-    let (id, _) = t.to_palm_pay("100");
+    let (id, _) = t.start_palm_pay("100");
     t.reply(id, Err(server(ErrorCode::StepUpRequired)));
     t.nav(Nav::Cancel);
     assert_eq!(t.name(), "idle");
@@ -423,7 +423,7 @@ fn pin_pad_cancel_goes_home() {
 #[test]
 fn lost_payment_answer_is_retried_with_the_same_key() {
     let mut t = T::booted();
-    let (id, first) = t.to_palm_pay("700");
+    let (id, first) = t.start_palm_pay("700");
     t.reply(id, Err(ApiError::Timeout));
     let Screen::Declined(d) = t.app.screen().clone() else {
         panic!()
@@ -438,7 +438,7 @@ fn lost_payment_answer_is_retried_with_the_same_key() {
 #[test]
 fn processing_safety_timeout_offers_resend_and_drops_the_late_answer() {
     let mut t = T::booted();
-    let (id, first) = t.to_palm_pay("700");
+    let (id, first) = t.start_palm_pay("700");
     t.advance(Duration::from_secs(46));
     assert!(
         matches!(t.app.screen(), Screen::Declined(d) if d.retry == Some(Retry::Resend(first.clone())))
@@ -488,7 +488,7 @@ fn every_server_error_on_a_palm_payment_is_handled() {
     ];
     for code in all {
         let mut t = T::booted();
-        let (id, call) = t.to_palm_pay("300");
+        let (id, call) = t.start_palm_pay("300");
         t.reply(id, Err(server(code)));
         match code {
             C::PinRequired | C::StepUpRequired | C::InvalidPin => {
@@ -518,7 +518,7 @@ fn every_server_error_on_a_palm_payment_is_handled() {
 #[test]
 fn insufficient_funds_is_explained() {
     let mut t = T::booted();
-    let (id, _) = t.to_palm_pay("300");
+    let (id, _) = t.start_palm_pay("300");
     t.reply(id, Err(server(ErrorCode::InsufficientFunds)));
     assert!(matches!(t.app.screen(), Screen::Declined(d) if d.title == "Insufficient funds"));
     t.advance(Duration::from_secs(9));
@@ -528,7 +528,7 @@ fn insufficient_funds_is_explained() {
 #[test]
 fn palm_not_recognised_can_recapture() {
     let mut t = T::booted();
-    let (id, _) = t.to_palm_pay("300");
+    let (id, _) = t.start_palm_pay("300");
     t.reply(id, Err(server(ErrorCode::PalmNotRecognised)));
     assert_eq!(t.nav(Nav::Retry), vec![Command::StartCapture]);
     let cmds = t.ev(Event::PalmCaptured { template: vec![9] });
@@ -539,7 +539,7 @@ fn palm_not_recognised_can_recapture() {
 #[test]
 fn protocol_error_declines_without_retry() {
     let mut t = T::booted();
-    let (id, _) = t.to_palm_pay("300");
+    let (id, _) = t.start_palm_pay("300");
     t.reply(id, Err(ApiError::Protocol("garbage".into())));
     assert!(matches!(t.app.screen(), Screen::Declined(d) if d.retry.is_none()));
 }
@@ -1118,7 +1118,7 @@ fn non_money_network_failure_has_no_resend() {
 #[test]
 fn unexpected_reply_kind_is_declined_not_trusted() {
     let mut t = T::booted();
-    let (id, _) = t.to_palm_pay("100");
+    let (id, _) = t.start_palm_pay("100");
     t.reply(id, Ok(Reply::Deleted));
     assert!(matches!(t.app.screen(), Screen::Declined(d) if d.title == "Unexpected answer"));
 }

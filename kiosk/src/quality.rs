@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_steady_hand_is_accepted_after_a_few_frames() {
-        let hand = procedural_hand("alice", W, H);
+        let hand = procedural_hand("alice", 0, W, H);
         let mut g = gate();
         let first = g.assess(&hand, W, H);
         // First frame: no previous frame to judge motion.
@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn a_far_hand_and_a_huge_hand_get_guidance() {
         // Far: shrink the hand to a quarter of its size.
-        let hand = procedural_hand("bob", W, H);
+        let hand = procedural_hand("bob", 0, W, H);
         let mut far = vec![15u8; (W * H) as usize];
         for y in 0..H / 3 {
             for x in 0..W / 3 {
@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn dark_blurry_and_moving_hands_are_refused() {
-        let hand = procedural_hand("carol", W, H);
+        let hand = procedural_hand("carol", 0, W, H);
         let dark: Vec<u8> = hand.iter().map(|&v| if v > 30 { 50 } else { 5 }).collect();
         let mut g = gate();
         g.assess(&dark, W, H);
@@ -312,5 +312,27 @@ mod tests {
             }
         }
         assert!(accepted, "the resting simulated hand is accepted");
+    }
+}
+/// The palm pipeline's synthetic hands pass this gate and give templates.
+#[cfg(all(test, feature = "opencv"))]
+mod with_synth {
+    use super::*;
+
+    #[test]
+    fn synthetic_palms_pass_the_gate_and_extract() {
+        let mut ex = crate::extract::default_extractor();
+        for id in ["alice", "bob", "stranger"] {
+            for sample in 1..4u64 {
+                let f = crate::camera::sim::synth_hand(id, sample, 640, 480);
+                let mut g = QualityGate::new(GateConfig::default());
+                g.assess(&f, 640, 480);
+                let a = g.assess(&f, 640, 480);
+                assert_eq!(a.guidance, Guidance::Steady, "{id}/{sample}: {a:?}");
+                let frame = crate::camera::Frame::from_gray(640, 480, f);
+                let t = ex.extract(&frame).expect("template");
+                palmline_shared::palm::Template::decode(&t).expect("decodable template");
+            }
+        }
     }
 }

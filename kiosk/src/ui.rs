@@ -178,8 +178,6 @@ pub struct Kiosk {
     camera_status: RefCell<String>,
     accepted_at: Cell<Option<Instant>>,
     stats: RefCell<UiStats>,
-    last_screen: RefCell<&'static str>,
-    on_screen_change: RefCell<Option<Box<dyn Fn(&Screen)>>>,
 }
 
 /// Frame counter for a preview fps figure in diagnostics.
@@ -231,8 +229,6 @@ impl Kiosk {
             camera_status: RefCell::new("starting".into()),
             accepted_at: Cell::new(None),
             stats: RefCell::new(UiStats::default()),
-            last_screen: RefCell::new(""),
-            on_screen_change: RefCell::new(None),
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(Rc::downgrade(&k)));
         k.wire();
@@ -266,11 +262,6 @@ impl Kiosk {
 
     pub fn screen(&self) -> Screen {
         self.app.borrow().screen().clone()
-    }
-
-    /// Called on each screen change (the scripted demo prints them).
-    pub fn on_screen_change(&self, f: impl Fn(&Screen) + 'static) {
-        *self.on_screen_change.borrow_mut() = Some(Box::new(f));
     }
 
     /// Starts the periodic tick that drives timeouts (real event loop only).
@@ -403,12 +394,13 @@ impl Kiosk {
     }
 
     /// For tests and the scripted demo: handles posted events (waiting for them) and ticks
-    /// until `done` holds for the current screen, or `timeout` passes.
+    /// until `done` holds for the current screen, or `timeout` passes (the error then holds
+    /// the screen it got stuck on).
     pub fn pump_until(
         &self,
         timeout: Duration,
         done: impl Fn(&Screen) -> bool,
-    ) -> Result<Screen, Screen> {
+    ) -> Result<Screen, Box<Screen>> {
         let deadline = Instant::now() + timeout;
         let mut last_tick = Instant::now();
         loop {
@@ -418,7 +410,7 @@ impl Kiosk {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(screen);
+                return Err(Box::new(screen));
             }
             let wait = (deadline - now).min(Duration::from_millis(100));
             if let Ok(ev) = self.rx.recv_timeout(wait) {
@@ -797,14 +789,6 @@ impl Kiosk {
                 let d = t.elapsed();
                 tracing::info!("palm accepted to result on screen: {} ms", d.as_millis());
                 self.stats.borrow_mut().frame_to_result.push(d);
-            }
-        }
-        let name = screen.name();
-        let changed = *self.last_screen.borrow() != name;
-        if changed {
-            *self.last_screen.borrow_mut() = name;
-            if let Some(f) = self.on_screen_change.borrow().as_ref() {
-                f(&screen);
             }
         }
     }

@@ -13,8 +13,25 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Draws the base (close, centred) image of an identity's hand: width × height grayscale.
-pub type HandRenderer = Arc<dyn Fn(&str, u32, u32) -> Vec<u8> + Send + Sync>;
+/// Draws the resting image of an identity's hand for one presentation (`sample` changes
+/// each time the hand is presented again): width × height grayscale.
+pub type HandRenderer = Arc<dyn Fn(&str, u64, u32, u32) -> Vec<u8> + Send + Sync>;
+
+/// Data set seed of the kiosk's simulated shoppers (palm pipeline's synthetic hands).
+pub const SIM_SEED: u64 = 0x5EED_CAFE;
+
+/// The palm pipeline's synthetic hand generator (`palmline_shared::palm::synth`): the
+/// identity number is derived from the name, the capture sample from the presentation.
+/// Frames of another size are resampled.
+pub fn synth_hand(identity: &str, sample: u64, width: u32, height: u32) -> Vec<u8> {
+    use palmline_shared::palm::synth;
+    let f = synth::Identity::new(SIM_SEED, seed_of(identity) % 1_000_000).capture(sample);
+    if (f.width, f.height) == (width, height) {
+        return f.gray;
+    }
+    let img = image::GrayImage::from_raw(f.width, f.height, f.gray).expect("synth frame");
+    image::imageops::resize(&img, width, height, image::imageops::FilterType::Triangle).into_raw()
+}
 
 #[derive(Debug, Clone, PartialEq)]
 struct Scene {
@@ -71,7 +88,7 @@ pub struct SimCamera {
     frame_period: Duration,
     next_due: Option<Instant>,
     renderer: HandRenderer,
-    cache: HashMap<String, Arc<Vec<u8>>>,
+    cache: HashMap<(String, u64), Arc<Vec<u8>>>,
     folder: Option<Vec<PathBuf>>,
     folder_frames: Vec<Vec<u8>>,
     frame_no: u64,
@@ -87,7 +104,7 @@ impl SimCamera {
             height,
             frame_period: Duration::from_secs_f64(1.0 / f64::from(fps.max(1))),
             next_due: None,
-            renderer: Arc::new(procedural_hand),
+            renderer: Arc::new(synth_hand),
             cache: HashMap::new(),
             folder: None,
             folder_frames: Vec::new(),
@@ -139,12 +156,16 @@ impl SimCamera {
         self
     }
 
-    fn base(&mut self, identity: &str) -> Arc<Vec<u8>> {
-        if let Some(b) = self.cache.get(identity) {
+    fn base(&mut self, identity: &str, sample: u64) -> Arc<Vec<u8>> {
+        let key = (identity.to_string(), sample);
+        if let Some(b) = self.cache.get(&key) {
             return b.clone();
         }
-        let img = Arc::new((self.renderer)(identity, self.width, self.height));
-        self.cache.insert(identity.to_string(), img.clone());
+        if self.cache.len() > 16 {
+            self.cache.clear();
+        }
+        let img = Arc::new((self.renderer)(identity, sample, self.width, self.height));
+        self.cache.insert(key, img.clone());
         img
     }
 
@@ -156,7 +177,7 @@ impl SimCamera {
         let Some(identity) = &scene.identity else {
             return out;
         };
-        let base = self.base(identity);
+        let base = self.base(identity, scene.generation);
         let t = now.saturating_duration_since(scene.since).as_secs_f32() / APPROACH.as_secs_f32();
         let scale = if t >= 1.0 {
             1.0
@@ -280,8 +301,9 @@ fn seed_of(name: &str) -> u64 {
 }
 
 /// A simple hand: palm ellipse, four fingers and a thumb, lit from the front, with creases
-/// and fine lines derived from `identity`.
-pub fn procedural_hand(identity: &str, width: u32, height: u32) -> Vec<u8> {
+/// and fine lines derived from `identity` (a fallback renderer and a fixed test image; the
+/// simulated camera uses [`synth_hand`]).
+pub fn procedural_hand(identity: &str, _sample: u64, width: u32, height: u32) -> Vec<u8> {
     let (w, h) = (width as usize, height as usize);
     let mut img = vec![0u8; w * h];
     let s = h as f32 / 480.0;
@@ -409,9 +431,9 @@ mod tests {
 
     #[test]
     fn identities_differ_and_repeat() {
-        let a1 = procedural_hand("alice", 320, 240);
-        let a2 = procedural_hand("alice", 320, 240);
-        let b = procedural_hand("bob", 320, 240);
+        let a1 = procedural_hand("alice", 0, 320, 240);
+        let a2 = procedural_hand("alice", 0, 320, 240);
+        let b = procedural_hand("bob", 0, 320, 240);
         assert_eq!(a1, a2);
         let diff = a1.iter().zip(&b).filter(|(x, y)| x != y).count();
         assert!(
