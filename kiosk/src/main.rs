@@ -91,7 +91,6 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Run { config, size } => {
             let cfg = Config::load(&config)?;
             let parts = parts_from(&cfg, vec![])?;
-            notify_ready();
             runtime::run_window(parts, parse_size(&size)?)
         }
         Cmd::Demo {
@@ -164,27 +163,4 @@ fn parts_from(cfg: &Config, sim_identities: Vec<String>) -> Result<runtime::Part
         },
         extractor,
     })
-}
-
-/// Tells systemd we are up (Type=notify) and keeps its watchdog fed from a thread.
-fn notify_ready() {
-    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let send = move |msg: &str| {
-        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
-            let _ = sock.send_to(msg.as_bytes(), &addr);
-        }
-    };
-    send("READY=1");
-    if let Some(usec) = std::env::var("WATCHDOG_USEC")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        let period = std::time::Duration::from_micros(usec / 2);
-        std::thread::spawn(move || loop {
-            std::thread::sleep(period);
-            send("WATCHDOG=1");
-        });
-    }
 }

@@ -129,6 +129,62 @@ pub fn run_window(parts: Parts, size: Option<(u32, u32)>) -> Result<()> {
     }
     let kiosk = build(window, parts, ui::event_loop_wake());
     let _timer = kiosk.start_timer();
-    kiosk.window.run().context("running the UI")?;
+    // systemd (Type=notify): ready now; the watchdog is fed from the UI event loop, so a
+    // stuck UI thread stops feeding it and gets the kiosk restarted.
+    sd_notify("READY=1");
+    let _watchdog = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|usec| {
+            let t = slint::Timer::default();
+            t.start(
+                slint::TimerMode::Repeated,
+                Duration::from_micros(usec / 2),
+                || sd_notify("WATCHDOG=1"),
+            );
+            t
+        });
+    kiosk.window.show().context("showing the kiosk window")?;
+    slint::run_event_loop_until_quit().context("running the UI")?;
     Ok(())
+}
+
+/// Sends a message to systemd's notification socket, if there is one.
+pub fn sd_notify(msg: &str) {
+    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let addr = addr.to_string_lossy().into_owned();
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let result = if let Some(abstract_name) = addr.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), &addr)
+    };
+    if let Err(e) = result {
+        tracing::warn!("sd_notify {msg}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sd_notify_writes_to_the_notify_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // Only this test touches NOTIFY_SOCKET.
+        std::env::set_var("NOTIFY_SOCKET", &path);
+        super::sd_notify("READY=1");
+        std::env::remove_var("NOTIFY_SOCKET");
+        let mut buf = [0u8; 64];
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
 }
