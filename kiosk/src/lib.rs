@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod camera;
 pub mod config;
 pub mod demo;

@@ -39,6 +39,16 @@ enum Cmd {
         #[arg(long)]
         size: Option<String>,
     },
+    /// Measure preview frame rate, palm-accepted-to-result time and memory in a real window
+    /// against a local server (needs a display; use xvfb-run on a headless machine).
+    Bench {
+        #[arg(long, default_value = "bench-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        payments: usize,
+        #[arg(long, default_value_t = 5)]
+        preview_secs: u64,
+    },
     /// Check a configuration file and print it with defaults filled in.
     CheckConfig {
         #[arg(long, default_value = "/etc/palmline/kiosk.toml")]
@@ -93,6 +103,11 @@ fn run(cmd: Cmd) -> Result<()> {
             let parts = parts_from(&cfg, vec![])?;
             runtime::run_window(parts, parse_size(&size)?)
         }
+        Cmd::Bench {
+            data_dir,
+            payments,
+            preview_secs,
+        } => bench(&data_dir, payments, preview_secs),
         Cmd::Demo {
             data_dir,
             headless,
@@ -163,4 +178,49 @@ fn parts_from(cfg: &Config, sim_identities: Vec<String>) -> Result<runtime::Part
         },
         extractor,
     })
+}
+
+fn bench(data_dir: &std::path::Path, payments: usize, preview_secs: u64) -> Result<()> {
+    let backend = demo::start_backend(data_dir, &[])?;
+    let cfg = backend.config.clone();
+    let client = runtime::client_from(&cfg)?;
+    let mut extractor = extract::default_extractor();
+    let mut say = |s: String| eprintln!("{s}");
+    demo::seed(&client, cfg.currency()?, extractor.as_mut(), &mut say)?;
+    let parts = parts_from(&cfg, vec![])?;
+    let sim = parts
+        .ui
+        .sim
+        .clone()
+        .context("the bench needs the simulated camera")?;
+    let window =
+        palmline_kiosk::AppWindow::new().context("opening a window (no display? use xvfb-run)")?;
+    let kiosk = runtime::build(window, parts, palmline_kiosk::ui::event_loop_wake());
+    let _tick = kiosk.start_timer();
+    slint::ComponentHandle::show(&kiosk.window)?;
+    let rep = palmline_kiosk::bench::run(kiosk, sim, "alice".into(), payments, preview_secs);
+    println!(
+        "preview: {:.1} fps shown (camera {:.1} fps)",
+        rep.preview_fps, rep.camera_fps
+    );
+    println!(
+        "palm payments: {} approved of {payments}; declined: {:?}",
+        rep.approved, rep.declined
+    );
+    if let (Some(p50), Some(p95), Some(max)) = (
+        rep.percentile(0.5),
+        rep.percentile(0.95),
+        rep.percentile(1.0),
+    ) {
+        println!(
+            "accepted frame -> result on screen: p50 {p50:.0} ms, p95 {p95:.0} ms, max {max:.0} ms (n={})",
+            rep.frame_to_result_ms.len()
+        );
+    }
+    println!(
+        "memory: {:.1} MiB resident, {:.1} MiB peak",
+        rep.rss_kib as f64 / 1024.0,
+        rep.peak_rss_kib as f64 / 1024.0
+    );
+    Ok(())
 }

@@ -254,6 +254,11 @@ impl Kiosk {
         self.stats.borrow().clone()
     }
 
+    /// The camera's delivered frame rate (0 without a camera).
+    pub fn camera_fps(&self) -> f32 {
+        self.capture.as_ref().map_or(0.0, |c| c.stats().fps)
+    }
+
     /// Whether the last health check succeeded.
     pub fn is_online(&self) -> bool {
         let app = self.app.borrow();
