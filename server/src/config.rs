@@ -35,6 +35,12 @@ pub struct FileConfig {
     pub lockout_after: Option<u32>,
     pub lockout_secs: Option<u64>,
     pub tls: Option<FileTls>,
+    /// Template encryption key file (32 bytes, raw or hex). Default: DATA/template.key.
+    pub template_key: Option<PathBuf>,
+    /// Identification policy overrides.
+    pub palm_accept_score: Option<u32>,
+    pub palm_grey_score: Option<u32>,
+    pub palm_margin: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +59,8 @@ pub struct ServerConfig {
     pub listen: String,
     pub tls: TlsPaths,
     pub api: ApiConfig,
+    pub template_key: PathBuf,
+    pub palm: crate::palm::PalmPolicy,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -111,11 +119,26 @@ impl ServerConfig {
                 tls.key = cred;
             }
         }
+        let mut template_key = file
+            .template_key
+            .unwrap_or_else(|| data_dir.join("template.key"));
+        if let Some(dir) = env("CREDENTIALS_DIRECTORY") {
+            let cred = Path::new(&dir).join("template.key");
+            if cred.exists() {
+                template_key = cred;
+            }
+        }
+        let mut palm = crate::palm::PalmPolicy::default();
+        palm.accept = file.palm_accept_score.unwrap_or(palm.accept);
+        palm.grey = file.palm_grey_score.unwrap_or(palm.grey).min(palm.accept);
+        palm.margin = file.palm_margin.unwrap_or(palm.margin);
         Ok(ServerConfig {
             data_dir: data_dir.to_path_buf(),
             listen,
             tls,
             api,
+            template_key,
+            palm,
         })
     }
 }

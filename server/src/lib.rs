@@ -5,6 +5,8 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod identify;
+pub mod palm;
 pub mod pki;
 pub mod serve;
 pub mod store;

@@ -3,6 +3,7 @@
 
 use crate::api::{router, AppState};
 use crate::config::ServerConfig;
+use crate::palm::{PalmService, TemplateKey};
 use crate::store::sqlite::open_in;
 use crate::store::Store;
 use crate::tls::server_config;
@@ -38,7 +39,25 @@ pub async fn start(cfg: ServerConfig) -> Result<Running> {
 
 pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running> {
     let tls = RustlsConfig::from_config(server_config(&cfg.tls)?);
-    let state = AppState::new(store, cfg.api.clone());
+    let (key, created) = TemplateKey::load_or_create(&cfg.template_key)?;
+    if created {
+        eprintln!(
+            "created the template encryption key {} (back it up: enrolled palms cannot be read without it)",
+            cfg.template_key.display()
+        );
+    }
+    let palm = PalmService::new(key, cfg.palm, crate::identify::default_index());
+    let started = std::time::Instant::now();
+    let enrolled = palm
+        .load(&*store)
+        .await
+        .context("building the identification index")?;
+    tracing::info!(
+        enrolled,
+        ms = started.elapsed().as_millis() as u64,
+        "identification index built"
+    );
+    let state = AppState::new(store, cfg.api.clone(), palm);
     let app = router(state.clone());
     let addr: SocketAddr = cfg
         .listen

@@ -59,15 +59,22 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidAmount | UnsupportedCurrency | InvalidRequest | MalformedJson
-            | MissingIdempotencyKey | InvalidTemplate | SameAccount => 400,
+            InvalidAmount
+            | UnsupportedCurrency
+            | InvalidRequest
+            | MalformedJson
+            | MissingIdempotencyKey
+            | InvalidTemplate
+            | SameAccount => 400,
             InvalidCredentials | SessionRequired | SessionExpired | InvalidPin => 401,
             PinRequired | StepUpRequired => 401,
             Forbidden | AccountFrozen | AccountLocked => 403,
             UnknownAccount | UnknownPayment | NotFound | PalmNotRecognised => 404,
             IdempotencyInFlight | UsernameTaken | PalmAlreadyEnrolled => 409,
             BodyTooLarge => 413,
-            IdempotencyMismatch | InsufficientFunds | RefundExceedsPayment
+            IdempotencyMismatch
+            | InsufficientFunds
+            | RefundExceedsPayment
             | PalmTemplatesInconsistent => 422,
             RateLimited => 429,
             Unavailable => 503,
@@ -191,7 +198,10 @@ pub enum AccountStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum SessionRequest {
-    Password { username: String, password: String },
+    Password {
+        username: String,
+        password: String,
+    },
     /// A palm template (base64 of the binary codec). May answer `step_up_required`: send
     /// again with `pin`.
     Palm {
@@ -521,8 +531,7 @@ mod tests {
     #[test]
     fn session_request_is_tagged() {
         let r: SessionRequest =
-            serde_json::from_str(r#"{"method":"password","username":"a","password":"b"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"method":"password","username":"a","password":"b"}"#).unwrap();
         assert_eq!(
             r,
             SessionRequest::Password {

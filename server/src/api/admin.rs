@@ -163,3 +163,22 @@ pub async fn daily_report(
     })?;
     Ok(Json(report).into_response())
 }
+
+/// `DELETE /v1/admin/accounts/{id}/palm`: the operator deletes a shopper's palm (on the
+/// shopper's request, or when it was enrolled wrongly).
+pub async fn delete_palm(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let idem = idempotency(
+        &headers,
+        &format!("admin:{admin}"),
+        &format!("DELETE /v1/admin/accounts/{id}/palm"),
+        "",
+        b"",
+    )?;
+    super::palm::delete_palm(&state, idem, id).await
+}

@@ -49,14 +49,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn subject(headers: &HeaderMap) -> String {
+pub(super) fn subject(headers: &HeaderMap) -> String {
     bearer(headers)
         .map(|t| hex::encode(auth::token_hash(t)))
         .unwrap_or_default()
 }
 
 /// The session of a shopper-scoped request; it must have been opened at this kiosk.
-async fn session(
+pub(super) async fn session(
     state: &SharedState,
     headers: &HeaderMap,
     kiosk: &crate::store::KioskRef,
@@ -172,7 +172,7 @@ pub async fn register(
 }
 
 /// Refuses a locked or frozen shopper before any secret is checked.
-fn usable(a: &ShopperAuth) -> Result<(), ApiError> {
+pub(super) fn usable(a: &ShopperAuth) -> Result<(), ApiError> {
     if a.locked_until.is_some_and(|t| t > unix_now()) {
         return Err(ApiError::new(
             ErrorCode::AccountLocked,
@@ -185,7 +185,11 @@ fn usable(a: &ShopperAuth) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn record_auth(state: &SharedState, shopper_id: i64, ok: bool) -> Result<(), ApiError> {
+pub(super) async fn record_auth(
+    state: &SharedState,
+    shopper_id: i64,
+    ok: bool,
+) -> Result<(), ApiError> {
     let cmd = if ok {
         Command::AuthSuccess { shopper_id }
     } else {
@@ -260,9 +264,8 @@ pub async fn login(
             }
             Ok(Json(open_session(&state, a.id, &kiosk.kiosk_id).await?))
         }
-        SessionRequest::Palm { .. } => Err(ApiError::new(
-            ErrorCode::PalmNotRecognised,
-            "palm login is not available on this server yet",
+        SessionRequest::Palm { template, pin } => Ok(Json(
+            super::palm::palm_login(&state, &kiosk, &template, pin).await?,
         )),
     }
 }
@@ -468,11 +471,4 @@ pub async fn merchant_today(
 ) -> Result<Response, ApiError> {
     let today = crate::store::sqlite::now_text()[..10].to_string();
     Ok(Json(state.store.merchant_day(&kiosk.merchant, &today).await?).into_response())
-}
-
-pub async fn palms_not_ready(KioskCaller(_): KioskCaller) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unavailable,
-        "palm enrollment and identification are not enabled on this server yet",
-    )
 }

@@ -10,6 +10,7 @@
 mod admin;
 mod error;
 mod kiosk;
+mod palm;
 
 pub use error::ApiError;
 
@@ -63,6 +64,7 @@ impl ApiConfig {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub cfg: ApiConfig,
+    pub palm: Arc<crate::palm::PalmService>,
     inflight: Mutex<HashSet<(String, String)>>,
     kiosk_seen: Mutex<HashMap<String, Instant>>,
     /// A hash to verify against when the username does not exist, so that a login for an
@@ -71,11 +73,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, cfg: ApiConfig) -> Arc<AppState> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cfg: ApiConfig,
+        palm: Arc<crate::palm::PalmService>,
+    ) -> Arc<AppState> {
         let dummy_hash = crate::auth::hash_secret("palmline-dummy-password", cfg.hash_cost);
         Arc::new(AppState {
             store,
             cfg,
+            palm,
             inflight: Mutex::new(HashSet::new()),
             kiosk_seen: Mutex::new(HashMap::new()),
             dummy_hash,
@@ -99,9 +106,13 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/wallet", get(kiosk::wallet))
         .route("/v1/wallet/history", get(kiosk::history))
         .route("/v1/merchant/today", get(kiosk::merchant_today))
-        .route("/v1/palms", post(kiosk::palms_not_ready))
-        .route("/v1/palms/me", delete(kiosk::palms_not_ready))
-        .route("/v1/payments/palm", post(kiosk::palms_not_ready))
+        .route(
+            "/v1/palms",
+            post(palm::enroll).layer(axum::extract::DefaultBodyLimit::max(palm::MAX_ENROLL_BODY)),
+        )
+        .route("/v1/palms/me", delete(palm::delete_mine))
+        .route("/v1/payments/palm", post(palm::pay_by_palm))
+        .route("/v1/admin/accounts/{id}/palm", delete(admin::delete_palm))
         .route("/v1/admin/accounts", get(admin::accounts))
         .route("/v1/admin/accounts/{id}/freeze", post(admin::freeze))
         .route("/v1/admin/accounts/{id}/unfreeze", post(admin::unfreeze))

@@ -92,6 +92,15 @@ pub enum Command {
     TouchKiosk {
         at: KioskRef,
     },
+    /// Stores (replacing any earlier) the encrypted enrollment templates of a shopper.
+    EnrollPalm {
+        shopper_id: i64,
+        ciphertexts: Vec<Vec<u8>>,
+    },
+    /// Deletes a shopper's palm (a shopper's right; also an operator action).
+    DeletePalm {
+        shopper_id: i64,
+    },
     LogScan {
         kiosk_id: String,
         purpose: String,
@@ -225,6 +234,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<PalmScanRow>, LedgerError>;
     /// Recomputes every balance from the entries and reports any difference.
     async fn ledger_check(&self) -> Result<LedgerCheck, LedgerError>;
+    /// Encrypted palm templates: of the given shoppers (in that order), or of everyone
+    /// (`None`, to build the identification index at start-up), grouped by shopper.
+    async fn palm_templates(
+        &self,
+        ids: Option<Vec<i64>>,
+    ) -> Result<Vec<(i64, Vec<Vec<u8>>)>, LedgerError>;
     /// Sum of all cached balances (the double-entry invariant says zero).
     async fn total_balance(&self) -> Result<i64, LedgerError>;
     fn currency(&self) -> palmline_shared::Currency;

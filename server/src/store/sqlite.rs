@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema2.sql")];
 
 /// Most commands one group commit carries.
 const MAX_BATCH: usize = 512;
@@ -88,12 +88,22 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: &Path, currency: Currency) -> Result<SqliteStore, LedgerError> {
+        SqliteStore::open_with_batch(path, currency, MAX_BATCH)
+    }
+
+    /// As [`SqliteStore::open`], with at most `max_batch` commands per commit (1 = one
+    /// commit, one fsync per command: the baseline the benchmark compares against).
+    pub fn open_with_batch(
+        path: &Path,
+        currency: Currency,
+        max_batch: usize,
+    ) -> Result<SqliteStore, LedgerError> {
         let mut conn = open(path, false).map_err(storage)?;
         migrate(&mut conn).map_err(storage)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, max_batch.max(1)))
             .map_err(storage)?;
         Ok(SqliteStore {
             writer: tx,
@@ -156,10 +166,10 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -376,7 +386,9 @@ fn debitable(a: &Acct, amount: i64) -> Result<(), LedgerError> {
 
 fn shopper_view(c: &Connection, id: i64) -> Result<Shopper, LedgerError> {
     c.prepare_cached(
-        "SELECT id, name, email, status, pin_hash IS NOT NULL, created_at FROM accounts WHERE id = ?1 AND kind = 'shopper'",
+        "SELECT id, name, email, status, pin_hash IS NOT NULL, created_at,
+                EXISTS (SELECT 1 FROM palm_templates p WHERE p.account_id = accounts.id)
+         FROM accounts WHERE id = ?1 AND kind = 'shopper'",
     )
     .and_then(|mut s| {
         s.query_row([id], |r| {
@@ -386,7 +398,7 @@ fn shopper_view(c: &Connection, id: i64) -> Result<Shopper, LedgerError> {
                 email: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
                 status: status_of(&r.get::<_, String>(3)?),
                 has_pin: r.get(4)?,
-                palm_enrolled: false,
+                palm_enrolled: r.get(6)?,
                 created_at: r.get(5)?,
             })
         })
@@ -717,6 +729,38 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             .map_err(storage)?;
             Ok(Outcome::Done)
         }
+        Command::EnrollPalm {
+            shopper_id,
+            ciphertexts,
+        } => {
+            let shopper = shopper_by_id(c, shopper_id)?;
+            if shopper.frozen {
+                return Err(LedgerError::AccountFrozen);
+            }
+            c.execute(
+                "DELETE FROM palm_templates WHERE account_id = ?1",
+                [shopper_id],
+            )
+            .map_err(storage)?;
+            let now = now_text();
+            for (i, ct) in ciphertexts.iter().enumerate() {
+                c.execute(
+                    "INSERT INTO palm_templates (account_id, idx, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![shopper_id, i as i64, ct, now],
+                )
+                .map_err(storage)?;
+            }
+            Ok(Outcome::Done)
+        }
+        Command::DeletePalm { shopper_id } => {
+            shopper_by_id(c, shopper_id)?;
+            c.execute(
+                "DELETE FROM palm_templates WHERE account_id = ?1",
+                [shopper_id],
+            )
+            .map_err(storage)?;
+            Ok(Outcome::Done)
+        }
         Command::LogScan {
             kiosk_id,
             purpose,
@@ -772,7 +816,7 @@ fn accounts_query(
     cur: Currency,
 ) -> Result<Vec<AccountRow>, LedgerError> {
     let sql =
-        format!("SELECT id, kind, name, email, status, balance, created_at FROM accounts {filter}");
+        format!("SELECT id, kind, name, email, status, balance, created_at, EXISTS (SELECT 1 FROM palm_templates p WHERE p.account_id = accounts.id) FROM accounts {filter}");
     let mut stmt = c.prepare_cached(&sql).map_err(storage)?;
     let rows = stmt
         .query_map(p, |r| {
@@ -783,7 +827,7 @@ fn accounts_query(
                 email: r.get(3)?,
                 status: status_of(&r.get::<_, String>(4)?),
                 balance: Money::from_minor(r.get(5)?, cur),
-                palm_enrolled: false,
+                palm_enrolled: r.get(7)?,
                 created_at: r.get(6)?,
             })
         })
@@ -1215,6 +1259,47 @@ impl Store for SqliteStore {
                 mismatches,
                 negative_shoppers,
             })
+        })
+        .await
+    }
+
+    async fn palm_templates(
+        &self,
+        ids: Option<Vec<i64>>,
+    ) -> Result<Vec<(i64, Vec<Vec<u8>>)>, LedgerError> {
+        self.read(move |c| {
+            let mut out: Vec<(i64, Vec<Vec<u8>>)> = Vec::new();
+            let mut push = |id: i64, ct: Vec<u8>| match out.last_mut() {
+                Some((last, v)) if *last == id => v.push(ct),
+                _ => out.push((id, vec![ct])),
+            };
+            match ids {
+                None => {
+                    let mut stmt = c
+                        .prepare("SELECT account_id, ciphertext FROM palm_templates ORDER BY account_id, idx")
+                        .map_err(storage)?;
+                    let mut rows = stmt.query([]).map_err(storage)?;
+                    while let Some(r) = rows.next().map_err(storage)? {
+                        push(r.get(0).map_err(storage)?, r.get(1).map_err(storage)?);
+                    }
+                }
+                Some(ids) => {
+                    let mut stmt = c
+                        .prepare_cached("SELECT ciphertext FROM palm_templates WHERE account_id = ?1 ORDER BY idx")
+                        .map_err(storage)?;
+                    for id in ids {
+                        let cts = stmt
+                            .query_map([id], |r| r.get::<_, Vec<u8>>(0))
+                            .map_err(storage)?
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(storage)?;
+                        for ct in cts {
+                            push(id, ct);
+                        }
+                    }
+                }
+            }
+            Ok(out)
         })
         .await
     }

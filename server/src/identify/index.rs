@@ -1,0 +1,573 @@
+//! The sublinear candidate index: multi-table bit-sampling hashing of the ORB descriptors
+//! with an inverted file per table and idf-weighted vote counting.
+//!
+//! **Keys.** Table `t` reads `key_bits` fixed bit positions of the 256-bit descriptor (the
+//! tables take disjoint positions of one permutation drawn from `seed`, as the substrings of
+//! multi-index hashing): two descriptors of the same palm point, a few dozen bits apart, agree
+//! on those bits with a useful probability; two unrelated descriptors rarely. Nothing is
+//! trained: there is no vocabulary file, and nothing depends on one data set.
+//!
+//! **Postings.** Each bucket of each table lists the palms (as `u32` slots) holding at least
+//! one descriptor with that key: a palm appears once per distinct `(table, key)`, whatever the
+//! number of its templates. When a palm has more distinct keys than `max_postings_per_palm`,
+//! the keys seen in the most enrollment templates are kept first (they are the stable points,
+//! the ones a new capture most likely shares). Nothing else about a palm is kept in memory:
+//! not its descriptors, not its geometry.
+//!
+//! **Query.** Every distinct key of the probe (optionally with its `probe_radius`-1
+//! neighbours) adds `ln(live / bucket length)` to every palm of its bucket; buckets held by more
+//! than `max_bucket_fraction` of the palms carry no information and are skipped. Palms are
+//! ranked by votes, divided by `sqrt(keys of the palm)` when `normalise` is on (a palm with
+//! many keys otherwise collects more chance votes). The cost is the total length of the
+//! buckets touched, `≈ probe keys × tables × N × keys per palm / 2^key_bits`: a fraction
+//! `2^-key_bits` of the postings, not a pass over the gallery.
+//!
+//! **Removal** marks the slot dead at once (never returned again); its postings, which are
+//! bare integers, are purged by a compaction pass when dead slots exceed an eighth of the
+//! live ones, or on [`HashIndex::compact`].
+
+use super::{CandidateIndex, PalmId};
+use palmline_shared::palm::rng::Rng;
+use palmline_shared::palm::Template;
+use std::collections::HashMap;
+
+/// Tuning of [`HashIndex`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashIndexConfig {
+    /// Number of hash tables (each with its own disjoint bits).
+    pub tables: usize,
+    /// Bits per key (1..=24); each table has `2^key_bits` buckets.
+    pub key_bits: u32,
+    /// Seed of the bit permutation (fixed: it defines the keys of every stored palm).
+    pub seed: u64,
+    /// At most this many postings per palm (4 bytes each).
+    pub max_postings_per_palm: usize,
+    /// Buckets holding more than this fraction of the live palms are skipped at query time.
+    pub max_bucket_fraction: f32,
+    /// Also look up the keys at Hamming distance 1 from each probe key (0 or 1).
+    pub probe_radius: u8,
+    /// Divide votes by the square root of the palm's posting count.
+    pub normalise: bool,
+}
+
+impl Default for HashIndexConfig {
+    fn default() -> Self {
+        Self {
+            tables: 4,
+            key_bits: 16,
+            seed: 0x9A1D_1DE5,
+            max_postings_per_palm: 2560,
+            max_bucket_fraction: 0.05,
+            probe_radius: 0,
+            normalise: true,
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct HashIndex {
+    config: HashIndexConfig,
+    /// `tables × key_bits` bit positions.
+    bits: Vec<Vec<u8>>,
+    /// `tables × 2^key_bits` buckets of slots.
+    buckets: Vec<Vec<u32>>,
+    /// Slot → palm (`None` once removed, until compaction).
+    slots: Vec<Option<PalmId>>,
+    /// Slot → its number of postings.
+    slot_keys: Vec<u16>,
+    by_palm: HashMap<PalmId, u32>,
+    dead: usize,
+}
+
+impl Default for HashIndex {
+    fn default() -> Self {
+        Self::new(HashIndexConfig::default())
+    }
+}
+
+impl HashIndex {
+    /// An empty index. Panics on a nonsensical config (no tables, key_bits outside 1..=24,
+    /// more bits than a descriptor has).
+    pub fn new(config: HashIndexConfig) -> Self {
+        assert!(config.tables >= 1, "at least one table");
+        assert!((1..=24).contains(&config.key_bits), "key_bits in 1..=24");
+        let needed = config.tables * config.key_bits as usize;
+        let mut perm: Vec<u8> = (0..=255u8).collect();
+        let mut rng = Rng::new(config.seed);
+        let mut bits = Vec::with_capacity(config.tables);
+        let mut pos = 0;
+        for _ in 0..config.tables {
+            if pos + config.key_bits as usize > 256 || pos == 0 {
+                // Fresh permutation: disjoint positions within a round, independent across.
+                for i in (1..perm.len()).rev() {
+                    let j = rng.below(i as u64 + 1) as usize;
+                    perm.swap(i, j);
+                }
+                pos = 0;
+            }
+            bits.push(perm[pos..pos + config.key_bits as usize].to_vec());
+            pos += config.key_bits as usize;
+        }
+        debug_assert_eq!(bits.iter().map(Vec::len).sum::<usize>(), needed);
+        let buckets = vec![Vec::new(); config.tables << config.key_bits];
+        Self {
+            config,
+            bits,
+            buckets,
+            slots: Vec::new(),
+            slot_keys: Vec::new(),
+            by_palm: HashMap::new(),
+            dead: 0,
+        }
+    }
+
+    pub fn config(&self) -> &HashIndexConfig {
+        &self.config
+    }
+
+    /// Key of a descriptor in table `t`.
+    #[inline]
+    fn key(&self, t: usize, d: &[u8; 32]) -> u32 {
+        let mut k = 0u32;
+        for (i, &b) in self.bits[t].iter().enumerate() {
+            k |= (((d[(b >> 3) as usize] >> (b & 7)) & 1) as u32) << i;
+        }
+        k
+    }
+
+    /// Bucket number of `(table, key)`.
+    #[inline]
+    fn bucket(&self, t: usize, key: u32) -> usize {
+        (t << self.config.key_bits) | key as usize
+    }
+
+    /// The `(bucket)` postings a palm gets from its templates, most stable first, capped.
+    fn palm_buckets(&self, templates: &[Template]) -> Vec<u32> {
+        // bucket → number of templates holding it
+        let mut support: HashMap<u32, u16> = HashMap::new();
+        let mut seen: Vec<u32> = Vec::new();
+        for t in templates {
+            seen.clear();
+            for d in t.descriptors() {
+                for tab in 0..self.config.tables {
+                    seen.push(self.bucket(tab, self.key(tab, d)) as u32);
+                }
+            }
+            seen.sort_unstable();
+            seen.dedup();
+            for &b in &seen {
+                *support.entry(b).or_insert(0) += 1;
+            }
+        }
+        let mut all: Vec<(u16, u32)> = support.into_iter().map(|(b, s)| (s, b)).collect();
+        // Most templates first; the bucket number breaks ties deterministically.
+        all.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.truncate(self.config.max_postings_per_palm.min(u16::MAX as usize));
+        all.into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// Purges the postings of removed palms and renumbers the slots.
+    pub fn compact(&mut self) {
+        let mut remap = vec![u32::MAX; self.slots.len()];
+        let mut slots = Vec::with_capacity(self.slots.len() - self.dead);
+        let mut slot_keys = Vec::with_capacity(slots.capacity());
+        for (old, (p, k)) in self.slots.iter().zip(&self.slot_keys).enumerate() {
+            if let Some(p) = p {
+                remap[old] = slots.len() as u32;
+                slots.push(Some(*p));
+                slot_keys.push(*k);
+            }
+        }
+        for b in &mut self.buckets {
+            b.retain_mut(|s| {
+                let n = remap[*s as usize];
+                *s = n;
+                n != u32::MAX
+            });
+            b.shrink_to(b.len() + b.len() / 8);
+        }
+        for (i, p) in slots.iter().enumerate() {
+            if let Some(p) = p {
+                self.by_palm.insert(*p, i as u32);
+            }
+        }
+        self.slots = slots;
+        self.slot_keys = slot_keys;
+        self.dead = 0;
+    }
+
+    /// Releases spare bucket capacity (after a bulk load).
+    pub fn shrink_to_fit(&mut self) {
+        for b in &mut self.buckets {
+            b.shrink_to_fit();
+        }
+        self.slots.shrink_to_fit();
+        self.slot_keys.shrink_to_fit();
+    }
+
+    /// Total number of postings (live and not yet purged).
+    pub fn postings(&self) -> usize {
+        self.buckets.iter().map(Vec::len).sum()
+    }
+
+    /// The vote of every slot for a probe (the ranking before top-k), for diagnostics.
+    fn votes(&self, probe: &Template) -> Vec<f32> {
+        let live = self.by_palm.len();
+        let mut votes = vec![0f32; self.slots.len()];
+        if live == 0 {
+            return votes;
+        }
+        let max_len = ((self.config.max_bucket_fraction * live as f32) as usize).max(1);
+        let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * self.config.tables);
+        for d in probe.descriptors() {
+            for t in 0..self.config.tables {
+                let k = self.key(t, d);
+                keys.push(self.bucket(t, k) as u32);
+                if self.config.probe_radius >= 1 {
+                    for bit in 0..self.config.key_bits {
+                        keys.push(self.bucket(t, k ^ (1 << bit)) as u32);
+                    }
+                }
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let ln_live = (live as f32).ln();
+        for &b in &keys {
+            let bucket = &self.buckets[b as usize];
+            if bucket.is_empty() || bucket.len() > max_len {
+                continue;
+            }
+            let w = ln_live - (bucket.len() as f32).ln();
+            for &s in bucket {
+                votes[s as usize] += w;
+            }
+        }
+        if self.config.normalise {
+            for (v, &k) in votes.iter_mut().zip(&self.slot_keys) {
+                if *v > 0.0 {
+                    *v /= (k.max(1) as f32).sqrt();
+                }
+            }
+        }
+        votes
+    }
+}
+
+impl CandidateIndex for HashIndex {
+    fn insert(&mut self, palm: PalmId, templates: &[Template]) {
+        self.remove(palm);
+        let slot = self.slots.len() as u32;
+        let buckets = self.palm_buckets(templates);
+        for &b in &buckets {
+            let v = &mut self.buckets[b as usize];
+            if v.len() == v.capacity() {
+                // Grow by an eighth, not by doubling: spare capacity is memory per palm.
+                v.reserve_exact(v.len() / 8 + 4);
+            }
+            v.push(slot);
+        }
+        self.slots.push(Some(palm));
+        self.slot_keys.push(buckets.len() as u16);
+        self.by_palm.insert(palm, slot);
+    }
+
+    fn remove(&mut self, palm: PalmId) {
+        if let Some(slot) = self.by_palm.remove(&palm) {
+            self.slots[slot as usize] = None;
+            self.dead += 1;
+            if self.dead * 8 > self.by_palm.len() {
+                self.compact();
+            }
+        }
+    }
+
+    fn candidates(&self, probe: &Template, k: usize) -> Vec<PalmId> {
+        if k == 0 || self.by_palm.is_empty() {
+            return Vec::new();
+        }
+        let votes = self.votes(probe);
+        let mut ranked: Vec<(f32, u32)> = votes
+            .iter()
+            .enumerate()
+            .filter(|(s, v)| **v > 0.0 && self.slots[*s].is_some())
+            .map(|(s, v)| (*v, s as u32))
+            .collect();
+        let by_votes = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if ranked.len() > k {
+            ranked.select_nth_unstable_by(k - 1, by_votes);
+            ranked.truncate(k);
+        }
+        ranked.sort_unstable_by(by_votes);
+        ranked
+            .into_iter()
+            .filter_map(|(_, s)| self.slots[s as usize])
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.by_palm.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let postings: usize = self.buckets.iter().map(|b| b.capacity() * 4).sum();
+        let bucket_headers = self.buckets.capacity() * size_of::<Vec<u32>>();
+        let slots = self.slots.capacity() * size_of::<Option<PalmId>>()
+            + self.slot_keys.capacity() * size_of::<u16>();
+        // hashbrown: one control byte per bucket plus the (key, value) pair, ~8/7 load.
+        let map = self.by_palm.capacity() * (size_of::<(PalmId, u32)>() + 1) * 8 / 7;
+        let bits: usize = self.bits.iter().map(Vec::capacity).sum();
+        postings + bucket_headers + slots + map + bits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palmline_shared::palm::Keypoint;
+
+    const ROI: f32 = 160.0;
+
+    fn random_template(rng: &mut Rng, n: usize) -> Template {
+        let kps = (0..n)
+            .map(|_| Keypoint {
+                x: rng.range(0.0, ROI as f64) as f32,
+                y: rng.range(0.0, ROI as f64) as f32,
+                angle: rng.range(0.0, 360.0) as f32,
+                octave: 0,
+            })
+            .collect();
+        let ds = (0..n)
+            .map(|_| {
+                let mut d = [0u8; 32];
+                d.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
+                d
+            })
+            .collect();
+        Template::new(ROI as u16, kps, ds).unwrap()
+    }
+
+    /// Another capture of the same "palm": a third of the points lost, the others' descriptors
+    /// with `flips` random bits flipped, and 80 new points.
+    fn recapture(rng: &mut Rng, t: &Template, flips: usize) -> Template {
+        let mut kps = Vec::new();
+        let mut ds = Vec::new();
+        for (k, d) in t.keypoints().iter().zip(t.descriptors()) {
+            if rng.f64() < 0.33 {
+                continue;
+            }
+            let mut d = *d;
+            for _ in 0..flips {
+                let bit = rng.below(256) as usize;
+                d[bit / 8] ^= 1 << (bit % 8);
+            }
+            kps.push(*k);
+            ds.push(d);
+        }
+        let extra = random_template(rng, 80);
+        kps.extend_from_slice(extra.keypoints());
+        ds.extend_from_slice(extra.descriptors());
+        Template::new(ROI as u16, kps, ds).unwrap()
+    }
+
+    /// `n` palms of three enrollment captures each, and one further capture of each (probe).
+    fn gallery(seed: u64, n: usize) -> (Vec<Vec<Template>>, Vec<Template>) {
+        let mut rng = Rng::new(seed);
+        let mut palms = Vec::new();
+        let mut probes = Vec::new();
+        for _ in 0..n {
+            let base = random_template(&mut rng, 250);
+            palms.push((0..3).map(|_| recapture(&mut rng, &base, 20)).collect());
+            probes.push(recapture(&mut rng, &base, 20));
+        }
+        (palms, probes)
+    }
+
+    fn small_config() -> HashIndexConfig {
+        HashIndexConfig {
+            key_bits: 12,
+            ..HashIndexConfig::default()
+        }
+    }
+
+    #[test]
+    fn enrolled_palm_is_retrieved_first() {
+        let (palms, probes) = gallery(1, 300);
+        let mut index = HashIndex::new(small_config());
+        for (i, p) in palms.iter().enumerate() {
+            index.insert(1000 + i as PalmId, p);
+        }
+        assert_eq!(index.len(), 300);
+        for (i, probe) in probes.iter().enumerate() {
+            let c = index.candidates(probe, 10);
+            assert_eq!(c.len(), 10);
+            assert_eq!(c[0], 1000 + i as PalmId, "probe {i}: {c:?}");
+            let mut dedup = c.clone();
+            dedup.sort_unstable();
+            dedup.dedup();
+            assert_eq!(dedup.len(), c.len(), "a palm listed twice: {c:?}");
+        }
+        // An unrelated probe is no one's first candidate by a wide margin: just check that k
+        // bounds the answer and that an empty index answers nothing.
+        let mut rng = Rng::new(99);
+        let stranger = random_template(&mut rng, 250);
+        assert!(index.candidates(&stranger, 3).len() <= 3);
+        assert!(index.candidates(&probes[0], 0).is_empty());
+        assert!(HashIndex::new(small_config())
+            .candidates(&probes[0], 5)
+            .is_empty());
+    }
+
+    #[test]
+    fn default_config_retrieves_too() {
+        let (palms, probes) = gallery(2, 50);
+        let mut index = HashIndex::default();
+        for (i, p) in palms.iter().enumerate() {
+            index.insert(i as PalmId, p);
+        }
+        let first = probes
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| index.candidates(p, 1) == vec![*i as PalmId])
+            .count();
+        assert_eq!(first, 50);
+    }
+
+    #[test]
+    fn insert_replace_remove_are_consistent() {
+        let (palms, probes) = gallery(3, 60);
+        let mut index = HashIndex::new(small_config());
+        for (i, p) in palms.iter().enumerate() {
+            index.insert(i as PalmId, p);
+        }
+        let postings_full = index.postings();
+        // Re-enrolling palm 0 with palm 1's templates: id 0 now answers probe 1, not probe 0.
+        index.insert(0, &palms[1]);
+        assert_eq!(index.len(), 60);
+        assert!(!index.candidates(&probes[0], 60).contains(&0));
+        let c = index.candidates(&probes[1], 2);
+        assert!(c.contains(&0) && c.contains(&1), "{c:?}");
+        index.insert(0, &palms[0]);
+        assert_eq!(index.candidates(&probes[0], 1), vec![0]);
+
+        // Removal: never returned again, whatever k; unknown ids are ignored.
+        index.remove(5);
+        index.remove(5);
+        index.remove(12345);
+        assert_eq!(index.len(), 59);
+        for p in &probes {
+            assert!(!index.candidates(p, 60).contains(&5));
+        }
+        assert_eq!(index.candidates(&probes[6], 1), vec![6]);
+        // Removing many palms purges their postings (compaction), and the rest still work.
+        for i in 10..40 {
+            index.remove(i);
+        }
+        assert_eq!(index.len(), 29);
+        assert!(
+            index.postings() < postings_full * 2 / 3,
+            "{} vs {postings_full}",
+            index.postings()
+        );
+        for (i, p) in probes.iter().enumerate() {
+            let c = index.candidates(p, 60);
+            let gone = i == 5 || (10..40).contains(&i);
+            assert_eq!(c.contains(&(i as PalmId)), !gone, "palm {i}");
+            if !gone {
+                assert_eq!(c[0], i as PalmId, "palm {i}: {c:?}");
+            }
+            assert!(c.len() <= 29);
+        }
+        // Explicit compaction keeps everything answering the same.
+        let before: Vec<_> = probes.iter().map(|p| index.candidates(p, 5)).collect();
+        index.compact();
+        let after: Vec<_> = probes.iter().map(|p| index.candidates(p, 5)).collect();
+        assert_eq!(before, after);
+        // Re-inserting a removed palm brings it back.
+        index.insert(5, &palms[5]);
+        assert_eq!(index.candidates(&probes[5], 1), vec![5]);
+        assert_eq!(index.len(), 30);
+    }
+
+    #[test]
+    fn memory_accounting_tracks_postings_and_respects_the_cap() {
+        let (palms, _) = gallery(4, 40);
+        let config = HashIndexConfig {
+            max_postings_per_palm: 500,
+            ..small_config()
+        };
+        let mut index = HashIndex::new(config);
+        let empty = index.memory_bytes();
+        // The fixed part: one bucket header per (table, key).
+        assert!(empty >= 4 * (1 << 12) * std::mem::size_of::<Vec<u32>>());
+        for (i, p) in palms.iter().enumerate() {
+            index.insert(i as PalmId, p);
+        }
+        // Three captures of ~250 points in 4 tables would give ~3000 distinct postings: the
+        // cap keeps 500 per palm.
+        assert_eq!(index.postings(), 40 * 500);
+        index.shrink_to_fit();
+        let full = index.memory_bytes();
+        let per_palm = (full - empty) as f64 / 40.0;
+        assert!(per_palm >= 500.0 * 4.0, "{per_palm}");
+        assert!(per_palm <= 500.0 * 4.0 * 1.25 + 64.0, "{per_palm}");
+        for i in 0..40 {
+            index.remove(i);
+        }
+        assert!(index.is_empty());
+        assert_eq!(index.postings(), 0);
+        assert!(index.memory_bytes() < full);
+    }
+
+    #[test]
+    fn concurrent_readers_see_the_same_answers() {
+        fn shared<T: Send + Sync>(_: &T) {}
+        let (palms, probes) = gallery(5, 40);
+        let mut index = HashIndex::new(small_config());
+        for (i, p) in palms.iter().enumerate() {
+            index.insert(i as PalmId, p);
+        }
+        shared(&index);
+        let index = std::sync::RwLock::new(index);
+        let expected: Vec<_> = probes
+            .iter()
+            .map(|p| index.read().unwrap().candidates(p, 3))
+            .collect();
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        probes
+                            .iter()
+                            .map(|p| index.read().unwrap().candidates(p, 3))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in hs {
+                assert_eq!(h.join().unwrap(), expected);
+            }
+        });
+    }
+
+    #[test]
+    fn keys_use_disjoint_bits_within_a_round() {
+        let index = HashIndex::new(HashIndexConfig {
+            tables: 20,
+            key_bits: 16,
+            ..HashIndexConfig::default()
+        });
+        for round in index.bits.chunks(16) {
+            let mut all: Vec<u8> = round.iter().flatten().copied().collect();
+            let n = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), n);
+        }
+        // Deterministic from the seed.
+        let again = HashIndex::new(index.config().clone());
+        assert_eq!(again.bits, index.bits);
+    }
+}

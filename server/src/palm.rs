@@ -1,0 +1,431 @@
+//! Palms on the server: templates encrypted at rest, the in-memory identification index, and
+//! the decision policy (accept / step-up / reject, per-kiosk slow-down).
+//!
+//! Templates are stored as XChaCha20-Poly1305 ciphertext with the (account, capture index)
+//! as associated data, so a row cannot be moved to another account. The key lives in a file
+//! (`DATA/template.key`, 0600) or a systemd credential — never in the database. Decrypted
+//! templates exist only for the duration of one identification.
+
+use crate::identify::{CandidateIndex, PalmId};
+use crate::store::{LedgerError, Store};
+use anyhow::{bail, Context, Result};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use palmline_shared::palm::matcher::Prepared;
+use palmline_shared::palm::{DecisionPolicy, Matcher, Template};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+const CT_VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
+
+/// The template encryption key.
+#[derive(Clone)]
+pub struct TemplateKey {
+    cipher: XChaCha20Poly1305,
+    id: [u8; 4],
+}
+
+impl std::fmt::Debug for TemplateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TemplateKey({})", hex::encode(self.id))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error("ciphertext is malformed")]
+    Malformed,
+    #[error("ciphertext was sealed with another key ({0})")]
+    WrongKey(String),
+    #[error("ciphertext failed authentication")]
+    Tampered,
+}
+
+impl TemplateKey {
+    pub fn from_bytes(bytes: &[u8]) -> Result<TemplateKey> {
+        if bytes.len() != 32 {
+            bail!("a template key is 32 bytes, got {}", bytes.len());
+        }
+        let digest = Sha256::digest([b"palmline template key id".as_slice(), bytes].concat());
+        Ok(TemplateKey {
+            cipher: XChaCha20Poly1305::new_from_slice(bytes).expect("32-byte key"),
+            id: digest[..4].try_into().expect("4 bytes"),
+        })
+    }
+
+    /// Reads the key file (32 raw bytes or 64 hex characters), creating it (0600) if absent.
+    pub fn load_or_create(path: &Path) -> Result<(TemplateKey, bool)> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok((
+                Self::parse_file(&bytes).with_context(|| path.display().to_string())?,
+                false,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = rand::random();
+                crate::pki::write_private(path, hex::encode(key).as_bytes())?;
+                Ok((TemplateKey::from_bytes(&key)?, true))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<TemplateKey> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse_file(&bytes).with_context(|| path.display().to_string())
+    }
+
+    fn parse_file(bytes: &[u8]) -> Result<TemplateKey> {
+        let text = std::str::from_utf8(bytes).map(str::trim);
+        match text {
+            Ok(t) if t.len() == 64 => TemplateKey::from_bytes(&hex::decode(t)?),
+            _ => TemplateKey::from_bytes(bytes),
+        }
+    }
+
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
+    fn aad(account: i64, idx: usize) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&account.to_be_bytes());
+        a[8..].copy_from_slice(&(idx as u64).to_be_bytes());
+        a
+    }
+
+    /// `version | key id | nonce | ciphertext+tag`.
+    pub fn seal(&self, account: i64, idx: usize, plaintext: &[u8]) -> Vec<u8> {
+        let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+        let nonce = XNonce::try_from(&nonce_bytes[..]).expect("24-byte nonce");
+        let aad = Self::aad(account, idx);
+        let ct = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .expect("encryption cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(HEADER_LEN + ct.len());
+        out.push(CT_VERSION);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    pub fn open(&self, account: i64, idx: usize, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        if sealed.len() < HEADER_LEN + 16 || sealed[0] != CT_VERSION {
+            return Err(SealError::Malformed);
+        }
+        if sealed[1..5] != self.id {
+            return Err(SealError::WrongKey(hex::encode(&sealed[1..5])));
+        }
+        let nonce = XNonce::try_from(&sealed[5..HEADER_LEN]).map_err(|_| SealError::Malformed)?;
+        let aad = Self::aad(account, idx);
+        self.cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &sealed[HEADER_LEN..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Tampered)
+    }
+}
+
+/// Identification policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PalmPolicy {
+    /// Accept when the best score reaches this and beats the runner-up by `margin`.
+    pub accept: u32,
+    /// Between `grey` and an acceptable match: ask for the PIN (step-up).
+    pub grey: u32,
+    /// Smallest lead of the best palm over the runner-up for an outright accept.
+    pub margin: u32,
+    /// Candidates verified with the matcher.
+    pub shortlist: usize,
+    /// Failed identifications a kiosk may make before it is slowed down.
+    pub free_failures: u32,
+}
+
+impl Default for PalmPolicy {
+    fn default() -> Self {
+        let d = DecisionPolicy::DEFAULT;
+        PalmPolicy {
+            // 1:N needs a stricter threshold than 1:1 (FPIR ≈ N × FMR at the tail); the
+            // identification benchmark gives the figure for each gallery size.
+            accept: d.accept + 4,
+            grey: d.grey,
+            margin: 4,
+            shortlist: 32,
+            free_failures: 5,
+        }
+    }
+}
+
+/// The outcome of one identification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identification {
+    pub best: Option<(PalmId, u32)>,
+    pub runner_up: u32,
+    pub decision: Verdict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    StepUp,
+    Reject,
+}
+
+pub struct PalmService {
+    pub key: TemplateKey,
+    pub policy: PalmPolicy,
+    matcher: Matcher,
+    index: RwLock<Box<dyn CandidateIndex>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl PalmService {
+    pub fn new(key: TemplateKey, policy: PalmPolicy, index: Box<dyn CandidateIndex>) -> Arc<Self> {
+        Arc::new(PalmService {
+            key,
+            policy,
+            matcher: Matcher::default(),
+            index: RwLock::new(index),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Builds the index from every enrolled palm in the store. Returns the palm count.
+    pub async fn load(&self, store: &dyn Store) -> Result<usize> {
+        let all = store.palm_templates(None).await?;
+        let n = all.len();
+        let mut index = self.index.write().expect("index lock poisoned");
+        for (account, sealed) in all {
+            let templates = self
+                .open_all(account, &sealed)
+                .with_context(|| format!("palm templates of account {account}"))?;
+            index.insert(account, &templates);
+        }
+        Ok(n)
+    }
+
+    pub fn open_all(&self, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {
+        sealed
+            .iter()
+            .enumerate()
+            .map(|(i, ct)| {
+                let plain = self.key.open(account, i, ct)?;
+                Ok(Template::decode(&plain)?)
+            })
+            .collect()
+    }
+
+    pub fn seal_all(&self, account: i64, templates: &[Template]) -> Vec<Vec<u8>> {
+        templates
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.key.seal(account, i, &t.encode()))
+            .collect()
+    }
+
+    pub fn index_insert(&self, account: PalmId, templates: &[Template]) {
+        self.index
+            .write()
+            .expect("index lock poisoned")
+            .insert(account, templates);
+    }
+
+    pub fn index_remove(&self, account: PalmId) {
+        self.index
+            .write()
+            .expect("index lock poisoned")
+            .remove(account);
+    }
+
+    pub fn enrolled(&self) -> usize {
+        self.index.read().expect("index lock poisoned").len()
+    }
+
+    /// Whether the enrollment captures look like one palm: every capture matches another
+    /// at least at the grey level, and some pair reaches the accept level.
+    pub fn consistent(&self, templates: &[Template]) -> bool {
+        let prepared: Vec<Prepared> = templates.iter().map(Prepared::new).collect();
+        let mut strongest = 0;
+        for (i, p) in prepared.iter().enumerate() {
+            let best = prepared
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, q)| self.matcher.compare_prepared(p, q).score)
+                .max()
+                .unwrap_or(0);
+            if best < self.policy.grey {
+                return false;
+            }
+            strongest = strongest.max(best);
+        }
+        strongest >= DecisionPolicy::DEFAULT.accept
+    }
+
+    /// Finds the best enrolled palm for `probe`: candidates from the index, then the
+    /// matcher on each candidate's decrypted templates (read from the store).
+    pub async fn identify(
+        &self,
+        store: &dyn Store,
+        probe: &Template,
+        exclude: Option<PalmId>,
+    ) -> Result<Identification, LedgerError> {
+        let candidates: Vec<PalmId> = {
+            let index = self.index.read().expect("index lock poisoned");
+            index
+                .candidates(probe, self.policy.shortlist + 1)
+                .into_iter()
+                .filter(|c| Some(*c) != exclude)
+                .take(self.policy.shortlist)
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Ok(self.verdict(None, 0));
+        }
+        let sealed = store.palm_templates(Some(candidates)).await?;
+        let probe = Prepared::new(probe);
+        let mut scores: Vec<(PalmId, u32)> = Vec::with_capacity(sealed.len());
+        for (account, cts) in sealed {
+            match self.open_all(account, &cts) {
+                Ok(ts) => {
+                    let gallery: Vec<Prepared> = ts.iter().map(Prepared::new).collect();
+                    scores.push((account, self.matcher.compare_many(&probe, &gallery).score));
+                }
+                Err(e) => tracing::error!(account, error = %e, "cannot open palm templates"),
+            }
+        }
+        scores.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let runner_up = scores.get(1).map_or(0, |s| s.1);
+        Ok(self.verdict(scores.first().copied(), runner_up))
+    }
+
+    fn verdict(&self, best: Option<(PalmId, u32)>, runner_up: u32) -> Identification {
+        let p = self.policy;
+        let decision = match best {
+            Some((_, s)) if s >= p.accept && s >= runner_up + p.margin => Verdict::Accept,
+            Some((_, s)) if s >= p.grey => Verdict::StepUp,
+            _ => Verdict::Reject,
+        };
+        Identification {
+            best,
+            runner_up,
+            decision,
+        }
+    }
+
+    /// How long this kiosk must wait before its next identification, if it failed too often.
+    pub fn slowed_down(&self, kiosk: &str) -> Option<Duration> {
+        let failures = self.failures.lock().expect("poisoned");
+        let (n, last) = failures.get(kiosk)?;
+        if *n < self.policy.free_failures {
+            return None;
+        }
+        // 1 s after the allowance, doubling per further failure, capped at a minute.
+        let wait = Duration::from_secs(1u64 << (n - self.policy.free_failures).min(6))
+            .min(Duration::from_secs(60));
+        let elapsed = last.elapsed();
+        (elapsed < wait).then(|| wait - elapsed)
+    }
+
+    pub fn record(&self, kiosk: &str, success: bool) {
+        let mut failures = self.failures.lock().expect("poisoned");
+        if success {
+            failures.remove(kiosk);
+        } else {
+            let e = failures
+                .entry(kiosk.to_string())
+                .or_insert((0, Instant::now()));
+            e.0 += 1;
+            e.1 = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper_detection() {
+        let key = TemplateKey::from_bytes(&[7u8; 32]).unwrap();
+        let other = TemplateKey::from_bytes(&[8u8; 32]).unwrap();
+        let ct = key.seal(42, 1, b"template bytes");
+        assert!(!ct.windows(8).any(|w| w == b"template"), "plaintext leaked");
+        assert_eq!(key.open(42, 1, &ct).unwrap(), b"template bytes");
+        assert_eq!(
+            key.open(43, 1, &ct),
+            Err(SealError::Tampered),
+            "bound to the account"
+        );
+        assert_eq!(
+            key.open(42, 2, &ct),
+            Err(SealError::Tampered),
+            "bound to the index"
+        );
+        assert!(matches!(
+            other.open(42, 1, &ct),
+            Err(SealError::WrongKey(_))
+        ));
+        let mut bad = ct.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(key.open(42, 1, &bad), Err(SealError::Tampered));
+        assert_eq!(key.open(42, 1, &ct[..10]), Err(SealError::Malformed));
+        assert_ne!(key.seal(42, 1, b"x"), key.seal(42, 1, b"x"), "fresh nonces");
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("template.key");
+        let (k1, created) = TemplateKey::load_or_create(&path).unwrap();
+        assert!(created);
+        let (k2, created) = TemplateKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(k1.id_hex(), k2.id_hex());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&path, b"short").unwrap();
+        assert!(TemplateKey::load(&path).is_err());
+    }
+
+    #[test]
+    fn kiosk_slow_down_grows_and_resets() {
+        let key = TemplateKey::from_bytes(&[1u8; 32]).unwrap();
+        let svc = PalmService::new(
+            key,
+            PalmPolicy::default(),
+            Box::new(crate::identify::ExhaustiveIndex::default()),
+        );
+        for _ in 0..4 {
+            svc.record("k", false);
+            assert!(svc.slowed_down("k").is_none());
+        }
+        svc.record("k", false);
+        let w1 = svc.slowed_down("k").unwrap();
+        svc.record("k", false);
+        let w2 = svc.slowed_down("k").unwrap();
+        assert!(w2 > w1);
+        assert!(svc.slowed_down("other").is_none());
+        svc.record("k", true);
+        assert!(svc.slowed_down("k").is_none());
+    }
+}

@@ -1,0 +1,191 @@
+//! Test harness: a real server on a real TLS socket with a fresh PKI, and mTLS clients.
+#![allow(dead_code)]
+
+use palmline_server::api::ApiConfig;
+use palmline_server::auth::HashCost;
+use palmline_server::client::mtls_client;
+use palmline_server::config::ServerConfig;
+use palmline_server::palm::PalmPolicy;
+use palmline_server::pki::Pki;
+use palmline_server::serve::{start, Running};
+use palmline_server::tls::TlsPaths;
+use palmline_shared::api::*;
+use palmline_shared::Currency;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::path::Path;
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub running: Running,
+    pub base: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(PalmPolicy::default()).await
+    }
+
+    pub async fn start_with(palm: PalmPolicy) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        pki.init("test CA").unwrap();
+        pki.issue_server(&[], 30).unwrap();
+        pki.issue_kiosk("kiosk-a", "Shop A", 30).unwrap();
+        pki.issue_kiosk("kiosk-b", "Shop B", 30).unwrap();
+        pki.issue_admin("ops", 30).unwrap();
+        let mut api = ApiConfig::defaults(Currency::EUR);
+        // Cheap hashes keep the suite fast; the OWASP default is unit-tested in auth.rs.
+        api.hash_cost = HashCost {
+            memory_kib: 1024,
+            iterations: 1,
+        };
+        let cfg = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            tls: TlsPaths::from_pki(&pki),
+            api,
+            template_key: dir.path().join("template.key"),
+            palm,
+        };
+        let running = start(cfg).await.unwrap();
+        let base = format!("https://localhost:{}", running.addr.port());
+        TestServer { dir, running, base }
+    }
+
+    pub fn pki(&self) -> Pki {
+        Pki::new(self.dir.path())
+    }
+
+    pub fn client_for(&self, cert: &Path, key: &Path) -> Client {
+        mtls_client(&self.pki().ca_cert_path(), cert, key).unwrap()
+    }
+
+    pub fn kiosk(&self, id: &str) -> Client {
+        let (c, k) = self.pki().kiosk_paths(id);
+        self.client_for(&c, &k)
+    }
+
+    pub fn admin(&self) -> Client {
+        let (c, k) = self.pki().admin_paths("ops");
+        self.client_for(&c, &k)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(
+        &self,
+        c: &Client,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.post_raw(c, path, Some(key), None, body.to_string().into_bytes())
+            .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        c: &Client,
+        path: &str,
+        key: Option<&str>,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = c
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(k) = key {
+            req = req.header(IDEMPOTENCY_HEADER, k);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, c: &Client, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = c.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn register(&self, c: &Client, name: &str, pin: Option<&str>) {
+        let mut body = json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"});
+        if let Some(p) = pin {
+            body["pin"] = json!(p);
+        }
+        let (s, v) = self
+            .post(c, "/v1/shoppers", &format!("reg-{name}"), body)
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    pub async fn deposit(&self, c: &Client, name: &str, amount: &str) -> (StatusCode, Value) {
+        self.post(
+            c,
+            "/v1/deposits",
+            &format!("dep-{name}-{amount}-{}", rand_key()),
+            json!({"username": name, "amount": {"amount": amount, "currency": "EUR"}}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, c: &Client, name: &str, password: &str) -> (StatusCode, Value) {
+        self.post_raw(
+            c,
+            "/v1/sessions",
+            None,
+            None,
+            json!({"method": "password", "username": name, "password": password})
+                .to_string()
+                .into_bytes(),
+        )
+        .await
+    }
+
+    pub async fn token(&self, c: &Client, name: &str) -> String {
+        let (s, v) = self.login(c, name, "password123").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn ledger(&self) -> LedgerCheck {
+        let (s, v) = self
+            .get(&self.admin(), "/v1/admin/ledger-check", None)
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        serde_json::from_value(v).unwrap()
+    }
+
+    pub async fn balance_of(&self, name: &str) -> i64 {
+        let (_, v) = self
+            .get(&self.admin(), &format!("/v1/admin/accounts?q={name}"), None)
+            .await;
+        let rows: Vec<AccountRow> =
+            serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v}"));
+        rows.iter()
+            .find(|r| r.name == name)
+            .unwrap()
+            .balance
+            .minor()
+    }
+}
+
+pub fn rand_key() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+pub fn eur(s: &str) -> Value {
+    json!({"amount": s, "currency": "EUR"})
+}

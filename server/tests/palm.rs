@@ -1,0 +1,531 @@
+//! Palm enrollment, 1:N identification and paying by palm, over real mTLS sockets.
+//!
+//! Templates come from a small synthetic template model (a palm = a set of keypoints with
+//! descriptors; a capture = that set under a small similarity transform, with jitter, bit
+//! noise, dropped and spurious points), so these tests exercise the server's logic with the
+//! real matcher without linking OpenCV. The image pipeline is tested in `shared` and `lab`.
+
+mod common;
+
+use base64::Engine;
+use common::{eur, rand_key, TestServer};
+use palmline_server::identify::ExhaustiveIndex;
+use palmline_server::palm::{PalmPolicy, PalmService, TemplateKey, Verdict};
+use palmline_server::store::sqlite::SqliteStore;
+use palmline_server::store::{Command, Store};
+use palmline_shared::palm::{Keypoint, Template};
+use palmline_shared::Currency;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const ROI: f32 = 256.0;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() % 1_000_000) as f32 / 1_000_000.0
+    }
+}
+
+type Palm = Vec<(f32, f32, f32, [u8; 32])>;
+
+fn palm(seed: u64) -> Palm {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (0..300)
+        .map(|_| {
+            let mut d = [0u8; 32];
+            for b in d.iter_mut() {
+                *b = r.next() as u8;
+            }
+            (
+                16.0 + r.unit() * (ROI - 32.0),
+                16.0 + r.unit() * (ROI - 32.0),
+                r.unit() * 360.0,
+                d,
+            )
+        })
+        .collect()
+}
+
+fn capture(p: &Palm, seed: u64) -> Template {
+    let mut r = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let rot = (r.unit() - 0.5) * 10f32.to_radians();
+    let scale = 0.95 + r.unit() * 0.1;
+    let (tx, ty) = ((r.unit() - 0.5) * 10.0, (r.unit() - 0.5) * 10.0);
+    let c = ROI / 2.0;
+    let mut kps = Vec::new();
+    let mut descs = Vec::new();
+    for &(x, y, a, d) in p {
+        if r.unit() < 0.3 {
+            continue;
+        }
+        let (dx, dy) = (x - c, y - c);
+        let nx = c + scale * (dx * rot.cos() - dy * rot.sin()) + tx + (r.unit() - 0.5) * 2.0;
+        let ny = c + scale * (dx * rot.sin() + dy * rot.cos()) + ty + (r.unit() - 0.5) * 2.0;
+        if !(0.0..ROI - 1.0).contains(&nx) || !(0.0..ROI - 1.0).contains(&ny) {
+            continue;
+        }
+        let mut d = d;
+        for _ in 0..20 {
+            let bit = r.next() % 256;
+            d[(bit / 8) as usize] ^= 1 << (bit % 8);
+        }
+        kps.push(Keypoint {
+            x: nx,
+            y: ny,
+            angle: (a + rot.to_degrees()).rem_euclid(360.0),
+            octave: 0,
+        });
+        descs.push(d);
+    }
+    for _ in 0..90 {
+        let mut d = [0u8; 32];
+        for b in d.iter_mut() {
+            *b = r.next() as u8;
+        }
+        kps.push(Keypoint {
+            x: r.unit() * (ROI - 1.0),
+            y: r.unit() * (ROI - 1.0),
+            angle: r.unit() * 360.0,
+            octave: 0,
+        });
+        descs.push(d);
+    }
+    Template::new(ROI as u16, kps, descs).unwrap()
+}
+
+fn b64(t: &Template) -> String {
+    base64::engine::general_purpose::STANDARD.encode(t.encode())
+}
+
+async fn enroll(
+    t: &TestServer,
+    c: &reqwest::Client,
+    token: &str,
+    p: &Palm,
+    seed: u64,
+) -> (StatusCode, Value) {
+    let templates: Vec<String> = (0..3).map(|i| b64(&capture(p, seed + i))).collect();
+    t.post_raw(
+        c,
+        "/v1/palms",
+        Some(&rand_key()),
+        Some(token),
+        json!({"templates": templates}).to_string().into_bytes(),
+    )
+    .await
+}
+
+async fn pay_by_palm(
+    t: &TestServer,
+    c: &reqwest::Client,
+    key: &str,
+    probe: &Template,
+    amount: &str,
+    pin: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut body = json!({"template": b64(probe), "amount": eur(amount)});
+    if let Some(p) = pin {
+        body["pin"] = json!(p);
+    }
+    t.post_raw(
+        c,
+        "/v1/payments/palm",
+        Some(key),
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await
+}
+
+async fn scans(t: &TestServer) -> Vec<Value> {
+    let (_, v) = t
+        .get(&t.admin(), "/v1/admin/palm-scans?limit=100", None)
+        .await;
+    v.as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_identify_pay_and_refuse_strangers_and_duplicates() {
+    let t = TestServer::start().await;
+    let k = t.kiosk("kiosk-a");
+    let (alice_palm, bob_palm, stranger) = (palm(1), palm(2), palm(3));
+    for (name, p, seed) in [("alice", &alice_palm, 10), ("bob", &bob_palm, 20)] {
+        t.register(&k, name, None).await;
+        t.deposit(&k, name, "100.00").await;
+        let tok = t.token(&k, name).await;
+        let (s, v) = enroll(&t, &k, &tok, p, seed).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["templates_stored"], 3);
+    }
+
+    // The right shopper pays.
+    let (s, r) = pay_by_palm(&t, &k, "pp-1", &capture(&alice_palm, 99), "12.00", None).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["shopper"], "alice");
+    let (s, r) = pay_by_palm(&t, &k, "pp-2", &capture(&bob_palm, 98), "3.00", None).await;
+    assert_eq!((s, r["shopper"].as_str()), (StatusCode::OK, Some("bob")));
+    // A retried palm payment charges once.
+    let (s, again) = pay_by_palm(&t, &k, "pp-1", &capture(&alice_palm, 99), "12.00", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        again["transaction_id"],
+        r["transaction_id"].as_i64().unwrap() - 1
+    );
+    assert_eq!(t.balance_of("alice").await, 8_800);
+    assert_eq!(t.balance_of("bob").await, 9_700);
+
+    // A palm nobody enrolled is refused and nothing moves.
+    let (s, v) = pay_by_palm(&t, &k, "pp-3", &capture(&stranger, 7), "1.00", None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("palm_not_recognised"))
+    );
+    // A broken template is a typed error.
+    let (s, v) = t
+        .post_raw(
+            &k,
+            "/v1/payments/palm",
+            Some("pp-4"),
+            None,
+            json!({"template": "AAAA", "amount": eur("1.00")})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_template"))
+    );
+
+    // Palm login gives the same kind of session as a password login.
+    let (s, v) = t
+        .post_raw(
+            &k,
+            "/v1/sessions",
+            None,
+            None,
+            json!({"method": "palm", "template": b64(&capture(&bob_palm, 97))})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["shopper"]["username"], "bob");
+    assert_eq!(v["shopper"]["palm_enrolled"], true);
+    let (s, w) = t.get(&k, "/v1/wallet", v["token"].as_str()).await;
+    assert_eq!((s, w["balance"].clone()), (StatusCode::OK, eur("97.00")));
+
+    // Carol cannot enroll Alice's palm.
+    t.register(&k, "carol", None).await;
+    let tok = t.token(&k, "carol").await;
+    let (s, v) = enroll(&t, &k, &tok, &alice_palm, 50).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("palm_already_enrolled"))
+    );
+    // Captures of different palms are not one enrollment.
+    let mixed = vec![
+        b64(&capture(&stranger, 1)),
+        b64(&capture(&palm(4), 2)),
+        b64(&capture(&palm(5), 3)),
+    ];
+    let (s, v) = t
+        .post_raw(
+            &k,
+            "/v1/palms",
+            Some(&rand_key()),
+            Some(&tok),
+            json!({"templates": mixed}).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("palm_templates_inconsistent")
+        )
+    );
+    let (s, _) = t
+        .post_raw(
+            &k,
+            "/v1/palms",
+            Some(&rand_key()),
+            Some(&tok),
+            json!({"templates": [b64(&capture(&stranger, 1))]})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Every attempt is in the palm-scan log.
+    let log = scans(&t).await;
+    let outcomes: Vec<&str> = log.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    for o in [
+        "enrolled",
+        "accepted",
+        "rejected",
+        "bad_template",
+        "duplicate",
+    ] {
+        assert!(outcomes.contains(&o), "{o} missing from {outcomes:?}");
+    }
+    assert!(log.iter().any(|r| r["outcome"] == "accepted"
+        && r["account"] == "alice"
+        && r["kiosk_id"] == "kiosk-a"));
+
+    // Deleting a palm (the shopper's right) makes it unknown at once.
+    let tok = t.token(&k, "alice").await;
+    let resp = k
+        .delete(t.url("/v1/palms/me"))
+        .bearer_auth(&tok)
+        .header(palmline_shared::api::IDEMPOTENCY_HEADER, "del-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let (s, _) = pay_by_palm(&t, &k, "pp-5", &capture(&alice_palm, 77), "1.00", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // ...and free to enroll again, now for Carol (it is her right hand after all).
+    let (s, v) = enroll(&t, &k, &t.token(&k, "carol").await, &alice_palm, 60).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(t.ledger().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_ciphertext_at_rest_and_the_index_survives_a_restart() {
+    let t = TestServer::start().await;
+    let k = t.kiosk("kiosk-a");
+    t.register(&k, "alice", None).await;
+    let tok = t.token(&k, "alice").await;
+    let p = palm(11);
+    let (s, _) = enroll(&t, &k, &tok, &p, 1).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let raw = rusqlite::Connection::open(t.dir.path().join("palmline.db")).unwrap();
+    let rows: Vec<Vec<u8>> = raw
+        .prepare("SELECT ciphertext FROM palm_templates")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let plain = capture(&p, 1).encode();
+    for ct in &rows {
+        assert!(
+            !ct.windows(4).any(|w| w == b"PLMT"),
+            "template magic visible in the database"
+        );
+        assert!(
+            !ct.windows(32).any(|w| plain.windows(32).any(|p| p == w)),
+            "plaintext visible"
+        );
+    }
+    // A fresh service with the key from the data dir rebuilds the index from the store.
+    let store = SqliteStore::open(&t.dir.path().join("palmline.db"), Currency::EUR).unwrap();
+    let key = TemplateKey::load(&t.dir.path().join("template.key")).unwrap();
+    let svc = PalmService::new(
+        key,
+        PalmPolicy::default(),
+        Box::new(ExhaustiveIndex::default()),
+    );
+    assert_eq!(svc.load(&store).await.unwrap(), 1);
+    let id = svc.identify(&store, &capture(&p, 42), None).await.unwrap();
+    assert_eq!(id.decision, Verdict::Accept);
+    // With the wrong key nothing can be read.
+    let wrong = PalmService::new(
+        TemplateKey::from_bytes(&[9; 32]).unwrap(),
+        PalmPolicy::default(),
+        Box::new(ExhaustiveIndex::default()),
+    );
+    assert!(wrong.load(&store).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grey_zone_asks_for_the_pin_and_counts_wrong_pins() {
+    // An accept level no match reaches puts every recognised palm in the grey zone.
+    let policy = PalmPolicy {
+        accept: 100_000,
+        ..PalmPolicy::default()
+    };
+    let t = TestServer::start_with(policy).await;
+    let k = t.kiosk("kiosk-a");
+    t.register(&k, "alice", Some("2468")).await;
+    t.deposit(&k, "alice", "20.00").await;
+    let tok = t.token(&k, "alice").await;
+    let p = palm(21);
+    let (s, v) = enroll(&t, &k, &tok, &p, 1).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let probe = capture(&p, 5);
+    let (s, v) = pay_by_palm(&t, &k, "g-1", &probe, "5.00", None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("step_up_required"))
+    );
+    let (s, v) = pay_by_palm(&t, &k, "g-2", &probe, "5.00", Some("0000")).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_pin"))
+    );
+    assert_eq!(t.balance_of("alice").await, 2_000, "nothing moved");
+    let (s, v) = pay_by_palm(&t, &k, "g-3", &probe, "5.00", Some("2468")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(t.balance_of("alice").await, 1_500);
+    let log = scans(&t).await;
+    let outcomes: Vec<&str> = log.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert!(
+        outcomes.contains(&"step_up") && outcomes.contains(&"step_up_failed"),
+        "{outcomes:?}"
+    );
+    // Wrong PINs count towards the lock-out (the right PIN above reset the count): five
+    // in a row and the account is locked.
+    for i in 0..5 {
+        let (s, _) = pay_by_palm(&t, &k, &format!("g-x{i}"), &probe, "1.00", Some("1111")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, v) = t.login(&k, "alice", "password123").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("account_locked"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_that_keeps_failing_is_slowed_down() {
+    let t = TestServer::start().await;
+    let k = t.kiosk("kiosk-a");
+    let policy = PalmPolicy::default();
+    for i in 0..policy.free_failures {
+        let (s, _) = pay_by_palm(
+            &t,
+            &k,
+            &format!("f{i}"),
+            &capture(&palm(100 + i as u64), 1),
+            "1.00",
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let (s, v) = pay_by_palm(&t, &k, "f-last", &capture(&palm(999), 1), "1.00", None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    // Another kiosk is not affected.
+    let (s, _) = pay_by_palm(
+        &t,
+        &t.kiosk("kiosk-b"),
+        "f-b",
+        &capture(&palm(998), 1),
+        "1.00",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_stays_consistent_under_concurrent_enroll_delete_identify() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("db"), Currency::EUR).unwrap());
+    let svc = PalmService::new(
+        TemplateKey::from_bytes(&[3; 32]).unwrap(),
+        PalmPolicy::default(),
+        palmline_server::identify::default_index(),
+    );
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let o = store
+            .execute(
+                None,
+                Command::RegisterShopper {
+                    username: format!("u{i:02}"),
+                    email: format!("u{i}@x.io"),
+                    password_hash: "h".into(),
+                    pin_hash: None,
+                },
+            )
+            .await
+            .unwrap();
+        let palmline_server::store::Outcome::Shopper(s) = o else {
+            unreachable!()
+        };
+        ids.push(s.id);
+    }
+    let palms: Vec<Palm> = (0..12).map(|i| palm(500 + i)).collect();
+    // Even shoppers stay enrolled throughout; odd ones are enrolled and deleted repeatedly.
+    for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let ts: Vec<Template> = (0..3).map(|s| capture(&palms[i], s)).collect();
+        store
+            .execute(
+                None,
+                Command::EnrollPalm {
+                    shopper_id: *id,
+                    ciphertexts: svc.seal_all(*id, &ts),
+                },
+            )
+            .await
+            .unwrap();
+        svc.index_insert(*id, &ts);
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().copied().enumerate().filter(|(i, _)| i % 2 == 1) {
+        let (svc, store, p) = (svc.clone(), store.clone(), palms[i].clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                let ts: Vec<Template> = (0..3).map(|s| capture(&p, round * 10 + s)).collect();
+                store
+                    .execute(
+                        None,
+                        Command::EnrollPalm {
+                            shopper_id: id,
+                            ciphertexts: svc.seal_all(id, &ts),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                svc.index_insert(id, &ts);
+                store
+                    .execute(None, Command::DeletePalm { shopper_id: id })
+                    .await
+                    .unwrap();
+                svc.index_remove(id);
+            }
+        }));
+    }
+    for round in 0..4 {
+        for (i, id) in ids.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            let got = svc
+                .identify(&*store, &capture(&palms[i], 1000 + round), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                got.best.map(|b| b.0),
+                Some(*id),
+                "stable palms stay identifiable"
+            );
+            assert_eq!(got.decision, Verdict::Accept);
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(svc.enrolled(), 6);
+    for (i, _) in ids.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+        let got = svc
+            .identify(&*store, &capture(&palms[i], 7), None)
+            .await
+            .unwrap();
+        assert_eq!(got.decision, Verdict::Reject, "deleted palms are gone");
+    }
+}
