@@ -118,7 +118,16 @@ fn kiosk_ui_against_a_real_server() {
     // ---- wallet by password: balance and history shown
     click(&k, "My wallet");
     click(&k, "Log in with password");
-    set_field(&k, "Username", "bob");
+    // The username field has focus and the on-screen keyboard is up: type on it.
+    for key in ["Key b", "Key o", "Key b"] {
+        click(&k, key);
+    }
+    click(&k, "Key x");
+    click(&k, "Key Backspace");
+    let typed: Vec<_> = ElementHandle::find_by_accessible_label(&k.window, "Username")
+        .filter_map(|e| e.accessible_value())
+        .collect();
+    assert_eq!(typed, vec![slint::SharedString::from("bob")]);
     set_field(&k, "Password", DEMO_PASSWORD);
     click(&k, "Log in");
     k.pump_until(
