@@ -47,6 +47,21 @@ enum Command {
     Migrate,
     /// Recompute every balance from the entries (offline, on the local database).
     LedgerCheck,
+    /// Enrolled palm templates (offline; stop the server first).
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Re-encrypt every template under a new key (32 bytes, raw or hex) in one
+    /// transaction. Then install the new key file in place of the old one.
+    Rekey {
+        #[arg(long)]
+        new_key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +202,27 @@ fn run(cli: Cli) -> Result<()> {
             if !report.ok {
                 std::process::exit(2);
             }
+        }
+        Command::Templates {
+            command: TemplatesCommand::Rekey { new_key },
+        } => {
+            let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
+            let old = palmline_server::palm::TemplateKey::load(&cfg.template_key)?;
+            let new = palmline_server::palm::TemplateKey::load(&new_key)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            let n = rt.block_on(palmline_server::palm::rekey(
+                &cli.data_dir,
+                cfg.api.currency,
+                &old,
+                &new,
+            ))?;
+            println!(
+                "re-encrypted the templates of {n} palms from key {} to key {}; now install {} as {}",
+                old.id_hex(),
+                new.id_hex(),
+                new_key.display(),
+                cfg.template_key.display()
+            );
         }
         Command::Serve { listen } => {
             let mut cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;

@@ -357,6 +357,34 @@ impl PalmService {
     }
 }
 
+/// Re-encrypts every stored template from `old` to `new` in one transaction. Returns the
+/// number of palms. Run with the server stopped.
+pub async fn rekey(
+    data_dir: &Path,
+    currency: palmline_shared::Currency,
+    old: &TemplateKey,
+    new: &TemplateKey,
+) -> Result<usize> {
+    let store = crate::store::sqlite::open_in(data_dir, currency)?;
+    let all = store.palm_templates(None).await?;
+    let mut palms = Vec::with_capacity(all.len());
+    for (account, cts) in all {
+        let mut resealed = Vec::with_capacity(cts.len());
+        for (i, ct) in cts.iter().enumerate() {
+            let plain = old.open(account, i, ct).with_context(|| {
+                format!("template {account}/{i} does not open with the current key")
+            })?;
+            resealed.push(new.seal(account, i, &plain));
+        }
+        palms.push((account, resealed));
+    }
+    let n = palms.len();
+    store
+        .execute(None, crate::store::Command::RekeyPalms { palms })
+        .await?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

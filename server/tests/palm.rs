@@ -529,3 +529,77 @@ async fn index_stays_consistent_under_concurrent_enroll_delete_identify() {
         assert_eq!(got.decision, Verdict::Reject, "deleted palms are gone");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_key_rotation_reencrypts_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = palmline_server::store::sqlite::open_in(dir.path(), Currency::EUR).unwrap();
+    let old = TemplateKey::from_bytes(&[1; 32]).unwrap();
+    let new = TemplateKey::from_bytes(&[2; 32]).unwrap();
+    let svc = PalmService::new(
+        old.clone(),
+        PalmPolicy::default(),
+        Box::new(ExhaustiveIndex::default()),
+    );
+    let o = store
+        .execute(
+            None,
+            Command::RegisterShopper {
+                username: "alice".into(),
+                email: "a@x.io".into(),
+                password_hash: "h".into(),
+                pin_hash: None,
+            },
+        )
+        .await
+        .unwrap();
+    let palmline_server::store::Outcome::Shopper(s) = o else {
+        unreachable!()
+    };
+    let p = palm(77);
+    let ts: Vec<Template> = (0..3).map(|i| capture(&p, i)).collect();
+    store
+        .execute(
+            None,
+            Command::EnrollPalm {
+                shopper_id: s.id,
+                ciphertexts: svc.seal_all(s.id, &ts),
+            },
+        )
+        .await
+        .unwrap();
+    drop(store);
+    assert_eq!(
+        palmline_server::palm::rekey(dir.path(), Currency::EUR, &old, &new)
+            .await
+            .unwrap(),
+        1
+    );
+    let store = palmline_server::store::sqlite::open_in(dir.path(), Currency::EUR).unwrap();
+    let with_new = PalmService::new(
+        new.clone(),
+        PalmPolicy::default(),
+        Box::new(ExhaustiveIndex::default()),
+    );
+    assert_eq!(with_new.load(&store).await.unwrap(), 1);
+    assert_eq!(
+        with_new
+            .identify(&store, &capture(&p, 9), None)
+            .await
+            .unwrap()
+            .best
+            .map(|b| b.0),
+        Some(s.id)
+    );
+    assert!(
+        svc.load(&store).await.is_err(),
+        "the old key no longer opens anything"
+    );
+    // Rekeying with the wrong current key fails and changes nothing.
+    assert!(
+        palmline_server::palm::rekey(dir.path(), Currency::EUR, &old, &new)
+            .await
+            .is_err()
+    );
+    assert_eq!(with_new.load(&store).await.unwrap(), 1);
+}

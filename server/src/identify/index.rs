@@ -16,7 +16,7 @@
 //!
 //! **Query.** Every distinct key of the probe (optionally with its `probe_radius`-1
 //! neighbours) adds `ln(live / bucket length)` to every palm of its bucket; buckets held by more
-//! than `max_bucket_fraction` of the palms carry no information and are skipped. Palms are
+//! than `stop_ratio` times the mean carry little information and are skipped. Palms are
 //! ranked by votes, divided by `sqrt(keys of the palm)` when `normalise` is on (a palm with
 //! many keys otherwise collects more chance votes). The cost is the total length of the
 //! buckets touched, `≈ probe keys × tables × N × keys per palm / 2^key_bits`: a fraction
@@ -42,8 +42,9 @@ pub struct HashIndexConfig {
     pub seed: u64,
     /// At most this many postings per palm (4 bytes each).
     pub max_postings_per_palm: usize,
-    /// Buckets holding more than this fraction of the live palms are skipped at query time.
-    pub max_bucket_fraction: f32,
+    /// Buckets longer than this many times the mean bucket length are skipped at query time
+    /// (stop words: keys shared by a large part of the gallery say nothing about a palm).
+    pub stop_ratio: f32,
     /// Also look up the keys at Hamming distance 1 from each probe key (0 or 1).
     pub probe_radius: u8,
     /// Divide votes by the square root of the palm's posting count.
@@ -57,7 +58,7 @@ impl Default for HashIndexConfig {
             key_bits: 16,
             seed: 0x9A1D_1DE5,
             max_postings_per_palm: 2560,
-            max_bucket_fraction: 0.05,
+            stop_ratio: 16.0,
             probe_radius: 0,
             normalise: true,
         }
@@ -78,6 +79,8 @@ pub struct HashIndex {
     slot_keys: Vec<u16>,
     by_palm: HashMap<PalmId, u32>,
     dead: usize,
+    /// Total postings, live and dead.
+    postings: usize,
 }
 
 impl Default for HashIndex {
@@ -119,6 +122,7 @@ impl HashIndex {
             slot_keys: Vec::new(),
             by_palm: HashMap::new(),
             dead: 0,
+            postings: 0,
         }
     }
 
@@ -195,6 +199,7 @@ impl HashIndex {
         self.slots = slots;
         self.slot_keys = slot_keys;
         self.dead = 0;
+        self.postings = self.buckets.iter().map(Vec::len).sum();
     }
 
     /// Releases spare bucket capacity (after a bulk load).
@@ -208,7 +213,7 @@ impl HashIndex {
 
     /// Total number of postings (live and not yet purged).
     pub fn postings(&self) -> usize {
-        self.buckets.iter().map(Vec::len).sum()
+        self.postings
     }
 
     /// The vote of every slot for a probe (the ranking before top-k), for diagnostics.
@@ -218,7 +223,8 @@ impl HashIndex {
         if live == 0 {
             return votes;
         }
-        let max_len = ((self.config.max_bucket_fraction * live as f32) as usize).max(1);
+        let mean = self.postings as f32 / self.buckets.len() as f32;
+        let max_len = ((self.config.stop_ratio * mean) as usize).max(2);
         let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * self.config.tables);
         for d in probe.descriptors() {
             for t in 0..self.config.tables {
@@ -233,13 +239,13 @@ impl HashIndex {
         }
         keys.sort_unstable();
         keys.dedup();
-        let ln_live = (live as f32).ln();
+        let ln_live = (live as f32 + 1.0).ln();
         for &b in &keys {
             let bucket = &self.buckets[b as usize];
             if bucket.is_empty() || bucket.len() > max_len {
                 continue;
             }
-            let w = ln_live - (bucket.len() as f32).ln();
+            let w = (ln_live - (bucket.len() as f32).ln()).max(0.05);
             for &s in bucket {
                 votes[s as usize] += w;
             }
@@ -268,6 +274,7 @@ impl CandidateIndex for HashIndex {
             }
             v.push(slot);
         }
+        self.postings += buckets.len();
         self.slots.push(Some(palm));
         self.slot_keys.push(buckets.len() as u16);
         self.by_palm.insert(palm, slot);

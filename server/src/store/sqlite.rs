@@ -752,6 +752,27 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             }
             Ok(Outcome::Done)
         }
+        Command::RekeyPalms { palms } => {
+            let mut stmt = c
+                .prepare(
+                    "UPDATE palm_templates SET ciphertext = ?3 WHERE account_id = ?1 AND idx = ?2",
+                )
+                .map_err(storage)?;
+            for (account, cts) in palms {
+                for (i, ct) in cts.iter().enumerate() {
+                    if stmt
+                        .execute(params![account, i as i64, ct])
+                        .map_err(storage)?
+                        != 1
+                    {
+                        return Err(LedgerError::Storage(format!(
+                            "palm template {account}/{i} vanished during rekey"
+                        )));
+                    }
+                }
+            }
+            Ok(Outcome::Done)
+        }
         Command::DeletePalm { shopper_id } => {
             shopper_by_id(c, shopper_id)?;
             c.execute(
