@@ -185,9 +185,9 @@ fn otsu(hist: &[u64; 256]) -> (usize, f64, f64) {
         .sum();
     let (mut wb, mut sb) = (0u64, 0f64);
     let (mut best, mut best_t, mut means) = (-1f64, 0usize, (0.0, 0.0));
-    for t in 0..256 {
-        wb += hist[t];
-        sb += t as f64 * hist[t] as f64;
+    for (t, &h) in hist.iter().enumerate() {
+        wb += h;
+        sb += t as f64 * h as f64;
         let wf = total - wb;
         if wb == 0 || wf == 0 {
             continue;
