@@ -15,11 +15,11 @@ pub fn rustls_client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls
         roots.add(c).context("adding the CA certificate")?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
-        .context("loading the client certificate")?)
+        .context("loading the client certificate")
 }
 
 pub fn mtls_client(ca: &Path, cert: &Path, key: &Path) -> Result<reqwest::Client> {

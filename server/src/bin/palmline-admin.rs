@@ -67,6 +67,8 @@ enum Cmd {
     },
     /// Unfreeze an account.
     Unfreeze { id: i64 },
+    /// Delete a shopper's enrolled palm (the shopper may enroll again at a kiosk).
+    DeletePalm { id: i64 },
     /// Refund (part of) a payment to the shopper.
     Refund {
         #[arg(long)]
@@ -108,10 +110,21 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<T> {
+        let text = self.send(method, path, body).await?;
+        serde_json::from_str(&text).with_context(|| format!("unexpected answer: {text}"))
+    }
+
+    /// Sends a request (with the idempotency key when mutating); the body of a success.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<String> {
         let mut req = self
             .client
             .request(method.clone(), format!("{}{path}", self.base));
-        if method == reqwest::Method::POST {
+        if method == reqwest::Method::POST || method == reqwest::Method::DELETE {
             req = req.header(IDEMPOTENCY_HEADER, &self.idem);
         }
         if let Some(b) = body {
@@ -134,7 +147,7 @@ impl Api {
                 Err(_) => bail!("HTTP {status}: {text}"),
             }
         }
-        serde_json::from_str(&text).with_context(|| format!("unexpected answer: {text}"))
+        Ok(text)
     }
 }
 
@@ -260,6 +273,19 @@ async fn run(cli: Cli) -> Result<()> {
             print(json, &row, |r| {
                 println!("account {} ({}) is now active", r.id, r.name)
             })?;
+        }
+        Cmd::DeletePalm { id } => {
+            api.send(
+                Method::DELETE,
+                &format!("/v1/admin/accounts/{id}/palm"),
+                None,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::json!({"deleted": id}));
+            } else {
+                println!("palm of account {id} deleted");
+            }
         }
         Cmd::Refund {
             payment,
