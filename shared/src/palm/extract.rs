@@ -670,14 +670,19 @@ fn valley_orientation(
         });
         dir = sx.atan2(sy).to_degrees();
     }
-    let rot = if chosen.len() >= 2 {
+    if chosen.len() < 2 {
+        // One valley cannot say which one it is (thumb side, between two fingers, little
+        // finger side): its direction is off by up to ±30°, worse than assuming upright.
+        return Ok((0.0, Orientation::Fallback));
+    }
+    let rot = {
         // The valleys lie on a line across the hand: its normal, away from the palm, is up.
         chosen.sort_by(|a, b| a.2.total_cmp(&b.2));
         let (a, b) = (chosen[0], chosen[chosen.len() - 1]);
         let (lx, ly) = (b.0 - a.0, b.1 - a.1);
         let len = (lx * lx + ly * ly).sqrt();
         if len < 0.4 * radius {
-            dir
+            return Ok((0.0, Orientation::Fallback));
         } else {
             // Normal candidates (ly, -lx) and (-ly, lx); pick the one pointing from the centre
             // towards the valleys.
@@ -693,11 +698,9 @@ fn valley_orientation(
             if angle_dist(normal, dir) <= 15.0 {
                 normal
             } else {
-                dir
+                return Ok((0.0, Orientation::Fallback));
             }
         }
-    } else {
-        dir
     };
     if rot.abs() > 40.0 {
         return Ok((0.0, Orientation::Fallback));

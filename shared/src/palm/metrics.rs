@@ -124,11 +124,21 @@ fn next_up(x: f64) -> f64 {
     f64::from_bits(if x > 0.0 { bits + 1 } else { bits - 1 })
 }
 
-/// FNMR at the smallest threshold meeting `target_fmr`.
+/// FNMR at the smallest threshold meeting `target_fmr`. The threshold is reported as an
+/// observed score where possible (for integer scores: "accept if score >= 19" rather than
+/// "accept if score > 18"): moving it up to the next observed score changes neither rate.
 pub fn fnmr_at_fmr(genuine: &[f64], impostor: &[f64], target_fmr: f64) -> FnmrAtFmr {
-    let t = threshold_for_fmr(impostor, target_fmr);
     let g = sorted(genuine);
     let i = sorted(impostor);
+    let mut t = threshold_for_fmr(impostor, target_fmr);
+    let next_observed = |v: &[f64]| v.get(v.partition_point(|&x| x < t)).copied();
+    if let Some(snap) = [next_observed(&g), next_observed(&i)]
+        .into_iter()
+        .flatten()
+        .reduce(f64::min)
+    {
+        t = snap;
+    }
     FnmrAtFmr {
         target_fmr,
         point: point(&g, &i, t),
@@ -147,7 +157,7 @@ mod tests {
         assert_eq!(eer(&g, &i), 0.0);
         let r = fnmr_at_fmr(&g, &i, 0.0);
         assert_eq!(r.point.fnmr, 0.0);
-        assert!(r.point.threshold > 4.0 && r.point.threshold <= 5.0);
+        assert_eq!(r.point.threshold, 5.0);
         assert!(r.too_few_impostors);
     }
 
@@ -175,14 +185,15 @@ mod tests {
         // FMR <= 0.1 needs at most 1 impostor >= t: any t in (8, 9] (impostor 9 only); the
         // smallest such is just above 8.
         let r = fnmr_at_fmr(&g, &i, 0.1);
-        assert!(r.point.threshold > 8.0 && r.point.threshold <= 9.0);
+        assert_eq!(r.point.threshold, 9.0);
         assert!((r.point.fmr - 0.1).abs() < 1e-12);
         // genuines < 9: 5,6,7,8 -> 0.4
         assert!((r.point.fnmr - 0.4).abs() < 1e-12);
         assert!(!r.too_few_impostors);
         // FMR <= 0 needs t above 9.
         let r0 = fnmr_at_fmr(&g, &i, 0.0);
-        assert!(r0.point.threshold > 9.0 && r0.point.threshold < 9.0001);
+        // ... reported as the next observed score, 10.
+        assert_eq!(r0.point.threshold, 10.0);
         assert_eq!(r0.point.fmr, 0.0);
         assert!((r0.point.fnmr - 0.5).abs() < 1e-12);
         assert!(fnmr_at_fmr(&g, &i, 1e-3).too_few_impostors);
