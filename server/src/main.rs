@@ -47,6 +47,12 @@ enum Command {
     Migrate,
     /// Recompute every balance from the entries (offline, on the local database).
     LedgerCheck,
+    /// Write a consistent copy of the database (safe while the server runs). Templates stay
+    /// encrypted in it; back the template key up separately.
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Enrolled palm templates (offline; stop the server first).
     Templates {
         #[command(subcommand)]
@@ -202,6 +208,10 @@ fn run(cli: Cli) -> Result<()> {
             if !report.ok {
                 std::process::exit(2);
             }
+        }
+        Command::Backup { out } => {
+            palmline_server::store::sqlite::backup(&cli.data_dir.join("palmline.db"), &out)?;
+            println!("backup written to {}", out.display());
         }
         Command::Templates {
             command: TemplatesCommand::Rekey { new_key },

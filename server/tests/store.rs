@@ -553,3 +553,29 @@ fn ledger_check_catches_tampering_and_schema_refuses_negative_shoppers() {
         5
     );
 }
+
+#[test]
+fn backup_is_a_consistent_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, EUR).unwrap());
+    let rt = rt();
+    rt.block_on(async {
+        register(&*store, "alice").await;
+        deposit(&*store, "alice", 4_200).await.unwrap();
+    });
+    let out = dir.path().join("backup.db");
+    palmline_server::store::sqlite::backup(&path, &out).unwrap();
+    assert!(
+        palmline_server::store::sqlite::backup(&path, &out).is_err(),
+        "never overwrites"
+    );
+    let copy: Arc<dyn Store> = Arc::new(SqliteStore::open(&out, EUR).unwrap());
+    rt.block_on(async {
+        let check = copy.ledger_check().await.unwrap();
+        assert!(check.ok);
+        assert_eq!(check.transactions_checked, 1);
+        let a = copy.shopper_auth("alice").await.unwrap().unwrap().id;
+        assert_eq!(copy.wallet(a).await.unwrap().balance, eur(4_200));
+    });
+}

@@ -1365,6 +1365,23 @@ fn auth_query(
         .map_err(storage)
 }
 
+/// Writes a transactionally consistent copy of the database to `out` (`VACUUM INTO`),
+/// safe while the server is writing (WAL readers do not block the writer).
+pub fn backup(db: &Path, out: &Path) -> Result<(), LedgerError> {
+    if out.exists() {
+        return Err(LedgerError::Storage(format!(
+            "{} already exists",
+            out.display()
+        )));
+    }
+    let conn = open(db, true).map_err(storage)?;
+    let target = out
+        .to_str()
+        .ok_or_else(|| LedgerError::Storage("backup path is not UTF-8".into()))?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(storage)?;
+    Ok(())
+}
+
 /// Opens the store a server uses for `data_dir`.
 pub fn open_in(data_dir: &Path, currency: Currency) -> Result<SqliteStore, LedgerError> {
     std::fs::create_dir_all(data_dir).map_err(storage)?;
