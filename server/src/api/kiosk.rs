@@ -7,7 +7,7 @@ use super::{
 };
 use crate::auth;
 use crate::store::sqlite::unix_now;
-use crate::store::{Command, Idem, Outcome, SessionInfo, ShopperAuth};
+use crate::store::{Command, Idem, KioskRef, Outcome, SessionInfo, ShopperAuth};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -329,33 +329,70 @@ pub async fn deposit(
     Ok(respond(outcome, StatusCode::OK))
 }
 
+/// The shared path of a shopper's debit (cash-out, payment, transfer): idempotency key,
+/// amount check, then — unless this is a retry — session, PIN above the threshold, and the
+/// command built by `build` for the session's shopper.
+async fn shopper_debit<R: serde::de::DeserializeOwned + Send + 'static>(
+    state: SharedState,
+    kiosk: KioskRef,
+    headers: HeaderMap,
+    body: &[u8],
+    route: &str,
+    money: impl Fn(&R) -> (Money, Option<String>),
+    build: impl FnOnce(R, KioskRef, i64) -> Result<Command, ApiError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let idem = idempotency(
+        &headers,
+        &format!("kiosk:{}", kiosk.kiosk_id),
+        route,
+        &subject(&headers),
+        body,
+    )?;
+    let req: R = parse_json(body)?;
+    let (amount, pin) = money(&req);
+    check_amount(&state, amount)?;
+    let st = state.clone();
+    let outcome = idempotent(&state, idem, async move {
+        let s = session(&st, &headers, &kiosk).await?;
+        pin_check(&st, s.shopper_id, amount, pin).await?;
+        build(req, kiosk, s.shopper_id)
+    })
+    .await?;
+    Ok(respond(outcome, StatusCode::OK))
+}
+
+fn bounded_text(text: &Option<String>, what: &str) -> Result<(), ApiError> {
+    if text.as_ref().is_some_and(|d| d.chars().count() > 200) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{what} over 200 characters"),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn withdraw(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(
-        &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
-        "POST /v1/withdrawals",
-        &subject(&headers),
+    shopper_debit(
+        state,
+        kiosk,
+        headers,
         &body,
-    )?;
-    let req: WithdrawalRequest = parse_json(&body)?;
-    check_amount(&state, req.amount)?;
-    let st = state.clone();
-    let outcome = idempotent(&state, idem, async move {
-        let s = session(&st, &headers, &kiosk).await?;
-        pin_check(&st, s.shopper_id, req.amount, req.pin).await?;
-        Ok(Command::Withdrawal {
-            at: kiosk,
-            shopper_id: s.shopper_id,
-            amount: req.amount,
-        })
-    })
-    .await?;
-    Ok(respond(outcome, StatusCode::OK))
+        "POST /v1/withdrawals",
+        |r: &WithdrawalRequest| (r.amount, r.pin.clone()),
+        |r, at, shopper_id| {
+            Ok(Command::Withdrawal {
+                at,
+                shopper_id,
+                amount: r.amount,
+            })
+        },
+    )
+    .await
 }
 
 pub async fn pay(
@@ -364,38 +401,24 @@ pub async fn pay(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(
-        &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
-        "POST /v1/payments",
-        &subject(&headers),
+    shopper_debit(
+        state,
+        kiosk,
+        headers,
         &body,
-    )?;
-    let req: PaymentRequest = parse_json(&body)?;
-    check_amount(&state, req.amount)?;
-    if req
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 200)
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "description over 200 characters",
-        ));
-    }
-    let st = state.clone();
-    let outcome = idempotent(&state, idem, async move {
-        let s = session(&st, &headers, &kiosk).await?;
-        pin_check(&st, s.shopper_id, req.amount, req.pin).await?;
-        Ok(Command::Payment {
-            at: kiosk,
-            shopper_id: s.shopper_id,
-            amount: req.amount,
-            description: req.description,
-        })
-    })
-    .await?;
-    Ok(respond(outcome, StatusCode::OK))
+        "POST /v1/payments",
+        |r: &PaymentRequest| (r.amount, r.pin.clone()),
+        |r, at, shopper_id| {
+            bounded_text(&r.description, "description")?;
+            Ok(Command::Payment {
+                at,
+                shopper_id,
+                amount: r.amount,
+                description: r.description,
+            })
+        },
+    )
+    .await
 }
 
 pub async fn transfer(
@@ -404,35 +427,25 @@ pub async fn transfer(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(
-        &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
-        "POST /v1/transfers",
-        &subject(&headers),
+    shopper_debit(
+        state,
+        kiosk,
+        headers,
         &body,
-    )?;
-    let req: TransferRequest = parse_json(&body)?;
-    check_amount(&state, req.amount)?;
-    if req.note.as_ref().is_some_and(|d| d.chars().count() > 200) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "note over 200 characters",
-        ));
-    }
-    let st = state.clone();
-    let outcome = idempotent(&state, idem, async move {
-        let s = session(&st, &headers, &kiosk).await?;
-        pin_check(&st, s.shopper_id, req.amount, req.pin).await?;
-        Ok(Command::Transfer {
-            at: Some(kiosk),
-            from_shopper_id: s.shopper_id,
-            to_username: req.to_username,
-            amount: req.amount,
-            note: req.note,
-        })
-    })
-    .await?;
-    Ok(respond(outcome, StatusCode::OK))
+        "POST /v1/transfers",
+        |r: &TransferRequest| (r.amount, r.pin.clone()),
+        |r, at, from_shopper_id| {
+            bounded_text(&r.note, "note")?;
+            Ok(Command::Transfer {
+                at: Some(at),
+                from_shopper_id,
+                to_username: r.to_username,
+                amount: r.amount,
+                note: r.note,
+            })
+        },
+    )
+    .await
 }
 
 pub async fn wallet(
