@@ -142,3 +142,40 @@ impl ServerConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<ServerConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("server.toml");
+        std::fs::write(&p, toml).unwrap();
+        ServerConfig::load(dir.path(), Some(&p))
+    }
+
+    #[test]
+    fn reads_the_file_and_defaults_to_the_data_dir() {
+        let c = load(
+            "listen = \"0.0.0.0:9443\"\ncurrency = \"JPY\"\npin_threshold = \"5000\"\nsession_ttl_secs = 60\npalm_accept_score = 30\n[tls]\ncert = \"/etc/x.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9443");
+        assert_eq!(c.api.currency.code(), "JPY");
+        assert_eq!(c.api.pin_threshold.minor(), 5000);
+        assert_eq!(c.api.session_ttl, Duration::from_secs(60));
+        assert_eq!(c.palm.accept, 30);
+        assert_eq!(c.tls.cert, PathBuf::from("/etc/x.pem"));
+        assert!(c.tls.ca.ends_with("pki/ca.pem"));
+        assert!(c.template_key.ends_with("template.key"));
+    }
+
+    #[test]
+    fn refuses_mistakes() {
+        assert!(load("lisen = \"x\"").is_err(), "unknown keys are typos");
+        assert!(load("currency = \"XXX\"").is_err());
+        assert!(load("pin_threshold = \"1.234\"").is_err());
+        assert!(load("session_ttl_secs = 1").is_err());
+        assert!(load("listen = ").is_err());
+    }
+}
