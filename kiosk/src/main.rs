@@ -48,6 +48,9 @@ enum Cmd {
         payments: usize,
         #[arg(long, default_value_t = 5)]
         preview_secs: u64,
+        /// Frame rate of the simulated camera.
+        #[arg(long, default_value_t = 30)]
+        camera_fps: u32,
     },
     /// Check a configuration file and print it with defaults filled in.
     CheckConfig {
@@ -107,7 +110,8 @@ fn run(cmd: Cmd) -> Result<()> {
             data_dir,
             payments,
             preview_secs,
-        } => bench(&data_dir, payments, preview_secs),
+            camera_fps,
+        } => bench(&data_dir, payments, preview_secs, camera_fps),
         Cmd::Demo {
             data_dir,
             headless,
@@ -180,9 +184,15 @@ fn parts_from(cfg: &Config, sim_identities: Vec<String>) -> Result<runtime::Part
     })
 }
 
-fn bench(data_dir: &std::path::Path, payments: usize, preview_secs: u64) -> Result<()> {
+fn bench(
+    data_dir: &std::path::Path,
+    payments: usize,
+    preview_secs: u64,
+    camera_fps: u32,
+) -> Result<()> {
     let backend = demo::start_backend(data_dir, &[])?;
-    let cfg = backend.config.clone();
+    let mut cfg = backend.config.clone();
+    cfg.camera.fps = camera_fps;
     let client = runtime::client_from(&cfg)?;
     let mut extractor = extract::default_extractor();
     let mut say = |s: String| eprintln!("{s}");
