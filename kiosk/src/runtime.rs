@@ -188,3 +188,42 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1");
     }
 }
+
+#[cfg(test)]
+mod camera_choice {
+    use crate::config::{CameraConfig, CameraSource, Config, KioskConfig, ServerConfig};
+
+    fn cfg(source: CameraSource, folder: Option<std::path::PathBuf>) -> Config {
+        Config {
+            server: ServerConfig {
+                url: "https://127.0.0.1:1".into(),
+                ca: "ca.pem".into(),
+                cert: "k.pem".into(),
+                key: "k.key".into(),
+                timeout_ms: 1000,
+                connect_timeout_ms: 1000,
+                retries: 0,
+            },
+            kiosk: KioskConfig::default(),
+            camera: CameraConfig {
+                source,
+                folder,
+                ..CameraConfig::default()
+            },
+        }
+    }
+
+    #[test]
+    fn simulated_and_folder_sources_are_chosen_by_config() {
+        let (_, sim, desc) = super::camera_from(&cfg(CameraSource::Simulated, None)).unwrap();
+        assert!(sim.is_some());
+        assert_eq!(desc, "simulated camera");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(super::camera_from(&cfg(CameraSource::Folder, Some(empty.path().into()))).is_err());
+        // This machine has no camera: auto falls back to the simulated one.
+        if !crate::camera::device::any_camera() {
+            let (_, sim, _) = super::camera_from(&cfg(CameraSource::Auto, None)).unwrap();
+            assert!(sim.is_some());
+        }
+    }
+}
