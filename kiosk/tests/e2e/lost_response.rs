@@ -165,3 +165,77 @@ fn unreachable_server_is_reported_offline_and_wrong_ca_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn lost_palm_payment_response_is_retried_and_charged_once() {
+    use base64::Engine as _;
+    let env = common::start();
+    let cfg = &env.backend.config;
+    let mut ex = palmline_kiosk::extract::default_extractor();
+    let template = palmline_kiosk::demo::sim_templates("bob", 1, ex.as_mut())
+        .expect("a capture of bob")
+        .remove(0);
+    let login = |client: &ApiClient| match client.call(&ApiCall::Login {
+        key: uuid::Uuid::new_v4().to_string(),
+        req: SessionRequest::Password {
+            username: "bob".into(),
+            password: palmline_kiosk::demo::DEMO_PASSWORD.into(),
+        },
+    }) {
+        Ok(Reply::Session { token, .. }) => token,
+        other => panic!("{other:?}"),
+    };
+    let balance = |client: &ApiClient| match client.call(&ApiCall::Wallet {
+        token: login(client),
+    }) {
+        Ok(Reply::Wallet(w)) => w.balance,
+        other => panic!("{other:?}"),
+    };
+    let before = balance(&env.client);
+    let upstream: SocketAddr = cfg
+        .server
+        .url
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let proxy = common::LossyProxy::start(upstream, 1);
+    let lossy_client = ApiClient::new(
+        &format!("https://{}", proxy.addr),
+        &TlsFiles {
+            ca: &cfg.server.ca,
+            cert: &cfg.server.cert,
+            key: &cfg.server.key,
+        },
+        Timeouts {
+            request: Duration::from_millis(1500),
+            connect: Duration::from_secs(2),
+            retries: 2,
+            backoff: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let amount = Money::parse("3.10", before.currency()).unwrap();
+    let pay = ApiCall::PalmPay {
+        key: "palm-pay-lost-once".into(),
+        req: palmline_shared::api::PalmPaymentRequest {
+            template: base64::engine::general_purpose::STANDARD.encode(&template),
+            amount,
+            pin: None,
+            description: None,
+        },
+    };
+    let receipt = match lossy_client.call(&pay) {
+        Ok(Reply::Receipt(r)) => r,
+        other => panic!("palm payment through the lossy proxy: {other:?}"),
+    };
+    assert!(
+        proxy.dropped_bytes.load(Ordering::SeqCst) > 0,
+        "no response was dropped"
+    );
+    assert_eq!(receipt.shopper, "bob");
+    assert_eq!(
+        before.checked_sub(balance(&env.client)).unwrap(),
+        amount,
+        "charged exactly once"
+    );
+}

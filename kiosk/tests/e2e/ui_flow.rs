@@ -181,6 +181,47 @@ fn kiosk_ui_against_a_real_server() {
     assert!(!k.stats().frame_to_result.is_empty());
     click(&k, "Done");
 
+    // ---- at/above the PIN threshold (€50 on this server) the server asks for the PIN:
+    // the PIN pad comes up, alice types hers, the payment goes through.
+    let alice_before = balance(&env, "alice");
+    click(&k, "Charge");
+    for d in ["5", "0", "0", "0"] {
+        click(&k, d);
+    }
+    click(&k, "Confirm");
+    click(&k, "Show palm alice");
+    k.pump_until(WAIT, |s| {
+        matches!(
+            s,
+            Screen::Pin { .. } | Screen::Approved(_) | Screen::Declined(_)
+        )
+    })
+    .unwrap_or_else(|s| panic!("no PIN pad: stuck on {}", s.name()));
+    assert_eq!(
+        adapter.get_screen(),
+        "pin",
+        "{}",
+        adapter.get_result_title()
+    );
+    assert!(adapter.get_pin_title().contains("€50.00"));
+    for d in ["1", "1", "1", "1"] {
+        click(&k, d);
+    }
+    click(&k, "OK");
+    k.pump_until(WAIT, |s| {
+        matches!(s, Screen::Approved(_) | Screen::Declined(_))
+    })
+    .unwrap_or_else(|s| panic!("no result after the PIN: stuck on {}", s.name()));
+    assert_eq!(adapter.get_result_title(), "Payment approved");
+    assert_eq!(
+        alice_before
+            .checked_sub(balance(&env, "alice"))
+            .unwrap()
+            .minor(),
+        5000
+    );
+    click(&k, "Done");
+
     // ---- an unknown palm is never charged without a PIN: declined, or asked for the PIN
     // of whoever it resembles (step-up), which the stranger cannot give.
     let before: Vec<Money> = ["alice", "bob", "carol"]
