@@ -20,12 +20,8 @@
 //! database, minus the AEAD decryption).
 
 use anyhow::{bail, Context, Result};
-// Until the server exports `identify`, the bench compiles the very same source files.
-#[path = "../../server/src/identify/mod.rs"]
-#[allow(dead_code)]
-mod identify;
-use identify::index::{HashIndex, HashIndexConfig};
-use identify::{CandidateIndex, PalmId};
+use palmline_server::identify::index::{HashIndex, HashIndexConfig};
+use palmline_server::identify::{CandidateIndex, PalmId};
 use palmline_shared::palm::baseline::{extract_seed, seed_compare, SeedFeatures};
 use palmline_shared::palm::extract::{ExtractConfig, Extractor};
 use palmline_shared::palm::matcher::{Matcher, Prepared};
@@ -100,7 +96,6 @@ pub struct BenchIdentifyArgs {
 
 const NOT_ENROLLED_BASE: u64 = 100_000;
 const POOL_BASE: u64 = 200_000;
-const DISTRACTOR_BASE: PalmId = 1_000_000;
 const PROBE_SAMPLE: u64 = 20;
 
 // ---------------------------------------------------------------- extraction cache
@@ -241,11 +236,11 @@ fn distractor(seed: u64, j: u64, pool: &[Vec<Template>], enroll: usize) -> Vec<T
     let (cx, cy) = (cut(&mut rng), cut(&mut rng));
     let cell = |v: f32, c: &[f32; 2]| (v >= c[0]) as usize + (v >= c[1]) as usize;
     let mut src = [0usize; 9];
-    for (i, s) in src.iter_mut().enumerate() {
+    for i in 0..src.len() {
         loop {
             let cand = rng.below(pool.len() as u64) as usize;
             if !src[..i].contains(&cand) && pool[cand].len() >= enroll.min(2) {
-                *s = cand;
+                src[i] = cand;
                 break;
             }
         }
@@ -609,7 +604,7 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
         config.normalise = false;
     }
     let matcher = Matcher::default();
-    let prepared_probes: Vec<Prepared> = probes.iter().map(|(_, t)| Prepared::new(t)).collect();
+    let prepared_probes: Vec<Prepared> = probes.iter().map(|(_, t, _)| Prepared::new(t)).collect();
     let targets = [1e-3, 1e-2];
     let mut reports = Vec::new();
 
@@ -623,9 +618,12 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
                 .map(|i| store.fetch(i))
                 .collect::<Result<_>>()?;
             let t = Instant::now();
-            for (j, ts) in chunk.iter().enumerate() {
-                index.insert((chunk_start + j) as PalmId, ts);
-            }
+            index.insert_many(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, ts)| ((chunk_start + j) as PalmId, ts.as_slice())),
+            );
             build += t.elapsed().as_secs_f64();
         }
         let t = Instant::now();
