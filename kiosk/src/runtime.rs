@@ -145,7 +145,8 @@ pub fn run_window(parts: Parts, size: Option<(u32, u32)>) -> Result<()> {
             t
         });
     kiosk.window.show().context("showing the kiosk window")?;
-    slint::run_event_loop_until_quit().context("running the UI")?;
+    // Returns when the window is closed (desktop demo); on a device it never is.
+    slint::run_event_loop().context("running the UI")?;
     Ok(())
 }
 

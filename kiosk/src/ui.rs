@@ -459,7 +459,13 @@ impl Kiosk {
             match c {
                 Command::Api { id, call } => self.net.send(id, call),
                 Command::StartCapture => match &self.capture {
-                    Some(cap) => cap.arm(),
+                    Some(cap) => {
+                        // No stale picture from the previous capture.
+                        self.window
+                            .global::<Adapter>()
+                            .set_preview(Image::default());
+                        cap.arm();
+                    }
                     None => {
                         let cmds = self.app.borrow_mut().handle(
                             Event::CaptureFailed("This kiosk has no camera.".into()),
