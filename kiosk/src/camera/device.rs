@@ -113,3 +113,20 @@ impl Drop for DeviceCamera {
         self.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_camera_fails_cleanly() {
+        // No /dev/video99 on any machine this runs on.
+        let mut cam = DeviceCamera::new(99, 640, 480, 30);
+        match cam.open() {
+            Err(CameraError::NotFound(m)) => assert!(m.contains("/dev/video99"), "{m}"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        assert!(matches!(cam.next_frame(), Err(CameraError::Lost(_))));
+        assert_eq!(cam.describe(), "/dev/video99");
+    }
+}
