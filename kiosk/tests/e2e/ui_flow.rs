@@ -30,7 +30,12 @@ fn kiosk(env: &common::Env) -> Rc<Kiosk> {
             cert_path: Some(cfg.server.cert.clone()),
             extractor: extractor.name(),
             sim,
-            sim_identities: vec!["alice".into(), "bob".into(), "stranger".into()],
+            sim_identities: vec![
+                "alice".into(),
+                "bob".into(),
+                "erin".into(),
+                "stranger".into(),
+            ],
         },
         extractor,
     };
@@ -220,6 +225,59 @@ fn kiosk_ui_against_a_real_server() {
             .minor(),
         5000
     );
+    click(&k, "Done");
+
+    // ---- enrollment at the kiosk: consent, form, three palm captures; then erin pays by palm
+    click(&k, "Enroll");
+    click(&k, "I agree");
+    set_field(&k, "Username", "erin");
+    set_field(&k, "Email", "erin@example.com");
+    set_field(&k, "Password", DEMO_PASSWORD);
+    set_field(&k, "PIN (optional)", "5555");
+    click(&k, "Continue");
+    k.pump_until(WAIT, |s| matches!(s, Screen::Capture { .. }))
+        .unwrap_or_else(|s| panic!("no capture after the form: stuck on {}", s.name()));
+    assert_eq!(adapter.get_capture_needed(), 3);
+    click(&k, "Show palm erin");
+    k.pump_until(WAIT, |s| {
+        matches!(s, Screen::EnrollDone { .. } | Screen::Declined(_))
+    })
+    .unwrap_or_else(|s| panic!("enrollment: stuck on {}", s.name()));
+    assert_eq!(
+        adapter.get_result_title(),
+        "Welcome, erin",
+        "{}",
+        adapter.get_result_detail()
+    );
+    click(&k, "Done");
+    // A cash top-up so erin can pay, then a palm payment.
+    click(&k, "Cashier");
+    for d in ["1", "2", "3", "4", "OK"] {
+        click(&k, d);
+    }
+    click(&k, "Cash top-up");
+    set_field(&k, "Shopper username", "erin");
+    click(&k, "Next");
+    for d in ["1", "0", "0", "0", "Confirm"] {
+        click(&k, d);
+    }
+    k.pump_until(WAIT, |s| matches!(s, Screen::Approved(_)))
+        .unwrap_or_else(|s| panic!("top-up: {}", s.name()));
+    click(&k, "Done");
+    click(&k, "Charge");
+    for d in ["2", "5", "0", "Confirm"] {
+        click(&k, d);
+    }
+    click(&k, "Show palm erin");
+    k.pump_until(WAIT, |s| {
+        matches!(
+            s,
+            Screen::Approved(_) | Screen::Declined(_) | Screen::Pin { .. }
+        )
+    })
+    .unwrap_or_else(|s| panic!("erin's payment: stuck on {}", s.name()));
+    assert_eq!(adapter.get_result_title(), "Payment approved");
+    assert_eq!(balance(&env, "erin").minor(), 750);
     click(&k, "Done");
 
     // ---- an unknown palm is never charged without a PIN: declined, or asked for the PIN
