@@ -32,7 +32,7 @@ pub trait CandidateIndex: Send + Sync {
 
 /// The index the server uses.
 pub fn default_index() -> Box<dyn CandidateIndex> {
-    Box::new(ExhaustiveIndex::default())
+    Box::new(index::HashIndex::default())
 }
 
 /// The reference: every enrolled palm is a candidate (exhaustive search). Used by tests
