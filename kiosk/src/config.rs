@@ -18,6 +18,9 @@ pub struct Config {
     pub kiosk: KioskConfig,
     #[serde(default)]
     pub camera: CameraConfig,
+    /// Capture quality gate thresholds, for tuning to a camera and its lighting.
+    #[serde(default)]
+    pub quality: crate::quality::GateConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -161,6 +164,17 @@ impl Config {
         if self.camera.source == CameraSource::Folder && self.camera.folder.is_none() {
             bail!("camera.folder is required when camera.source = \"folder\"");
         }
+        let q = &self.quality;
+        let covers_ordered = (0.0..=1.0).contains(&q.no_hand_cover)
+            && q.no_hand_cover <= q.min_cover
+            && q.min_cover < q.max_cover
+            && q.max_cover <= 1.0;
+        if !covers_ordered {
+            bail!("quality: need 0 <= no_hand_cover <= min_cover < max_cover <= 1");
+        }
+        if q.steady_frames == 0 {
+            bail!("quality.steady_frames must be at least 1");
+        }
         if self.server.timeout_ms == 0 {
             bail!("server.timeout_ms must be positive");
         }
@@ -241,6 +255,9 @@ locale = "de"
 
 [camera]
 source = "simulated"
+
+[quality]
+min_sharpness = 3.5
 "#;
 
     #[test]
@@ -255,6 +272,11 @@ source = "simulated"
         assert_eq!(cfg.camera.source, CameraSource::Simulated);
         assert_eq!(cfg.camera.width, 640);
         assert_eq!(cfg.kiosk.enroll_captures, 3);
+        assert_eq!(cfg.quality.min_sharpness, 3.5);
+        assert_eq!(
+            cfg.quality.steady_frames, 3,
+            "unset fields keep their defaults"
+        );
         // Round trip.
         let again: Config = toml::from_str(&cfg.to_toml()).unwrap();
         assert_eq!(again, cfg);
@@ -269,6 +291,8 @@ source = "simulated"
             ("locale = \"de\"", "locale = \"de\"\ncashier_pin = \"12\""),
             ("locale = \"de\"", "locale = \"de\"\nenroll_captures = 7"),
             ("locale = \"de\"", "locale = \"de\"\nnonsense = 1"),
+            ("min_sharpness = 3.5", "min_cover = 0.9"),
+            ("min_sharpness = 3.5", "steady_frames = 0"),
         ] {
             let text = SAMPLE.replace(from, to);
             let parsed = toml::from_str::<Config>(&text)

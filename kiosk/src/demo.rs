@@ -61,6 +61,7 @@ pub fn start_backend(data_dir: &Path, env: &[(&str, &str)]) -> Result<Backend> {
             source: CameraSource::Simulated,
             ..CameraConfig::default()
         },
+        quality: Default::default(),
     };
     std::fs::write(data_dir.join("kiosk.toml"), config.to_toml()).context("writing kiosk.toml")?;
     Ok(Backend { server, config })

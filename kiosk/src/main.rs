@@ -181,6 +181,7 @@ fn parts_from(cfg: &Config, sim_identities: Vec<String>) -> Result<runtime::Part
             sim,
         },
         extractor,
+        gate: cfg.quality,
     })
 }
 

@@ -8,8 +8,9 @@
 
 use crate::app::Guidance;
 
-/// Thresholds of the gate.
-#[derive(Debug, Clone, Copy)]
+/// Thresholds of the gate (the `[quality]` section of kiosk.toml; every field optional).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct GateConfig {
     /// Hand pixels as a fraction of the frame.
     pub min_cover: f32,

@@ -96,6 +96,7 @@ pub struct Parts {
     pub client: ApiClient,
     pub camera: Option<CameraFactory>,
     pub extractor: Box<dyn PalmExtractor>,
+    pub gate: GateConfig,
     pub ui: UiOptions,
 }
 
@@ -109,7 +110,7 @@ pub fn build(window: AppWindow, parts: Parts, wake: Arc<dyn Fn() + Send + Sync>)
         crate::worker::spawn(
             make,
             parts.extractor,
-            GateConfig::default(),
+            parts.gate,
             Kiosk::sink(poster.clone(), preview_pending.clone()),
         )
     });
@@ -211,6 +212,7 @@ mod camera_choice {
                 folder,
                 ..CameraConfig::default()
             },
+            quality: Default::default(),
         }
     }
 

@@ -78,6 +78,7 @@ fn main() {
                 "stranger".into(),
             ],
         },
+        gate: cfg.quality,
         extractor,
     };
     let window = AppWindow::new().expect("a window");

@@ -37,6 +37,7 @@ fn kiosk(env: &common::Env) -> Rc<Kiosk> {
                 "stranger".into(),
             ],
         },
+        gate: cfg.quality,
         extractor,
     };
     let window = AppWindow::new().unwrap();
