@@ -128,8 +128,10 @@ struct Extracted {
     ours_error: Option<String>,
     ours_bytes: usize,
     ours_ms: f64,
+    ours_cpu_ms: f64,
     seed: Option<SeedFeatures>,
     seed_ms: f64,
+    seed_cpu_ms: f64,
 }
 
 #[derive(Serialize)]
@@ -159,6 +161,10 @@ struct Report {
     extraction_ms_p50: f64,
     extraction_ms_p95: f64,
     comparison_ms_mean: f64,
+    /// Thread CPU time: what one comparison / extraction costs on one core, whatever else
+    /// runs on the machine.
+    comparison_cpu_ms_mean: f64,
+    extraction_cpu_ms_mean: f64,
     template_bytes_mean: f64,
 }
 
@@ -187,6 +193,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Parallelism is ours (one image per worker): OpenCV itself stays on one core, so that
+    // times are per core.
+    palmline_shared::palm::extract::set_opencv_threads(1)?;
     let do_ours = a.matcher != Which::Seed;
     let do_seed = a.matcher != Which::Ours;
     eprintln!(
@@ -220,13 +229,17 @@ pub fn run(a: EvalArgs) -> Result<()> {
                             ours_error: None,
                             ours_bytes: 0,
                             ours_ms: 0.0,
+                            ours_cpu_ms: 0.0,
                             seed: None,
                             seed_ms: 0.0,
+                            seed_cpu_ms: 0.0,
                         };
                         if do_ours {
                             let t0 = Instant::now();
+                            let c0 = thread_cpu();
                             let r = ex.extract(&gray, w, h);
                             e.ours_ms = t0.elapsed().as_secs_f64() * 1e3;
+                            e.ours_cpu_ms = (thread_cpu() - c0) * 1e3;
                             match r {
                                 Ok(t) => {
                                     e.ours_bytes = t.encoded_len();
@@ -237,8 +250,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
                         }
                         if do_seed {
                             let t0 = Instant::now();
+                            let c0 = thread_cpu();
                             let f = extract_seed(&gray, w, h)?;
                             e.seed_ms = t0.elapsed().as_secs_f64() * 1e3;
+                            e.seed_cpu_ms = (thread_cpu() - c0) * 1e3;
                             e.seed = (!f.is_empty()).then_some(f);
                         }
                         *slots[i].lock().unwrap() = Some(e);
@@ -318,6 +333,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             &probes,
             None,
             |e| e.ours_ms,
+            |e| e.ours_cpu_ms,
             |e| e.ours.is_some(),
             |e| e.ours_error.clone(),
             |e| e.ours_bytes,
@@ -350,6 +366,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             &probes,
             Some(SEED_ACCEPT),
             |e| e.seed_ms,
+            |e| e.seed_cpu_ms,
             |e| e.seed.is_some(),
             |e| e.seed.is_none().then(|| "no_features".to_string()),
             |e| e.seed.as_ref().map_or(0, |f| f.len() * 32),
@@ -383,6 +400,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// CPU time of the calling thread, seconds: unlike wall time, it does not count the time
+/// other processes on a shared machine take from us.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn bar(n: u64, msg: &'static str) -> Result<ProgressBar> {
     let b = ProgressBar::new(n);
     b.set_style(ProgressStyle::with_template(
@@ -400,6 +429,7 @@ struct Compared {
     rank1_probes: usize,
     comparisons: usize,
     compare_secs: f64,
+    compare_cpu_secs: f64,
 }
 
 /// Every probe against every enrolled identity, in parallel; writes the CSV rows.
@@ -425,6 +455,7 @@ fn compare_all<'a, T: Sync + 'a, G: Sync>(
         rank1_probes: 0,
         comparisons: 0,
         compare_secs: 0.0,
+        compare_cpu_secs: 0.0,
     });
     let enrolled: Vec<usize> = (0..gallery.len())
         .filter(|&g| !gallery[g].is_empty())
@@ -461,9 +492,11 @@ fn compare_all<'a, T: Sync + 'a, G: Sync>(
                             continue;
                         };
                         let t0 = Instant::now();
+                        let c0 = thread_cpu();
                         let scores: Vec<f64> =
                             enrolled.iter().map(|&g| score(t, &gallery[g])).collect();
                         let secs = t0.elapsed().as_secs_f64();
+                        let cpu = thread_cpu() - c0;
                         let mut gen = Vec::new();
                         let mut imp = Vec::new();
                         let own = enrolled.iter().position(|&g| g == img.identity).unwrap();
@@ -494,6 +527,7 @@ fn compare_all<'a, T: Sync + 'a, G: Sync>(
                         a.rank1_hits += (own_score > best_other) as usize;
                         a.comparisons += scores.len();
                         a.compare_secs += secs;
+                        a.compare_cpu_secs += cpu;
                         drop(a);
                         bar.inc(1);
                     }
@@ -517,6 +551,7 @@ fn finish(
     probes: &[usize],
     fixed: Option<f64>,
     ms: impl Fn(&Extracted) -> f64,
+    cpu_ms: impl Fn(&Extracted) -> f64,
     ok: impl Fn(&Extracted) -> bool,
     err: impl Fn(&Extracted) -> Option<String>,
     bytes: impl Fn(&Extracted) -> usize,
@@ -583,6 +618,9 @@ fn finish(
         extraction_ms_p50: q(0.5),
         extraction_ms_p95: q(0.95),
         comparison_ms_mean: c.compare_secs * 1e3 / c.comparisons.max(1) as f64,
+        comparison_cpu_ms_mean: c.compare_cpu_secs * 1e3 / c.comparisons.max(1) as f64,
+        extraction_cpu_ms_mean: extracted.iter().map(&cpu_ms).sum::<f64>()
+            / extracted.len().max(1) as f64,
         template_bytes_mean: okb.iter().sum::<usize>() as f64 / okb.len().max(1) as f64,
     };
     Outcome {
@@ -627,12 +665,14 @@ fn print_report(r: &Report) {
         );
     }
     println!(
-        "[{}]   extraction {:.2} ms mean ({:.2} p50, {:.2} p95) | comparison {:.4} ms | template {:.0} B | rejections {:?}",
+        "[{}]   extraction {:.2} ms mean ({:.2} p50, {:.2} p95; CPU {:.2}) | comparison {:.4} ms (CPU {:.4}) | template {:.0} B | rejections {:?}",
         r.matcher,
         r.extraction_ms_mean,
         r.extraction_ms_p50,
         r.extraction_ms_p95,
+        r.extraction_cpu_ms_mean,
         r.comparison_ms_mean,
+        r.comparison_cpu_ms_mean,
         r.template_bytes_mean,
         r.rejections
     );

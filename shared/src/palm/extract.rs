@@ -133,6 +133,13 @@ impl Default for ExtractConfig {
     }
 }
 
+/// Sets OpenCV's internal worker threads (0 = its default). The lab sets 1 so that timings
+/// are per core and its own workers do not fight OpenCV's.
+pub fn set_opencv_threads(n: i32) -> Result<(), QualityError> {
+    opencv::core::set_num_threads(n)?;
+    Ok(())
+}
+
 /// Downscale factor of the quality gate.
 const SMALL: i32 = 4;
 
