@@ -188,7 +188,7 @@ pub enum Decision {
 impl DecisionPolicy {
     /// Calibrated by `palmline-lab eval` on 500 synthetic identities × 6 captures (1,247,500
     /// impostor comparisons, BENCHMARKS.md): the measured FMR ≤ 1e-4 threshold was 19
-    /// inliers (59 impostor scores ≥ 19, 142 ≥ 18); `accept` adds one count of margin. `grey`
+    /// inliers (64 impostor scores ≥ 19, 155 ≥ 18); `accept` adds one count of margin. `grey`
     /// is the FMR ≤ 1e-2 threshold (13). Recalibrate with
     /// [`DecisionPolicy::from_impostor_scores`] on real captures.
     pub const DEFAULT: DecisionPolicy = DecisionPolicy {
