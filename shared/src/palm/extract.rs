@@ -801,6 +801,31 @@ mod tests {
     }
 
     #[test]
+    fn rejects_a_hand_too_close() {
+        // A 3× enlargement of the palm's middle: the palm overflows the frame.
+        let f = synth::render(3, 2, 0);
+        let mut ex = extractor();
+        let r = ex.quality(&f.gray, f.width, f.height).unwrap();
+        let m = mat_from_gray(&f.gray, f.width, f.height).unwrap();
+        let (cw, ch) = (213, 160);
+        let x = (r.palm_center.0 as i32 - cw / 2).clamp(0, 640 - cw);
+        let y = (r.palm_center.1 as i32 - ch / 2).clamp(0, 480 - ch);
+        let crop = Mat::roi(&m, Rect::new(x, y, cw, ch)).unwrap();
+        let mut big = Mat::default();
+        imgproc::resize(
+            &crop,
+            &mut big,
+            Size::new(640, 480),
+            0.0,
+            0.0,
+            imgproc::INTER_LINEAR,
+        )
+        .unwrap();
+        let e = ex.extract(big.data_bytes().unwrap(), 640, 480).unwrap_err();
+        assert_eq!(e, QualityError::TooClose);
+    }
+
+    #[test]
     fn accepts_generated_palms_and_matches_genuine_above_impostor() {
         let mut ex = extractor();
         let a = synth::render(3, 1, 0);
