@@ -106,6 +106,9 @@ type Captures = Vec<(u64, Option<Template>)>;
 /// A probe: its palm's gallery position (None: not enrolled), template, (identity, sample).
 type Probe = (Option<usize>, Template, (u64, u64));
 
+/// Per probe: best palm (gallery position) and its score.
+type Ranked = Vec<(Option<usize>, f64)>;
+
 fn cache_path(cache: &Path, seed: u64, id: u64) -> PathBuf {
     cache.join(format!("s{seed}")).join(format!("{id:07}.tpl"))
 }
@@ -196,7 +199,7 @@ fn captures(a: &BenchIdentifyArgs, jobs: &[Job], what: &str) -> Result<Vec<Captu
                         };
                         *out[i].lock().unwrap() = Some(c);
                         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                        if n % 500 == 0 {
+                        if n.is_multiple_of(500) {
                             eprintln!(
                                 "  {what}: {n}/{} ({:.0} s)",
                                 jobs.len(),
@@ -553,7 +556,7 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
             None
         } else {
             Some(BufWriter::new(File::create(
-                &store_path.with_extension("tmp"),
+                store_path.with_extension("tmp"),
             )?))
         };
         let mut off = 0u64;
@@ -787,7 +790,7 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
                         );
                         *busy.lock().unwrap() += t.elapsed().as_secs_f64();
                         *out[i].lock().unwrap() = o;
-                        if j % 200 == 0 {
+                        if j.is_multiple_of(200) {
                             eprintln!(
                                 "  exhaustive {j}/{} ({:.0} s)",
                                 ix.len(),
@@ -999,7 +1002,7 @@ fn seed_baseline(
     ix: &[usize],
     gallery_ids: &[PalmId],
     enrolled_caps: &[Captures],
-) -> Result<(Vec<(Option<usize>, f64)>, f64)> {
+) -> Result<(Ranked, f64)> {
     let gallery_src = gallery_ids.iter().map(|&id| {
         let s = enrolled_caps[id as usize]
             .iter()
@@ -1022,7 +1025,7 @@ fn seed_baseline(
                         };
                         let f = Identity::new(a.data_seed, id).capture(sample);
                         *feats[j].lock().unwrap() = Some(extract_seed(&f.gray, f.width, f.height)?);
-                        if j % 500 == 0 {
+                        if j.is_multiple_of(500) {
                             eprintln!(
                                 "  seed features {j}/{} ({:.0} s)",
                                 wanted.len(),
