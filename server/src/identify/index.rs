@@ -81,6 +81,8 @@ pub struct HashIndex {
     dead: usize,
     /// Total postings, live and dead.
     postings: usize,
+    /// Scratch of `palm_buckets`: one byte per bucket, all zero between calls.
+    mark: Vec<u8>,
 }
 
 impl Default for HashIndex {
@@ -123,6 +125,7 @@ impl HashIndex {
             by_palm: HashMap::new(),
             dead: 0,
             postings: 0,
+            mark: Vec::new(),
         }
     }
 
@@ -147,42 +150,43 @@ impl HashIndex {
     }
 
     /// The buckets a palm is posted to from its templates, most stable first, capped.
-    fn palm_buckets(&self, templates: &[Template]) -> Vec<u32> {
-        // Every template's distinct buckets, then the number of templates holding each.
-        let mut all: Vec<u32> = Vec::new();
-        let mut one: Vec<u32> = Vec::new();
-        for t in templates {
-            one.clear();
+    fn palm_buckets(&mut self, templates: &[Template]) -> Vec<u32> {
+        // mark[b] bit i: bucket b holds a descriptor of template i (templates past the 8th
+        // share the last bit). One pass, no sorting; `mark` is all zero between calls.
+        let mut mark = std::mem::take(&mut self.mark);
+        mark.resize(self.buckets.len(), 0);
+        let mut touched: Vec<u32> = Vec::with_capacity(templates.len() * 400 * self.config.tables);
+        for (i, t) in templates.iter().enumerate() {
+            let bit = 1u8 << i.min(7);
             for d in t.descriptors() {
                 for tab in 0..self.config.tables {
-                    one.push(self.bucket(tab, self.key(tab, d)) as u32);
+                    let b = self.bucket(tab, self.key(tab, d));
+                    if mark[b] == 0 {
+                        touched.push(b as u32);
+                    }
+                    mark[b] |= bit;
                 }
             }
-            one.sort_unstable();
-            one.dedup();
-            all.extend_from_slice(&one);
         }
-        all.sort_unstable();
-        let mut support: Vec<(u32, u32)> = Vec::with_capacity(all.len());
-        for b in all {
-            match support.last_mut() {
-                Some((n, last)) if *last == b => *n += 1,
-                _ => support.push((1, b)),
-            }
-        }
-        // Most templates first, then by bucket number (deterministic).
+        // Most templates first, then in order of first occurrence (deterministic).
         let cap = self.config.max_postings_per_palm.min(u16::MAX as usize);
-        if support.len() <= cap {
-            return support.into_iter().map(|(_, b)| b).collect();
-        }
-        let mut out = Vec::with_capacity(cap);
-        for level in (1..=templates.len() as u32).rev() {
-            out.extend(support.iter().filter(|(n, _)| *n == level).map(|(_, b)| *b));
-            if out.len() >= cap {
-                break;
+        let out = if touched.len() <= cap {
+            touched.clone()
+        } else {
+            let mut out = Vec::with_capacity(cap);
+            for level in (1..=8u32).rev() {
+                out.extend(touched.iter().filter(|&&b| mark[b as usize].count_ones() == level));
+                if out.len() >= cap {
+                    break;
+                }
             }
+            out.truncate(cap);
+            out
+        };
+        for &b in &touched {
+            mark[b as usize] = 0;
         }
-        out.truncate(cap);
+        self.mark = mark;
         out
     }
 
@@ -390,7 +394,7 @@ impl CandidateIndex for HashIndex {
         // hashbrown: one control byte per bucket plus the (key, value) pair, ~8/7 load.
         let map = self.by_palm.capacity() * (size_of::<(PalmId, u32)>() + 1) * 8 / 7;
         let bits: usize = self.bits.iter().map(Vec::capacity).sum();
-        postings + bucket_headers + slots + map + bits
+        postings + bucket_headers + slots + map + bits + self.mark.capacity()
     }
 }
 
