@@ -175,7 +175,11 @@ impl HashIndex {
         } else {
             let mut out = Vec::with_capacity(cap);
             for level in (1..=8u32).rev() {
-                out.extend(touched.iter().filter(|&&b| mark[b as usize].count_ones() == level));
+                out.extend(
+                    touched
+                        .iter()
+                        .filter(|&&b| mark[b as usize].count_ones() == level),
+                );
                 if out.len() >= cap {
                     break;
                 }
