@@ -52,7 +52,12 @@ fn main() {
     // A real window with the software renderer, as on the device.
     std::env::set_var("SLINT_BACKEND", "winit-software");
     let env = common::start();
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/screenshots");
+    // The README's pictures are refreshed on request only; a plain test run writes to target/.
+    let out = if std::env::var_os("PALMLINE_UPDATE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/screenshots")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    };
     std::fs::create_dir_all(&out).unwrap();
     let cfg = env.backend.config.clone();
     let (camera, sim, _) = runtime::camera_from(&cfg).unwrap();
