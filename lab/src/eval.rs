@@ -62,6 +62,9 @@ pub struct EvalArgs {
     pub inlier_tol: Option<f32>,
     #[arg(long, hide = true)]
     pub max_keypoints: Option<usize>,
+    /// The images are palm ROI crops already (e.g. PolyU): skip hand detection and ROI.
+    #[arg(long)]
+    pub input_is_roi: bool,
 }
 
 struct Image {
@@ -217,6 +220,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     if let Some(k) = a.max_keypoints {
                         cfg.max_keypoints = k;
                     }
+                    cfg.input_is_roi = a.input_is_roi;
                     let mut ex = Extractor::new(cfg)?;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);

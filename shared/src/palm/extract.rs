@@ -112,6 +112,9 @@ pub struct ExtractConfig {
     /// Minimum sharpness: variance of the Laplacian on the half-resolution palm, relative
     /// to the palm's brightness (×1000).
     pub min_sharpness: f32,
+    /// The input is already a palm ROI (as in data sets that publish crops, e.g. PolyU): skip
+    /// the hand mask and ROI steps and use the whole image, resized to `roi_inner`.
+    pub input_is_roi: bool,
 }
 
 impl Default for ExtractConfig {
@@ -129,6 +132,7 @@ impl Default for ExtractConfig {
             min_radius: 0.09,
             max_radius: 0.46,
             min_sharpness: 1.0,
+            input_is_roi: false,
         }
     }
 }
@@ -265,10 +269,81 @@ impl Extractor {
         height: u32,
     ) -> Result<(Template, QualityReport), QualityError> {
         let frame = mat_from_gray(gray, width, height)?;
+        if self.config.input_is_roi {
+            let (roi, mask, report) = self.roi_from_crop(&frame)?;
+            let t = self.features(&roi, &mask)?;
+            return Ok((t, report));
+        }
         let gate = self.gate(&frame)?;
         let (roi, mask) = self.roi(&frame, &gate)?;
         let t = self.features(&roi, &mask)?;
         Ok((t, gate.report))
+    }
+
+    /// [`ExtractConfig::input_is_roi`]: the whole image is the palm.
+    fn roi_from_crop(&mut self, frame: &Mat) -> Result<(Mat, Mat, QualityReport), QualityError> {
+        let c = &self.config;
+        let inner = c.roi_inner as i32;
+        let m = c.roi_margin as i32;
+        let mut resized = Mat::default();
+        imgproc::resize(
+            frame,
+            &mut resized,
+            Size::new(inner, inner),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
+        let brightness = opencv::core::mean(&resized, &opencv::core::no_array())?[0] as f32;
+        if brightness < 30.0 {
+            return Err(QualityError::TooDark);
+        }
+        if brightness > 235.0 {
+            return Err(QualityError::TooBright);
+        }
+        let mut padded = Mat::default();
+        opencv::core::copy_make_border(
+            &resized,
+            &mut padded,
+            m,
+            m,
+            m,
+            m,
+            opencv::core::BORDER_REFLECT_101,
+            Scalar::all(0.0),
+        )?;
+        let mut smooth = Mat::default();
+        imgproc::gaussian_blur(
+            &padded,
+            &mut smooth,
+            Size::new(3, 3),
+            0.8,
+            0.8,
+            opencv::core::BORDER_REPLICATE,
+        )?;
+        let mut eq = Mat::default();
+        self.clahe.apply(&smooth, &mut eq)?;
+        let side = inner + 2 * m;
+        let mut mask = Mat::new_rows_cols_with_default(side, side, CV_8U, Scalar::all(0.0))?;
+        imgproc::rectangle(
+            &mut mask,
+            Rect::new(m, m, inner, inner),
+            Scalar::all(255.0),
+            imgproc::FILLED,
+            imgproc::LINE_8,
+            0,
+        )?;
+        let (w, h) = (frame.cols() as f32, frame.rows() as f32);
+        let report = QualityReport {
+            hand_fraction: 1.0,
+            brightness,
+            palm_center: (w / 2.0, h / 2.0),
+            palm_radius: w.min(h) / 2.0,
+            sharpness: f32::NAN,
+            rotation_deg: 0.0,
+            orientation: Orientation::Fallback,
+        };
+        Ok((eq, mask, report))
     }
 
     /// The normalised, contrast-equalised ROI as row-major bytes (side `inner + 2·margin`):
@@ -798,6 +873,33 @@ mod tests {
         }
         let e = extractor().extract(&frame, 640, 480).unwrap_err();
         assert_eq!(e, QualityError::TooFar);
+    }
+
+    #[test]
+    fn extracts_from_roi_crops_when_told_so() {
+        // Crops as a data set of ROIs would publish them: our own ROI images.
+        let mut ex = extractor();
+        let crop = |ex: &mut Extractor, id, sample| {
+            let f = synth::render(4, id, sample);
+            ex.roi_image(&f.gray, f.width, f.height).unwrap()
+        };
+        let (a, b, c) = (
+            crop(&mut ex, 1, 0),
+            crop(&mut ex, 1, 1),
+            crop(&mut ex, 2, 0),
+        );
+        let side = 208;
+        let mut roi_ex = Extractor::new(ExtractConfig {
+            input_is_roi: true,
+            ..ExtractConfig::default()
+        })
+        .unwrap();
+        let ta = roi_ex.extract(&a, side, side).unwrap();
+        let tb = roi_ex.extract(&b, side, side).unwrap();
+        let tc = roi_ex.extract(&c, side, side).unwrap();
+        let m = Matcher::default();
+        let (g, i) = (m.compare(&ta, &tb).score, m.compare(&ta, &tc).score);
+        assert!(g > i && g >= 20, "genuine {g} impostor {i}");
     }
 
     #[test]
