@@ -515,6 +515,34 @@ mod tests {
     }
 
     #[test]
+    fn multi_probe_finds_keys_one_bit_away() {
+        // 60 flipped bits of 256: exact 16-bit keys rarely survive, radius-1 probes do more.
+        let mut rng = Rng::new(8);
+        let config = HashIndexConfig {
+            probe_radius: 1,
+            ..small_config()
+        };
+        let mut index = HashIndex::new(config);
+        let mut exact = HashIndex::new(small_config());
+        let mut probes = Vec::new();
+        for i in 0..100 {
+            let base = random_template(&mut rng, 250);
+            let palm: Vec<Template> = (0..3).map(|_| recapture(&mut rng, &base, 30)).collect();
+            index.insert(i, &palm);
+            exact.insert(i, &palm);
+            probes.push(recapture(&mut rng, &base, 30));
+        }
+        let first = |ix: &HashIndex| {
+            (0..100)
+                .filter(|&i| ix.candidates(&probes[i], 1) == vec![i as PalmId])
+                .count()
+        };
+        let (multi, plain) = (first(&index), first(&exact));
+        assert!(multi >= 95, "{multi}");
+        assert!(multi >= plain, "{multi} < {plain}");
+    }
+
+    #[test]
     fn insert_replace_remove_are_consistent() {
         let (palms, probes) = gallery(3, 60);
         let mut index = HashIndex::new(small_config());
