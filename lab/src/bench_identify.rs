@@ -89,6 +89,9 @@ pub struct BenchIdentifyArgs {
     pub probe_radius: Option<u8>,
     #[arg(long)]
     pub no_normalise: bool,
+    /// Build the index with `insert` palm by palm (the trait's path) instead of `insert_many`.
+    #[arg(long)]
+    pub one_by_one: bool,
     /// Only measure retrieval (rank of the enrolled palm), skip verification.
     #[arg(long)]
     pub recall_only: bool,
@@ -621,12 +624,18 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
                 .map(|i| store.fetch(i))
                 .collect::<Result<_>>()?;
             let t = Instant::now();
-            index.insert_many(
-                chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(j, ts)| ((chunk_start + j) as PalmId, ts.as_slice())),
-            );
+            if a.one_by_one {
+                for (j, ts) in chunk.iter().enumerate() {
+                    index.insert((chunk_start + j) as PalmId, ts);
+                }
+            } else {
+                index.insert_many(
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(j, ts)| ((chunk_start + j) as PalmId, ts.as_slice())),
+                );
+            }
             build += t.elapsed().as_secs_f64();
         }
         let t = Instant::now();
@@ -989,6 +998,7 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         probe_radius: a.probe_radius,
         no_normalise: a.no_normalise,
         recall_only: a.recall_only,
+        one_by_one: a.one_by_one,
     }
 }
 
