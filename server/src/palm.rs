@@ -166,7 +166,7 @@ impl Default for PalmPolicy {
             accept: d.accept + 4,
             grey: d.grey,
             margin: 4,
-            shortlist: 32,
+            shortlist: 20,
             free_failures: 5,
         }
     }
