@@ -126,7 +126,7 @@ async fn register_deposit_login_pay_history_then_operator_views() {
     assert_eq!(refund.balance_after.amount_string(), "30.00");
     // A kiosk certificate cannot act as the operator.
     let as_kiosk = std::process::Command::new(&admin)
-        .args(&base)
+        .args(base)
         .args([
             "--cert",
             &format!("{d}/pki/kiosks/kiosk-1.pem"),
