@@ -6,7 +6,9 @@
 //! many transfers (group commit). Reads use a small pool of read-only connections on the
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
-use super::{Command, Idem, LedgerError, Outcome, SessionInfo, ShopperAuth, Store, StoredResult};
+use super::{
+    Command, Idem, KioskRef, LedgerError, Outcome, SessionInfo, ShopperAuth, Store, StoredResult,
+};
 use async_trait::async_trait;
 use palmline_shared::api::{
     AccountRow, AccountStatus, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage,
@@ -451,32 +453,17 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
                 return Err(LedgerError::AccountFrozen);
             }
             let (merchant, till) = merchant_accounts(c, &at.merchant, cur)?;
-            let (id, now, after) = post(
+            let legs = [(shopper.id, minor), (till, -minor)];
+            kiosk_movement(
                 c,
-                NewTx {
-                    kind: TxKind::Deposit,
-                    amount,
-                    shopper_id: shopper.id,
-                    other_id: merchant.id,
-                    merchant_id: Some(merchant.id),
-                    kiosk_id: Some(&at.kiosk_id),
-                    ref_tx_id: None,
-                    description: None,
-                    created_by: None,
-                },
-                &[(shopper.id, minor), (till, -minor)],
-            )?;
-            Ok(Outcome::Receipt(receipt(
-                id,
                 TxKind::Deposit,
                 amount,
-                after[0],
-                shopper.name,
-                Some(merchant.name),
+                shopper,
+                merchant,
+                at,
+                &legs,
                 None,
-                Some(at.kiosk_id),
-                now,
-            )))
+            )
         }
         Command::Withdrawal {
             at,
@@ -487,32 +474,17 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             let shopper = shopper_by_id(c, shopper_id)?;
             debitable(&shopper, minor)?;
             let (merchant, till) = merchant_accounts(c, &at.merchant, cur)?;
-            let (id, now, after) = post(
+            let legs = [(shopper.id, -minor), (till, minor)];
+            kiosk_movement(
                 c,
-                NewTx {
-                    kind: TxKind::Withdrawal,
-                    amount,
-                    shopper_id: shopper.id,
-                    other_id: merchant.id,
-                    merchant_id: Some(merchant.id),
-                    kiosk_id: Some(&at.kiosk_id),
-                    ref_tx_id: None,
-                    description: None,
-                    created_by: None,
-                },
-                &[(shopper.id, -minor), (till, minor)],
-            )?;
-            Ok(Outcome::Receipt(receipt(
-                id,
                 TxKind::Withdrawal,
                 amount,
-                after[0],
-                shopper.name,
-                Some(merchant.name),
+                shopper,
+                merchant,
+                at,
+                &legs,
                 None,
-                Some(at.kiosk_id),
-                now,
-            )))
+            )
         }
         Command::Payment {
             at,
@@ -527,32 +499,17 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             if merchant.frozen {
                 return Err(LedgerError::AccountFrozen);
             }
-            let (id, now, after) = post(
+            let legs = [(shopper.id, -minor), (merchant.id, minor)];
+            kiosk_movement(
                 c,
-                NewTx {
-                    kind: TxKind::Payment,
-                    amount,
-                    shopper_id: shopper.id,
-                    other_id: merchant.id,
-                    merchant_id: Some(merchant.id),
-                    kiosk_id: Some(&at.kiosk_id),
-                    ref_tx_id: None,
-                    description: description.as_deref(),
-                    created_by: None,
-                },
-                &[(shopper.id, -minor), (merchant.id, minor)],
-            )?;
-            Ok(Outcome::Receipt(receipt(
-                id,
                 TxKind::Payment,
                 amount,
-                after[0],
-                shopper.name,
-                Some(merchant.name),
-                None,
-                Some(at.kiosk_id),
-                now,
-            )))
+                shopper,
+                merchant,
+                at,
+                &legs,
+                description.as_deref(),
+            )
         }
         Command::Transfer {
             at,
@@ -797,6 +754,47 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             Ok(Outcome::Done)
         }
     }
+}
+
+/// A movement at a kiosk (deposit, withdrawal, payment): one transaction whose first leg is
+/// the shopper's, and its receipt.
+#[allow(clippy::too_many_arguments)]
+fn kiosk_movement(
+    c: &Connection,
+    kind: TxKind,
+    amount: Money,
+    shopper: Acct,
+    merchant: Acct,
+    at: KioskRef,
+    legs: &[(i64, i64)],
+    description: Option<&str>,
+) -> Result<Outcome, LedgerError> {
+    let (id, now, after) = post(
+        c,
+        NewTx {
+            kind,
+            amount,
+            shopper_id: shopper.id,
+            other_id: merchant.id,
+            merchant_id: Some(merchant.id),
+            kiosk_id: Some(&at.kiosk_id),
+            ref_tx_id: None,
+            description,
+            created_by: None,
+        },
+        legs,
+    )?;
+    Ok(Outcome::Receipt(receipt(
+        id,
+        kind,
+        amount,
+        after[0],
+        shopper.name,
+        Some(merchant.name),
+        None,
+        Some(at.kiosk_id),
+        now,
+    )))
 }
 
 #[allow(clippy::too_many_arguments)]
