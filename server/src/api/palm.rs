@@ -59,14 +59,14 @@ pub(super) async fn log_scan(
 }
 
 /// Identifies a probe for a payment or a login and applies the decision policy, with the
-/// PIN as step-up. Returns the shopper and the score; logs every attempt.
+/// PIN as step-up. Returns the shopper and whether the PIN was checked; logs every attempt.
 async fn identify_for(
     state: &SharedState,
     kiosk: &KioskRef,
     purpose: &str,
     template: &str,
     pin: Option<String>,
-) -> Result<(i64, u32), ApiError> {
+) -> Result<(i64, bool), ApiError> {
     let palm = &state.palm;
     if let Some(wait) = palm.slowed_down(&kiosk.kiosk_id) {
         log_scan(state, kiosk, purpose, ScanOutcome::RateLimited, None, None).await?;
@@ -158,7 +158,7 @@ async fn identify_for(
         Some(shopper),
     )
     .await?;
-    Ok((shopper, score.unwrap_or(0)))
+    Ok((shopper, decision == Verdict::StepUp))
 }
 
 /// `POST /v1/payments/palm`: identify and pay, one atomic outcome under the idempotency key.
@@ -180,9 +180,12 @@ pub async fn pay_by_palm(
     let st = state.clone();
     let outcome = idempotent(&state, idem, async move {
         let pin = req.pin.clone();
-        let (shopper, _) = identify_for(&st, &kiosk, "payment", &req.template, req.pin).await?;
-        // Above the PIN threshold a recognised palm still needs the PIN.
-        pin_check(&st, shopper, req.amount, pin).await?;
+        let (shopper, pin_checked) =
+            identify_for(&st, &kiosk, "payment", &req.template, req.pin).await?;
+        // Above the PIN threshold a recognised palm still needs the PIN (once is enough).
+        if !pin_checked {
+            pin_check(&st, shopper, req.amount, pin).await?;
+        }
         Ok(Command::Payment {
             at: kiosk,
             shopper_id: shopper,
