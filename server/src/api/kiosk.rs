@@ -119,13 +119,7 @@ pub async fn register(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(
-        &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
-        "POST /v1/shoppers",
-        "",
-        &body,
-    )?;
+    let idem = idempotency(&headers, &kiosk.scope(), "POST /v1/shoppers", "", &body)?;
     let req: RegisterShopper = parse_json(&body)?;
     if !auth::valid_username(&req.username) {
         return Err(ApiError::new(
@@ -309,13 +303,7 @@ pub async fn deposit(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(
-        &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
-        "POST /v1/deposits",
-        "",
-        &body,
-    )?;
+    let idem = idempotency(&headers, &kiosk.scope(), "POST /v1/deposits", "", &body)?;
     let req: DepositRequest = parse_json(&body)?;
     check_amount(&state, req.amount)?;
     let outcome = idempotent(&state, idem, async move {
@@ -341,13 +329,7 @@ async fn shopper_debit<R: serde::de::DeserializeOwned + Send + 'static>(
     money: impl Fn(&R) -> (Money, Option<String>),
     build: impl FnOnce(R, KioskRef, i64) -> Result<Command, ApiError> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(
-        &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
-        route,
-        &subject(&headers),
-        body,
-    )?;
+    let idem = idempotency(&headers, &kiosk.scope(), route, &subject(&headers), body)?;
     let req: R = parse_json(body)?;
     let (amount, pin) = money(&req);
     check_amount(&state, amount)?;

@@ -170,7 +170,7 @@ pub async fn pay_by_palm(
 ) -> Result<Response, ApiError> {
     let idem = idempotency(
         &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
+        &kiosk.scope(),
         "POST /v1/payments/palm",
         "",
         &body,
@@ -223,7 +223,7 @@ pub async fn enroll(
 ) -> Result<Response, ApiError> {
     let idem = idempotency(
         &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
+        &kiosk.scope(),
         "POST /v1/palms",
         &subject(&headers),
         &body,
@@ -310,7 +310,7 @@ pub async fn delete_mine(
 ) -> Result<Response, ApiError> {
     let idem = idempotency(
         &headers,
-        &format!("kiosk:{}", kiosk.kiosk_id),
+        &kiosk.scope(),
         "DELETE /v1/palms/me",
         &subject(&headers),
         b"",

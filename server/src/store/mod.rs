@@ -32,6 +32,13 @@ pub struct KioskRef {
     pub merchant: String,
 }
 
+impl KioskRef {
+    /// The idempotency scope of this kiosk's requests.
+    pub fn scope(&self) -> String {
+        format!("kiosk:{}", self.kiosk_id)
+    }
+}
+
 /// Every state change of the ledger.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Command {
