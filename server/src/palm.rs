@@ -206,18 +206,22 @@ impl PalmService {
         })
     }
 
-    /// Builds the index from every enrolled palm in the store. Returns the palm count.
+    /// Builds the index from every enrolled palm in the store, reading and decrypting them
+    /// a chunk at a time so that start-up memory stays bounded whatever the gallery size.
+    /// Returns the palm count.
     pub async fn load(&self, store: &dyn Store) -> Result<usize> {
-        let all = store.palm_templates(None).await?;
-        let n = all.len();
-        let mut index = self.index.write().expect("index lock poisoned");
-        for (account, sealed) in all {
-            let templates = self
-                .open_all(account, &sealed)
-                .with_context(|| format!("palm templates of account {account}"))?;
-            index.insert(account, &templates);
+        let owners = store.palm_owners().await?;
+        for chunk in owners.chunks(1024) {
+            let sealed = store.palm_templates(Some(chunk.to_vec())).await?;
+            let mut index = self.index.write().expect("index lock poisoned");
+            for (account, cts) in sealed {
+                let templates = self
+                    .open_all(account, &cts)
+                    .with_context(|| format!("palm templates of account {account}"))?;
+                index.insert(account, &templates);
+            }
         }
-        Ok(n)
+        Ok(owners.len())
     }
 
     pub fn open_all(&self, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {

@@ -251,6 +251,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         ids: Option<Vec<i64>>,
     ) -> Result<Vec<(i64, Vec<Vec<u8>>)>, LedgerError>;
+    /// Shoppers with an enrolled palm, ascending (to build the index in bounded chunks).
+    async fn palm_owners(&self) -> Result<Vec<i64>, LedgerError>;
     /// Sum of all cached balances (the double-entry invariant says zero).
     async fn total_balance(&self) -> Result<i64, LedgerError>;
     fn currency(&self) -> palmline_shared::Currency;

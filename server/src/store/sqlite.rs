@@ -1323,6 +1323,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn palm_owners(&self) -> Result<Vec<i64>, LedgerError> {
+        self.read(|c| {
+            c.prepare("SELECT DISTINCT account_id FROM palm_templates ORDER BY account_id")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(storage)
+        })
+        .await
+    }
+
     async fn total_balance(&self) -> Result<i64, LedgerError> {
         self.read(|c| {
             c.query_row("SELECT COALESCE(SUM(balance), 0) FROM accounts", [], |r| {
