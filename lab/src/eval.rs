@@ -62,9 +62,71 @@ pub struct EvalArgs {
     pub inlier_tol: Option<f32>,
     #[arg(long, hide = true)]
     pub max_keypoints: Option<usize>,
-    /// The images are palm ROI crops already (e.g. PolyU): skip hand detection and ROI.
-    #[arg(long)]
+    /// What the images show: whole hands (as a kiosk camera sees them), palm ROI crops as
+    /// some data sets publish them (PolyU, Tongji and IITD ROIs), or `auto`: decided once
+    /// for the whole folder from a sample of its images (see [`detect_input`]).
+    #[arg(long, value_enum, default_value_t = Input::Auto)]
+    pub input: Input,
+    /// Same as `--input roi` (kept for older command lines).
+    #[arg(long, hide = true)]
     pub input_is_roi: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Input {
+    Auto,
+    Hand,
+    Roi,
+}
+
+/// Decides whether a folder holds whole hands or ROI crops, from up to 16 images spread over
+/// it: crops when most are small (≤ 256 px on their longer side, the size ROI data sets
+/// publish) or when most fail the whole-hand gate because the palm fills the frame
+/// (`too_close`/`no_hand`) but extract as crops. One decision for the whole folder, so that
+/// enrollment and probes are always processed the same way. Returns the mode and why.
+pub fn detect_input(images: &[PathBuf]) -> Result<(Input, String)> {
+    let n = images.len().min(16);
+    if n == 0 {
+        return Ok((Input::Hand, "no images".into()));
+    }
+    let step = images.len() / n;
+    let mut hand = Extractor::new(ExtractConfig::default())?;
+    let mut roi = Extractor::new(ExtractConfig {
+        input_is_roi: true,
+        ..ExtractConfig::default()
+    })?;
+    let (mut small, mut fills) = (0, 0);
+    for path in images.iter().step_by(step.max(1)).take(n) {
+        let (gray, w, h) = load_gray(path)?;
+        if w.max(h) <= 256 {
+            small += 1;
+            continue;
+        }
+        if let Err(e) = hand.extract(&gray, w, h) {
+            if matches!(e.code(), "too_close" | "no_hand") && roi.extract(&gray, w, h).is_ok() {
+                fills += 1;
+            }
+        }
+    }
+    Ok(if 2 * small > n {
+        (
+            Input::Roi,
+            format!("{small} of {n} sample images are ROI-sized (≤ 256 px)"),
+        )
+    } else if 2 * (small + fills) > n {
+        (
+            Input::Roi,
+            format!("{fills} of {n} sample images are a palm filling the frame"),
+        )
+    } else {
+        (
+            Input::Hand,
+            format!(
+                "{} of {n} sample images look like whole hands",
+                n - small - fills
+            ),
+        )
+    })
 }
 
 struct Image {
@@ -174,6 +236,8 @@ struct Report {
 #[derive(Serialize)]
 struct Summary {
     images_dir: String,
+    /// "hand" or "roi": how the images were read (see `--input`).
+    input: String,
     images: usize,
     identities: usize,
     enroll_samples: usize,
@@ -196,6 +260,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let input = match (a.input, a.input_is_roi) {
+        (_, true) | (Input::Roi, _) => Input::Roi,
+        (Input::Hand, _) => Input::Hand,
+        (Input::Auto, false) => {
+            let paths: Vec<PathBuf> = images.iter().map(|i| i.path.clone()).collect();
+            let (mode, why) = detect_input(&paths)?;
+            eprintln!("input: {mode:?} (auto: {why}; force with --input hand|roi)");
+            mode
+        }
+    };
     // Parallelism is ours (one image per worker): OpenCV itself stays on one core, so that
     // times are per core.
     palmline_shared::palm::extract::set_opencv_threads(1)?;
@@ -220,7 +294,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     if let Some(k) = a.max_keypoints {
                         cfg.max_keypoints = k;
                     }
-                    cfg.input_is_roi = a.input_is_roi;
+                    cfg.input_is_roi = input == Input::Roi;
                     let mut ex = Extractor::new(cfg)?;
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -393,6 +467,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let summary = Summary {
         images_dir: a.images.display().to_string(),
+        input: format!("{input:?}").to_lowercase(),
         images: images.len(),
         identities: names.len(),
         enroll_samples: a.enroll_samples,

@@ -35,7 +35,7 @@ enum Command {
 struct RoiArgs {
     /// Images to inspect.
     images: Vec<std::path::PathBuf>,
-    /// Write each ROI as OUT/<stem>_roi.png.
+    /// Write each ROI as OUT/<stem>.png (same names: OUT is a data set of ROI crops).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
 }
@@ -60,7 +60,7 @@ fn roi(a: RoiArgs) -> Result<()> {
             std::fs::create_dir_all(out)?;
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("roi");
             image::save_buffer(
-                out.join(format!("{stem}_roi.png")),
+                out.join(format!("{stem}.png")),
                 &roi,
                 side,
                 side,

@@ -219,13 +219,7 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
             let old = palmline_server::palm::TemplateKey::load(&cfg.template_key)?;
             let new = palmline_server::palm::TemplateKey::load(&new_key)?;
-            let rt = tokio::runtime::Runtime::new()?;
-            let n = rt.block_on(palmline_server::palm::rekey(
-                &cli.data_dir,
-                cfg.api.currency,
-                &old,
-                &new,
-            ))?;
+            let n = palmline_server::palm::rekey(&cli.data_dir, &old, &new)?;
             println!(
                 "re-encrypted the templates of {n} palms from key {} to key {}; now install {} as {}",
                 old.id_hex(),

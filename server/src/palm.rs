@@ -361,32 +361,25 @@ impl PalmService {
     }
 }
 
-/// Re-encrypts every stored template from `old` to `new` in one transaction. Returns the
-/// number of palms. Run with the server stopped.
-pub async fn rekey(
-    data_dir: &Path,
-    currency: palmline_shared::Currency,
-    old: &TemplateKey,
-    new: &TemplateKey,
-) -> Result<usize> {
-    let store = crate::store::sqlite::open_in(data_dir, currency)?;
-    let all = store.palm_templates(None).await?;
-    let mut palms = Vec::with_capacity(all.len());
-    for (account, cts) in all {
-        let mut resealed = Vec::with_capacity(cts.len());
-        for (i, ct) in cts.iter().enumerate() {
+/// Re-encrypts every stored template from `old` to `new` in one transaction (a page at a
+/// time, see [`crate::store::sqlite::rekey_templates`]). Returns the number of palms. Run
+/// with the server stopped. A template that does not open with `old` aborts the whole
+/// rotation and changes nothing.
+pub fn rekey(data_dir: &Path, old: &TemplateKey, new: &TemplateKey) -> Result<usize> {
+    let db = data_dir.join("palmline.db");
+    if !db.exists() {
+        anyhow::bail!("no database at {}", db.display());
+    }
+    crate::store::sqlite::rekey_templates(
+        &db,
+        crate::store::sqlite::REKEY_PAGE,
+        |account, i, ct| {
             let plain = old.open(account, i, ct).with_context(|| {
                 format!("template {account}/{i} does not open with the current key")
             })?;
-            resealed.push(new.seal(account, i, &plain));
-        }
-        palms.push((account, resealed));
-    }
-    let n = palms.len();
-    store
-        .execute(None, crate::store::Command::RekeyPalms { palms })
-        .await?;
-    Ok(n)
+            Ok(new.seal(account, i, &plain))
+        },
+    )
 }
 
 #[cfg(test)]

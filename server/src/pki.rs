@@ -401,8 +401,14 @@ fn validity(days: i64) -> Result<(OffsetDateTime, OffsetDateTime)> {
 /// Reads the role from a verified client certificate (DER). `None` when the certificate
 /// carries no Palmline role (e.g. a server certificate).
 pub fn role_of(cert_der: &[u8]) -> Result<Option<Role>> {
+    identity_of(cert_der).map(|(_, role)| role)
+}
+
+/// The serial number (raw DER integer bytes, as in a CRL) and the role of a certificate.
+pub fn identity_of(cert_der: &[u8]) -> Result<(Vec<u8>, Option<Role>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| anyhow!("unparsable client certificate: {e}"))?;
+    let serial = cert.raw_serial().to_vec();
     let mut kiosk = None;
     let mut merchant = None;
     let mut admin = None;
@@ -423,11 +429,12 @@ pub fn role_of(cert_der: &[u8]) -> Result<Option<Role>> {
             }
         }
     }
-    Ok(match (kiosk, merchant, admin) {
+    let role = match (kiosk, merchant, admin) {
         (Some(kiosk_id), Some(merchant), None) => Some(Role::Kiosk { kiosk_id, merchant }),
         (None, None, Some(name)) => Some(Role::Admin { name }),
         _ => None,
-    })
+    };
+    Ok((serial, role))
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         "identification index built"
     );
     let state = AppState::new(store, cfg.api.clone(), palm);
+    state.set_revoked(crate::tls::revoked_serials(&cfg.tls.crl)?);
     let app = router(state.clone());
     let addr: SocketAddr = cfg
         .listen
@@ -74,7 +75,7 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         .await
         .context("the server did not start listening")?;
     let (tx, rx) = tokio::sync::watch::channel(0u64);
-    tokio::spawn(crl_reloader(cfg.tls.clone(), tls, tx));
+    tokio::spawn(crl_reloader(cfg.tls.clone(), tls, state.clone(), tx));
     Ok(Running {
         addr,
         handle,
@@ -91,6 +92,7 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
 async fn crl_reloader(
     paths: crate::tls::TlsPaths,
     tls: RustlsConfig,
+    state: Arc<AppState>,
     reloads: tokio::sync::watch::Sender<u64>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -106,9 +108,11 @@ async fn crl_reloader(
             continue;
         }
         last = now;
-        match server_config(&paths) {
-            Ok(c) => {
+        match server_config(&paths).and_then(|c| Ok((c, crate::tls::revoked_serials(&paths.crl)?)))
+        {
+            Ok((c, revoked)) => {
                 tls.reload_from_config(c);
+                state.set_revoked(revoked);
                 let n = *reloads.borrow() + 1;
                 let _ = reloads.send(n);
                 tracing::info!(reloads = n, "CRL and certificates reloaded");

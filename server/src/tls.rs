@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,6 +37,22 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(rustls_pemfile::crls(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Serial numbers (raw DER integer bytes) of every certificate the CRL file revokes. The
+/// handshake already refuses them; the API also checks every request against this set, so
+/// that a connection opened before a revocation cannot go on being used after it.
+pub fn revoked_serials(path: &Path) -> Result<HashSet<Vec<u8>>> {
+    let mut out = HashSet::new();
+    for crl in read_crls(path)? {
+        let (_, list) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| anyhow!("parsing the CRL {}: {e}", path.display()))?;
+        out.extend(
+            list.iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec()),
+        );
+    }
+    Ok(out)
 }
 
 /// Paths of the TLS material (defaults: the PKI layout under the data dir).

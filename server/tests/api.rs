@@ -79,8 +79,10 @@ async fn handshake_refuses_missing_foreign_expired_and_revoked_certificates() {
     );
 
     // A kiosk revoked while the server runs: refused once the CRL is reloaded.
+    // `kept` keeps its connection open across the revocation (keep-alive).
     let (c, k) = pki.kiosk_paths("kiosk-b");
-    let ok = attempt(t.client_for(&c, &k)).await.unwrap();
+    let kept = t.client_for(&c, &k);
+    let ok = attempt(kept.clone()).await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     let mut reloads = t.running.crl_reloads.clone();
     let seen = *reloads.borrow();
@@ -94,6 +96,15 @@ async fn handshake_refuses_missing_foreign_expired_and_revoked_certificates() {
     .await
     .expect("the CRL was not reloaded");
     assert!(attempt(t.client_for(&c, &k)).await.is_err());
+    // The connection opened before the revocation is still up, but every request on it is
+    // now refused by the API.
+    let late = attempt(kept)
+        .await
+        .expect("the kept-alive connection answers");
+    assert_eq!(late.status(), StatusCode::FORBIDDEN);
+    let v: Value = late.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "forbidden");
+    assert!(v["error"]["message"].as_str().unwrap().contains("revoked"));
 
     // Exactly one deposit got through: the one from the valid kiosk.
     let check = t.ledger().await;

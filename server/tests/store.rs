@@ -579,3 +579,72 @@ fn backup_is_a_consistent_copy() {
         assert_eq!(copy.wallet(a).await.unwrap().balance, eur(4_200));
     });
 }
+
+#[test]
+fn template_rekey_goes_page_by_page_and_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let rt = rt();
+    let expected: Vec<(i64, Vec<Vec<u8>>)> = rt.block_on(async {
+        let store = SqliteStore::open(&path, EUR).unwrap();
+        let mut palms = Vec::new();
+        for n in 0..5u8 {
+            let id = register(&store, &format!("shopper{n}")).await;
+            let cts: Vec<Vec<u8>> = (0..3u8).map(|i| vec![n, i, 0xAA, 0xBB]).collect();
+            store
+                .execute(
+                    None,
+                    Command::EnrollPalm {
+                        shopper_id: id,
+                        ciphertexts: cts.clone(),
+                    },
+                )
+                .await
+                .unwrap();
+            palms.push((id, cts));
+        }
+        palms
+    });
+    let stored = |path: &std::path::Path| {
+        let store = SqliteStore::open(path, EUR).unwrap();
+        rt.block_on(store.palm_templates(None)).unwrap()
+    };
+    assert_eq!(stored(&path), expected);
+
+    // A failure on the 8th of 15 rows (in the 4th page of 2) rolls back the pages before it.
+    let mut seen = 0;
+    let err = palmline_server::store::sqlite::rekey_templates(&path, 2, |_, _, ct| {
+        seen += 1;
+        anyhow::ensure!(seen < 8, "cannot open");
+        Ok(ct.iter().rev().copied().collect())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("cannot open"));
+    assert_eq!(stored(&path), expected, "nothing changed");
+
+    // Every row is visited exactly once, across page boundaries that split palms.
+    let mut visited = Vec::new();
+    let palms = palmline_server::store::sqlite::rekey_templates(&path, 2, |a, i, ct| {
+        visited.push((a, i));
+        Ok(ct.iter().rev().copied().collect())
+    })
+    .unwrap();
+    assert_eq!(palms, 5);
+    let want_rows: Vec<(i64, usize)> = expected
+        .iter()
+        .flat_map(|(a, cts)| (0..cts.len()).map(move |i| (*a, i)))
+        .collect();
+    assert_eq!(visited, want_rows);
+    let reversed: Vec<(i64, Vec<Vec<u8>>)> = expected
+        .iter()
+        .map(|(a, cts)| {
+            (
+                *a,
+                cts.iter()
+                    .map(|c| c.iter().rev().copied().collect())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(stored(&path), reversed);
+}

@@ -22,7 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
         p.exists(),
-        "{} not found: run `cargo build --workspace --bins` first (scripts/test does)",
+        "{} not found: run the tests with `cargo test --workspace` (scripts/test does), which builds it",
         p.display()
     );
     p

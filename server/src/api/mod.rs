@@ -15,7 +15,7 @@ mod palm;
 pub use error::ApiError;
 
 use crate::auth::HashCost;
-use crate::pki::{role_of, Role};
+use crate::pki::{identity_of, Role};
 use crate::store::{Idem, KioskRef, Store};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -67,6 +67,8 @@ pub struct AppState {
     pub palm: Arc<crate::palm::PalmService>,
     inflight: Mutex<HashSet<(String, String)>>,
     kiosk_seen: Mutex<HashMap<String, Instant>>,
+    /// Serials the current CRL revokes (see [`crate::tls::revoked_serials`]).
+    revoked: std::sync::RwLock<Arc<HashSet<Vec<u8>>>>,
     /// A hash to verify against when the username does not exist, so that a login for an
     /// unknown user costs the same time as one for a known user.
     dummy_hash: String,
@@ -85,8 +87,18 @@ impl AppState {
             palm,
             inflight: Mutex::new(HashSet::new()),
             kiosk_seen: Mutex::new(HashMap::new()),
+            revoked: Default::default(),
             dummy_hash,
         })
+    }
+
+    /// Replaces the set of revoked certificate serials (at start-up and on each CRL reload).
+    pub fn set_revoked(&self, serials: HashSet<Vec<u8>>) {
+        *self.revoked.write().expect("poisoned") = Arc::new(serials);
+    }
+
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked.read().expect("poisoned").contains(serial)
     }
 }
 
@@ -133,7 +145,7 @@ pub enum Caller {
     Admin(String),
 }
 
-fn caller_from_parts(parts: &Parts) -> Result<Caller, ApiError> {
+fn caller_from_parts(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let Some(Extension(info)) = parts
         .extensions
         .get::<Arc<axum_server::tls::TlsInfo>>()
@@ -149,11 +161,25 @@ fn caller_from_parts(parts: &Parts) -> Result<Caller, ApiError> {
         .peer_certificates
         .first()
         .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "a client certificate is required"))?;
-    match role_of(leaf) {
-        Ok(Some(Role::Kiosk { kiosk_id, merchant })) => {
+    let Ok((serial, role)) = identity_of(leaf) else {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "unreadable client certificate",
+        ));
+    };
+    // The handshake refuses revoked certificates; this catches a connection that was opened
+    // before the revocation and kept alive.
+    if state.is_revoked(&serial) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this client certificate has been revoked",
+        ));
+    }
+    match role {
+        Some(Role::Kiosk { kiosk_id, merchant }) => {
             Ok(Caller::Kiosk(KioskRef { kiosk_id, merchant }))
         }
-        Ok(Some(Role::Admin { name })) => Ok(Caller::Admin(name)),
+        Some(Role::Admin { name }) => Ok(Caller::Admin(name)),
         _ => Err(ApiError::new(
             ErrorCode::Forbidden,
             "the client certificate carries no Palmline role",
@@ -166,8 +192,8 @@ pub struct AnyCaller(pub Caller);
 
 impl FromRequestParts<SharedState> for AnyCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &SharedState) -> Result<Self, ApiError> {
-        caller_from_parts(parts).map(AnyCaller)
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        caller_from_parts(parts, state).map(AnyCaller)
     }
 }
 
@@ -177,7 +203,7 @@ pub struct KioskCaller(pub KioskRef);
 impl FromRequestParts<SharedState> for KioskCaller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
-        match caller_from_parts(parts)? {
+        match caller_from_parts(parts, state)? {
             Caller::Kiosk(k) => {
                 let due = {
                     let mut seen = state.kiosk_seen.lock().expect("poisoned");
@@ -212,8 +238,8 @@ pub struct AdminCaller(pub String);
 
 impl FromRequestParts<SharedState> for AdminCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &SharedState) -> Result<Self, ApiError> {
-        match caller_from_parts(parts)? {
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, ApiError> {
+        match caller_from_parts(parts, state)? {
             Caller::Admin(a) => Ok(AdminCaller(a)),
             Caller::Kiosk(_) => Err(ApiError::new(
                 ErrorCode::Forbidden,

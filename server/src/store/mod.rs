@@ -104,10 +104,6 @@ pub enum Command {
         shopper_id: i64,
         ciphertexts: Vec<Vec<u8>>,
     },
-    /// Replaces every stored ciphertext at once (template key rotation): all or nothing.
-    RekeyPalms {
-        palms: Vec<(i64, Vec<Vec<u8>>)>,
-    },
     /// Deletes a shopper's palm (a shopper's right; also an operator action).
     DeletePalm {
         shopper_id: i64,

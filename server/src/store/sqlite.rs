@@ -709,27 +709,6 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             }
             Ok(Outcome::Done)
         }
-        Command::RekeyPalms { palms } => {
-            let mut stmt = c
-                .prepare(
-                    "UPDATE palm_templates SET ciphertext = ?3 WHERE account_id = ?1 AND idx = ?2",
-                )
-                .map_err(storage)?;
-            for (account, cts) in palms {
-                for (i, ct) in cts.iter().enumerate() {
-                    if stmt
-                        .execute(params![account, i as i64, ct])
-                        .map_err(storage)?
-                        != 1
-                    {
-                        return Err(LedgerError::Storage(format!(
-                            "palm template {account}/{i} vanished during rekey"
-                        )));
-                    }
-                }
-            }
-            Ok(Outcome::Done)
-        }
         Command::DeletePalm { shopper_id } => {
             shopper_by_id(c, shopper_id)?;
             c.execute(
@@ -1388,6 +1367,54 @@ pub fn backup(db: &Path, out: &Path) -> Result<(), LedgerError> {
     conn.execute("VACUUM INTO ?1", [target]).map_err(storage)?;
     Ok(())
 }
+
+/// Re-encrypts every stored palm template (template key rotation) in one all-or-nothing
+/// transaction, reading and rewriting a page of `page_rows` rows at a time so that memory
+/// stays bounded whatever the gallery size. `f` maps (account, index, ciphertext) to the new
+/// ciphertext; its first error rolls everything back. Returns the number of palms. Meant for
+/// a stopped server (it holds the write lock until it commits).
+pub fn rekey_templates(
+    db: &Path,
+    page_rows: usize,
+    mut f: impl FnMut(i64, usize, &[u8]) -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<usize> {
+    let mut conn = open(db, false)?;
+    migrate(&mut conn)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut palms = 0usize;
+    let mut after = (i64::MIN, -1i64);
+    loop {
+        let page: Vec<(i64, i64, Vec<u8>)> = tx
+            .prepare_cached(
+                "SELECT account_id, idx, ciphertext FROM palm_templates \
+                 WHERE (account_id, idx) > (?1, ?2) ORDER BY account_id, idx LIMIT ?3",
+            )?
+            .query_map(params![after.0, after.1, page_rows.max(1) as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some(&(last_account, last_idx, _)) = page.last() else {
+            break;
+        };
+        let mut update = tx.prepare_cached(
+            "UPDATE palm_templates SET ciphertext = ?3 WHERE account_id = ?1 AND idx = ?2",
+        )?;
+        for (account, idx, ct) in &page {
+            if *account != after.0 {
+                palms += 1;
+                after.0 = *account;
+            }
+            let sealed = f(*account, *idx as usize, ct)?;
+            update.execute(params![account, idx, sealed])?;
+        }
+        after = (last_account, last_idx);
+    }
+    tx.commit()?;
+    Ok(palms)
+}
+
+/// Rows per page of [`rekey_templates`] in `palmline-server templates rekey`.
+pub const REKEY_PAGE: usize = 1024;
 
 /// Opens the store a server uses for `data_dir`.
 pub fn open_in(data_dir: &Path, currency: Currency) -> Result<SqliteStore, LedgerError> {
