@@ -38,12 +38,17 @@ struct RoiArgs {
     /// Write each ROI as OUT/<stem>.png (same names: OUT is a data set of ROI crops).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Write only the keypoint area (the inner square, inside the palm), as ROI data sets
+    /// publish crops; without it the ROI keeps its margin, which can show the hand's outline.
+    #[arg(long)]
+    inner: bool,
 }
 
 fn roi(a: RoiArgs) -> Result<()> {
     use palmline_shared::palm::extract::{ExtractConfig, Extractor};
     let mut ex = Extractor::new(ExtractConfig::default())?;
-    let side = ex.config().roi_inner as u32 + 2 * ex.config().roi_margin as u32;
+    let (inner, margin) = (ex.config().roi_inner as u32, ex.config().roi_margin as u32);
+    let side = inner + 2 * margin;
     for p in &a.images {
         let g = image::open(p)?.to_luma8();
         let (w, h) = g.dimensions();
@@ -59,13 +64,12 @@ fn roi(a: RoiArgs) -> Result<()> {
         if let (Some(out), Ok(roi)) = (&a.out, ex.roi_image(g.as_raw(), w, h)) {
             std::fs::create_dir_all(out)?;
             let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("roi");
-            image::save_buffer(
-                out.join(format!("{stem}.png")),
-                &roi,
-                side,
-                side,
-                image::ExtendedColorType::L8,
-            )?;
+            let mut img = image::GrayImage::from_raw(side, side, roi)
+                .ok_or_else(|| anyhow::anyhow!("ROI of unexpected size"))?;
+            if a.inner {
+                img = image::imageops::crop_imm(&img, margin, margin, inner, inner).to_image();
+            }
+            img.save(out.join(format!("{stem}.png")))?;
         }
     }
     Ok(())

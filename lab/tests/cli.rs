@@ -85,6 +85,16 @@ fn synth_eval_roi_crops_and_eval_again() {
     lab(&args);
     let img = image::open(rois.join("00000_00.png")).unwrap();
     assert_eq!((img.width(), img.height()), (208, 208));
+    // `--inner`: only the keypoint area, the middle of the full ROI.
+    let inner = tmp.path().join("inner");
+    args[2] = inner.to_str().unwrap();
+    args.insert(3, "--inner");
+    lab(&args);
+    let small = image::open(inner.join("00000_00.png")).unwrap().to_luma8();
+    assert_eq!(small.dimensions(), (160, 160));
+    let full = img.to_luma8();
+    assert_eq!(small.get_pixel(0, 0), full.get_pixel(24, 24));
+    assert_eq!(small.get_pixel(159, 80), full.get_pixel(183, 104));
 
     // Recognised as crops without being told, and still separating genuine from impostor.
     let (v, stderr) = eval(&rois, &tmp.path().join("rois.json"), &[]);
