@@ -10,6 +10,34 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// A proxy in front of the server that drops the first response, and a kiosk client that
+/// goes through it (by IP: the server certificate names 127.0.0.1), retrying twice.
+fn lossy(cfg: &palmline_kiosk::config::Config) -> (common::LossyProxy, ApiClient) {
+    let upstream: SocketAddr = cfg
+        .server
+        .url
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let proxy = common::LossyProxy::start(upstream, 1);
+    let client = ApiClient::new(
+        &format!("https://{}", proxy.addr),
+        &TlsFiles {
+            ca: &cfg.server.ca,
+            cert: &cfg.server.cert,
+            key: &cfg.server.key,
+        },
+        Timeouts {
+            request: Duration::from_millis(1500),
+            connect: Duration::from_secs(2),
+            retries: 2,
+            backoff: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    (proxy, client)
+}
+
 #[test]
 fn lost_payment_response_is_retried_and_charged_once() {
     let env = common::start();
@@ -35,29 +63,7 @@ fn lost_payment_response_is_retried_and_charged_once() {
     };
     let before = balance(&env.client);
 
-    let upstream: SocketAddr = cfg
-        .server
-        .url
-        .trim_start_matches("https://")
-        .parse()
-        .unwrap();
-    let proxy = common::LossyProxy::start(upstream, 1);
-    // Through the proxy, by IP (the server certificate names 127.0.0.1).
-    let lossy_client = ApiClient::new(
-        &format!("https://{}", proxy.addr),
-        &TlsFiles {
-            ca: &cfg.server.ca,
-            cert: &cfg.server.cert,
-            key: &cfg.server.key,
-        },
-        Timeouts {
-            request: Duration::from_millis(1500),
-            connect: Duration::from_secs(2),
-            retries: 2,
-            backoff: Duration::from_millis(100),
-        },
-    )
-    .unwrap();
+    let (proxy, lossy_client) = lossy(cfg);
     let amount = Money::parse("7.25", before.currency()).unwrap();
     let pay = ApiCall::Pay {
         key: "pay-lost-once".into(),
@@ -192,28 +198,7 @@ fn lost_palm_payment_response_is_retried_and_charged_once() {
         other => panic!("{other:?}"),
     };
     let before = balance(&env.client);
-    let upstream: SocketAddr = cfg
-        .server
-        .url
-        .trim_start_matches("https://")
-        .parse()
-        .unwrap();
-    let proxy = common::LossyProxy::start(upstream, 1);
-    let lossy_client = ApiClient::new(
-        &format!("https://{}", proxy.addr),
-        &TlsFiles {
-            ca: &cfg.server.ca,
-            cert: &cfg.server.cert,
-            key: &cfg.server.key,
-        },
-        Timeouts {
-            request: Duration::from_millis(1500),
-            connect: Duration::from_secs(2),
-            retries: 2,
-            backoff: Duration::from_millis(100),
-        },
-    )
-    .unwrap();
+    let (proxy, lossy_client) = lossy(cfg);
     let amount = Money::parse("3.10", before.currency()).unwrap();
     let pay = ApiCall::PalmPay {
         key: "palm-pay-lost-once".into(),

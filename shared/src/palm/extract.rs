@@ -312,17 +312,7 @@ impl Extractor {
             opencv::core::BORDER_REFLECT_101,
             Scalar::all(0.0),
         )?;
-        let mut smooth = Mat::default();
-        imgproc::gaussian_blur(
-            &padded,
-            &mut smooth,
-            Size::new(3, 3),
-            0.8,
-            0.8,
-            opencv::core::BORDER_REPLICATE,
-        )?;
-        let mut eq = Mat::default();
-        self.clahe.apply(&smooth, &mut eq)?;
+        let eq = self.normalise(&padded)?;
         let side = inner + 2 * m;
         let mut mask = Mat::new_rows_cols_with_default(side, side, CV_8U, Scalar::all(0.0))?;
         imgproc::rectangle(
@@ -632,9 +622,15 @@ impl Extractor {
             let mut dst = Mat::roi_mut(&mut mask, inner)?;
             src.copy_to(&mut dst)?;
         }
+        Ok((self.normalise(&warped)?, mask))
+    }
+
+    /// Contrast normalisation of a ROI, the same whatever it was cut from: Gaussian 3×3
+    /// against sensor noise, then CLAHE.
+    fn normalise(&mut self, roi: &Mat) -> Result<Mat, QualityError> {
         let mut smooth = Mat::default();
         imgproc::gaussian_blur(
-            &warped,
+            roi,
             &mut smooth,
             Size::new(3, 3),
             0.8,
@@ -643,7 +639,7 @@ impl Extractor {
         )?;
         let mut eq = Mat::default();
         self.clahe.apply(&smooth, &mut eq)?;
-        Ok((eq, mask))
+        Ok(eq)
     }
 
     fn features(&mut self, roi: &Mat, mask: &Mat) -> Result<Template, QualityError> {
