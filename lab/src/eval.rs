@@ -199,29 +199,47 @@ struct Extracted {
     seed_cpu_ms: f64,
 }
 
-#[derive(Serialize)]
-struct FnmrRow {
-    target_fmr: f64,
-    threshold: f64,
-    fmr: f64,
-    fnmr: f64,
-    too_few_impostors: bool,
+#[derive(Serialize, Clone)]
+pub struct FnmrRow {
+    pub target_fmr: f64,
+    pub threshold: f64,
+    pub fmr: f64,
+    pub fnmr: f64,
+    pub too_few_impostors: bool,
+}
+
+/// Error rates of one set of genuine scores against the impostor scores.
+#[derive(Serialize, Clone)]
+pub struct Accuracy {
+    pub eer: f64,
+    pub fnmr_at_fmr: Vec<FnmrRow>,
+    /// At the matcher's own fixed threshold (seed: 0.3).
+    pub fixed_threshold: Option<FnmrRow>,
 }
 
 #[derive(Serialize)]
-struct Report {
-    matcher: String,
-    genuine_comparisons: usize,
-    impostor_comparisons: usize,
-    eer: f64,
-    fnmr_at_fmr: Vec<FnmrRow>,
-    /// At the matcher's own fixed threshold (seed: 0.3).
-    fixed_threshold: Option<FnmrRow>,
-    failure_to_enroll: f64,
-    failure_to_acquire: f64,
-    rejections: BTreeMap<String, usize>,
-    rank1: f64,
-    rank1_probes: usize,
+pub struct Report {
+    pub matcher: String,
+    /// Every probe image of every identity: each is one genuine attempt.
+    pub genuine_attempts: usize,
+    /// Attempts with no score (probe not acquired, or its palm not enrolled).
+    pub failed_attempts: usize,
+    pub genuine_comparisons: usize,
+    pub impostor_comparisons: usize,
+    /// Headline figures: a failed attempt counts as a non-match (FTE and FTA included).
+    pub eer: f64,
+    pub fnmr_at_fmr: Vec<FnmrRow>,
+    pub fixed_threshold: Option<FnmrRow>,
+    /// The same on acquired attempts only (the matcher alone).
+    pub acquired: Accuracy,
+    pub failure_to_enroll: f64,
+    pub failure_to_acquire: f64,
+    pub rejections: BTreeMap<String, usize>,
+    /// Closed-set rank-1 over acquired probes of enrolled palms.
+    pub rank1: f64,
+    pub rank1_probes: usize,
+    /// Rank-1 over every genuine attempt (a failed one is a miss).
+    pub rank1_all: f64,
     extraction_ms_mean: f64,
     extraction_ms_p50: f64,
     extraction_ms_p95: f64,
@@ -234,15 +252,15 @@ struct Report {
 }
 
 #[derive(Serialize)]
-struct Summary {
-    images_dir: String,
+pub struct Summary {
+    pub images_dir: String,
     /// "hand" or "roi": how the images were read (see `--input`).
-    input: String,
-    images: usize,
-    identities: usize,
-    enroll_samples: usize,
-    threads: usize,
-    reports: Vec<Report>,
+    pub input: String,
+    pub images: usize,
+    pub identities: usize,
+    pub enroll_samples: usize,
+    pub threads: usize,
+    pub reports: Vec<Report>,
 }
 
 struct Outcome {
@@ -252,7 +270,34 @@ struct Outcome {
     report: Report,
 }
 
+/// What one evaluation gives: the summary (as written to `--json`) and, per matcher, the
+/// genuine scores (failed attempts as −∞) and the impostor scores.
+pub struct Evaluation {
+    pub summary: Summary,
+    pub curves: Vec<(&'static str, Vec<f64>, Vec<f64>)>,
+}
+
 pub fn run(a: EvalArgs) -> Result<()> {
+    let e = evaluate(&a)?;
+    for r in &e.summary.reports {
+        print_report(r);
+    }
+    if let Some(plot) = &a.plot {
+        let curves: Vec<_> = e
+            .curves
+            .iter()
+            .map(|(n, g, i)| (*n, &g[..], &i[..]))
+            .collect();
+        crate::plot::det_plot(plot, &curves)?;
+        eprintln!("DET plot: {}", plot.display());
+    }
+    std::fs::write(&a.json, serde_json::to_string_pretty(&e.summary)?)
+        .with_context(|| format!("writing {}", a.json.display()))?;
+    Ok(())
+}
+
+/// Extracts every image, compares every probe with every enrolled palm, for each matcher.
+pub fn evaluate(a: &EvalArgs) -> Result<Evaluation> {
     let (images, names) = list_images(&a.images, a.limit_identities)?;
     if images.is_empty() {
         bail!("no ID_SAMPLE.ext images in {}", a.images.display());
@@ -452,19 +497,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     csv.into_inner().unwrap().flush()?;
 
-    for o in &outcomes {
-        print_report(&o.report);
-    }
-    if let Some(plot) = &a.plot {
-        crate::plot::det_plot(
-            plot,
-            &outcomes
-                .iter()
-                .map(|o| (o.name, &o.genuine[..], &o.impostor[..]))
-                .collect::<Vec<_>>(),
-        )?;
-        eprintln!("DET plot: {}", plot.display());
-    }
+    let curves = outcomes
+        .iter()
+        .map(|o| (o.name, o.genuine.clone(), o.impostor.clone()))
+        .collect();
     let summary = Summary {
         images_dir: a.images.display().to_string(),
         input: format!("{input:?}").to_lowercase(),
@@ -474,9 +510,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         threads,
         reports: outcomes.into_iter().map(|o| o.report).collect(),
     };
-    std::fs::write(&a.json, serde_json::to_string_pretty(&summary)?)
-        .with_context(|| format!("writing {}", a.json.display()))?;
-    Ok(())
+    Ok(Evaluation { summary, curves })
 }
 
 /// CPU time of the calling thread, seconds: unlike wall time, it does not count the time
@@ -504,6 +538,9 @@ struct Compared {
     name: &'static str,
     genuine: Vec<f64>,
     impostor: Vec<f64>,
+    /// Genuine attempts that produced no score: the probe was not acquired or its identity
+    /// not enrolled.
+    failed_genuine: usize,
     rank1_hits: usize,
     rank1_probes: usize,
     comparisons: usize,
@@ -530,6 +567,7 @@ fn compare_all<'a, T: Sync + 'a, G: Sync>(
         name,
         genuine: Vec::new(),
         impostor: Vec::new(),
+        failed_genuine: 0,
         rank1_hits: 0,
         rank1_probes: 0,
         comparisons: 0,
@@ -553,20 +591,16 @@ fn compare_all<'a, T: Sync + 'a, G: Sync>(
                         let probe_name =
                             img.path.file_name().and_then(|s| s.to_str()).unwrap_or("?");
                         out.clear();
-                        if gallery[img.identity].is_empty() {
-                            // Failure to enroll: this identity's probes are not compared.
-                            bar.inc(1);
-                            continue;
-                        }
+                        let own_enrolled = !gallery[img.identity].is_empty();
                         let Some(t) = probe_of(p) else {
-                            for &g in &enrolled {
-                                out.push_str(&format!(
-                                    "{name},{probe_name},{},,{}\n",
-                                    names[g],
-                                    (g == img.identity) as u8
-                                ));
-                            }
+                            // Failure to acquire: a genuine attempt that failed, one row with
+                            // an empty score (an unacquired probe cannot be an impostor).
+                            out.push_str(&format!(
+                                "{name},{probe_name},{},,1\n",
+                                names[img.identity]
+                            ));
                             csv.lock().unwrap().write_all(out.as_bytes())?;
+                            acc.lock().unwrap().failed_genuine += 1;
                             bar.inc(1);
                             continue;
                         };
@@ -578,14 +612,21 @@ fn compare_all<'a, T: Sync + 'a, G: Sync>(
                         let cpu = thread_cpu() - c0;
                         let mut gen = Vec::new();
                         let mut imp = Vec::new();
-                        let own = enrolled.iter().position(|&g| g == img.identity).unwrap();
-                        let own_score = scores[own];
+                        let own = enrolled.iter().position(|&g| g == img.identity);
+                        let own_score = own.map(|o| scores[o]);
                         let best_other = scores
                             .iter()
                             .enumerate()
-                            .filter(|&(i, _)| i != own)
+                            .filter(|&(i, _)| Some(i) != own)
                             .map(|(_, &s)| s)
                             .fold(f64::NEG_INFINITY, f64::max);
+                        if !own_enrolled {
+                            // Failure to enroll: the attempt fails, its row has no score.
+                            out.push_str(&format!(
+                                "{name},{probe_name},{},,1\n",
+                                names[img.identity]
+                            ));
+                        }
                         for (i, &g) in enrolled.iter().enumerate() {
                             let genuine = g == img.identity;
                             if genuine {
@@ -602,8 +643,11 @@ fn compare_all<'a, T: Sync + 'a, G: Sync>(
                         let mut a = acc.lock().unwrap();
                         a.genuine.extend(gen);
                         a.impostor.extend(imp);
-                        a.rank1_probes += 1;
-                        a.rank1_hits += (own_score > best_other) as usize;
+                        a.failed_genuine += (!own_enrolled) as usize;
+                        if let Some(own_score) = own_score {
+                            a.rank1_probes += 1;
+                            a.rank1_hits += (own_score > best_other) as usize;
+                        }
                         a.comparisons += scores.len();
                         a.compare_secs += secs;
                         a.compare_cpu_secs += cpu;
@@ -652,47 +696,29 @@ fn finish(
     times.sort_by(|a, b| a.total_cmp(b));
     let q = |f: f64| times[((times.len() - 1) as f64 * f) as usize];
     let okb: Vec<usize> = extracted.iter().filter(|e| ok(e)).map(&bytes).collect();
-    let row = |p: OperatingPoint, target: f64, few: bool| FnmrRow {
-        target_fmr: target,
-        threshold: p.threshold,
-        fmr: p.fmr,
-        fnmr: p.fnmr,
-        too_few_impostors: few,
-    };
-    let fnmr_at_fmr = [1e-2, 1e-3, 1e-4]
+    let with_failures: Vec<f64> = c
+        .genuine
         .iter()
-        .map(|&f| {
-            let r = metrics::fnmr_at_fmr(&c.genuine, &c.impostor, f);
-            row(r.point, f, r.too_few_impostors)
-        })
+        .copied()
+        .chain(std::iter::repeat_n(f64::NEG_INFINITY, c.failed_genuine))
         .collect();
-    let fixed_threshold = fixed.map(|t| {
-        let fmr =
-            c.impostor.iter().filter(|&&s| s >= t).count() as f64 / c.impostor.len().max(1) as f64;
-        let fnmr =
-            c.genuine.iter().filter(|&&s| s < t).count() as f64 / c.genuine.len().max(1) as f64;
-        row(
-            OperatingPoint {
-                threshold: t,
-                fmr,
-                fnmr,
-            },
-            f64::NAN,
-            false,
-        )
-    });
+    let all = accuracy(&with_failures, &c.impostor, fixed);
     let report = Report {
         matcher: c.name.to_string(),
+        genuine_attempts: with_failures.len(),
+        failed_attempts: c.failed_genuine,
         genuine_comparisons: c.genuine.len(),
         impostor_comparisons: c.impostor.len(),
-        eer: metrics::eer(&c.genuine, &c.impostor),
-        fnmr_at_fmr,
-        fixed_threshold,
+        eer: all.eer,
+        fnmr_at_fmr: all.fnmr_at_fmr,
+        fixed_threshold: all.fixed_threshold,
+        acquired: accuracy(&c.genuine, &c.impostor, fixed),
         failure_to_enroll: fte,
         failure_to_acquire: fta,
         rejections,
         rank1: c.rank1_hits as f64 / c.rank1_probes.max(1) as f64,
         rank1_probes: c.rank1_probes,
+        rank1_all: c.rank1_hits as f64 / with_failures.len().max(1) as f64,
         extraction_ms_mean: times.iter().sum::<f64>() / times.len() as f64,
         extraction_ms_p50: q(0.5),
         extraction_ms_p95: q(0.95),
@@ -704,45 +730,77 @@ fn finish(
     };
     Outcome {
         name: c.name,
-        genuine: c.genuine,
+        genuine: with_failures,
         impostor: c.impostor,
         report,
     }
 }
 
+/// EER, FNMR at FMR 1e-2/1e-3/1e-4 and at a fixed threshold.
+fn accuracy(genuine: &[f64], impostor: &[f64], fixed: Option<f64>) -> Accuracy {
+    let row = |p: OperatingPoint, target: f64, few: bool| FnmrRow {
+        target_fmr: target,
+        threshold: p.threshold,
+        fmr: p.fmr,
+        fnmr: p.fnmr,
+        too_few_impostors: few,
+    };
+    let fnmr_at_fmr = [1e-2, 1e-3, 1e-4]
+        .iter()
+        .map(|&f| {
+            let r = metrics::fnmr_at_fmr(genuine, impostor, f);
+            row(r.point, f, r.too_few_impostors)
+        })
+        .collect();
+    let fixed_threshold = fixed.map(|t| {
+        let fmr =
+            impostor.iter().filter(|&&s| s >= t).count() as f64 / impostor.len().max(1) as f64;
+        let fnmr = genuine.iter().filter(|&&s| s < t).count() as f64 / genuine.len().max(1) as f64;
+        row(
+            OperatingPoint {
+                threshold: t,
+                fmr,
+                fnmr,
+            },
+            f64::NAN,
+            false,
+        )
+    });
+    Accuracy {
+        eer: metrics::eer(genuine, impostor),
+        fnmr_at_fmr,
+        fixed_threshold,
+    }
+}
+
 fn print_report(r: &Report) {
     println!(
-        "[{}] genuine {} impostor {} | EER {:.4} | FTE {:.4} FTA {:.4} | rank-1 {:.4} ({} probes)",
+        "[{}] {} genuine attempts ({} failed: FTE {:.4}, FTA {:.4}), {} impostor comparisons | rank-1 {:.4} of acquired ({} probes), {:.4} of all",
         r.matcher,
-        r.genuine_comparisons,
-        r.impostor_comparisons,
-        r.eer,
+        r.genuine_attempts,
+        r.failed_attempts,
         r.failure_to_enroll,
         r.failure_to_acquire,
+        r.impostor_comparisons,
         r.rank1,
-        r.rank1_probes
+        r.rank1_probes,
+        r.rank1_all
     );
-    for f in &r.fnmr_at_fmr {
-        println!(
-            "[{}]   FNMR {:.4} at FMR {:.0e} (threshold {:.4}, measured FMR {:.2e}){}",
-            r.matcher,
-            f.fnmr,
-            f.target_fmr,
-            f.threshold,
-            f.fmr,
-            if f.too_few_impostors {
-                " — too few impostor pairs for this rate"
-            } else {
-                ""
-            }
-        );
-    }
-    if let Some(f) = &r.fixed_threshold {
-        println!(
-            "[{}]   at its fixed threshold {:.2}: FMR {:.2e}, FNMR {:.4}",
-            r.matcher, f.threshold, f.fmr, f.fnmr
-        );
-    }
+    print_accuracy(
+        &r.matcher,
+        "failures count as non-matches",
+        r.eer,
+        &r.fnmr_at_fmr,
+        &r.fixed_threshold,
+    );
+    let a = &r.acquired;
+    print_accuracy(
+        &r.matcher,
+        "acquired attempts only",
+        a.eer,
+        &a.fnmr_at_fmr,
+        &a.fixed_threshold,
+    );
     println!(
         "[{}]   extraction {:.2} ms mean ({:.2} p50, {:.2} p95; CPU {:.2}) | comparison {:.4} ms (CPU {:.4}) | template {:.0} B | rejections {:?}",
         r.matcher,
@@ -755,4 +813,28 @@ fn print_report(r: &Report) {
         r.template_bytes_mean,
         r.rejections
     );
+}
+
+fn print_accuracy(m: &str, what: &str, eer: f64, rows: &[FnmrRow], fixed: &Option<FnmrRow>) {
+    println!("[{m}]  {what}: EER {eer:.4}");
+    for f in rows {
+        println!(
+            "[{m}]    FNMR {:.4} at FMR {:.0e} (threshold {:.4}, measured FMR {:.2e}){}",
+            f.fnmr,
+            f.target_fmr,
+            f.threshold,
+            f.fmr,
+            if f.too_few_impostors {
+                " — too few impostor pairs for this rate"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(f) = fixed {
+        println!(
+            "[{m}]    at its fixed threshold {:.2}: FMR {:.2e}, FNMR {:.4}",
+            f.threshold, f.fmr, f.fnmr
+        );
+    }
 }

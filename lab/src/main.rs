@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod bench_identify;
 mod eval;
 mod plot;
+mod suite;
 mod synth;
 
 #[derive(Parser)]
@@ -25,6 +26,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Evaluate ours and/or the seed's matcher on a folder of ID_SAMPLE.ext images.
     Eval(eval::EvalArgs),
+    /// Every data set under .data/ plus a generated set, ours vs seed, one table.
+    EvalSuite(suite::SuiteArgs),
     /// Show what extraction sees: the quality report and the normalised ROI of each image.
     Roi(RoiArgs),
     /// 1:N identification benchmark: candidate index + matcher vs exhaustive search.
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::EvalSuite(a) => suite::run(a),
         Command::Roi(a) => roi(a),
         Command::BenchIdentify(a) => bench_identify::run(a),
     }

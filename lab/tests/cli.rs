@@ -109,3 +109,112 @@ fn synth_eval_roi_crops_and_eval_again() {
     assert_eq!(v["input"], "hand");
     assert!(!stderr.contains("auto:"), "{stderr}");
 }
+
+/// Failures count: a probe that is not acquired and a palm that is not enrolled are genuine
+/// attempts with an empty score, and the headline figures count them as non-matches.
+#[test]
+fn eval_counts_failures_and_writes_a_row_for_every_probe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hands = tmp.path().join("hands");
+    lab(&[
+        "synth",
+        "--out",
+        hands.to_str().unwrap(),
+        "--identities",
+        "4",
+        "--samples",
+        "3",
+        "--seed",
+        "11",
+    ]);
+    let black = image::GrayImage::new(640, 480);
+    // Identity 1's last probe and identity 2's enrollment capture are black frames.
+    black.save(hands.join("00001_02.png")).unwrap();
+    black.save(hands.join("00002_00.png")).unwrap();
+    let json = tmp.path().join("e.json");
+    let (v, _) = eval(&hands, &json, &[]);
+    let r = &v["reports"][0];
+    assert_eq!(r["genuine_attempts"], 8, "{r}");
+    assert_eq!(r["failed_attempts"], 3, "{r}"); // 1 probe + the 2 probes of identity 2
+    assert_eq!(r["failure_to_enroll"], 0.25);
+    assert!(r["eer"].as_f64().unwrap() >= 3.0 / 8.0 - 1e-9, "{r}");
+    assert!(r["acquired"]["eer"].as_f64().unwrap() < 0.1, "{r}");
+    let fnmr = r["fnmr_at_fmr"][0]["fnmr"].as_f64().unwrap();
+    assert!(fnmr >= 3.0 / 8.0 - 1e-9, "{r}");
+
+    let csv = std::fs::read_to_string(json.with_extension("csv")).unwrap();
+    let genuine: Vec<&str> = csv.lines().filter(|l| l.ends_with(",1")).collect();
+    assert_eq!(genuine.len(), 8, "one genuine row per probe:\n{csv}");
+    let empty: Vec<&str> = genuine
+        .iter()
+        .copied()
+        .filter(|l| l.contains(",,"))
+        .collect();
+    assert_eq!(empty.len(), 3, "{empty:?}");
+    assert!(empty
+        .iter()
+        .any(|l| l.starts_with("ours,00001_02.png,00001,,")));
+    assert!(csv.lines().skip(1).all(|l| l.starts_with("ours,")));
+
+    // `--matcher seed` writes only the seed's rows.
+    let json = tmp.path().join("s.json");
+    eval_with(&hands, &json, "seed");
+    let csv = std::fs::read_to_string(json.with_extension("csv")).unwrap();
+    assert!(csv.lines().skip(1).all(|l| l.starts_with("seed,")), "{csv}");
+    assert_eq!(csv.lines().filter(|l| l.ends_with(",1")).count(), 8);
+}
+
+fn eval_with(dir: &Path, json: &Path, matcher: &str) {
+    let csv = json.with_extension("csv");
+    lab(&[
+        "eval",
+        "--images",
+        dir.to_str().unwrap(),
+        "--matcher",
+        matcher,
+        "--json",
+        json.to_str().unwrap(),
+        "--scores-out",
+        csv.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn eval_suite_runs_every_set_and_the_generated_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    lab(&[
+        "synth",
+        "--out",
+        data.join("mini").to_str().unwrap(),
+        "--identities",
+        "3",
+        "--samples",
+        "2",
+        "--seed",
+        "5",
+    ]);
+    let out = tmp.path().join("out");
+    let stdout = Command::new(env!("CARGO_BIN_EXE_palmline-lab"))
+        .args(["eval-suite", "--data", data.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap(), "--synth-identities", "3"])
+        .args(["--synth-samples", "2"])
+        .output()
+        .unwrap();
+    assert!(stdout.status.success());
+    let table = String::from_utf8_lossy(&stdout.stdout);
+    for (set, m) in [
+        ("mini", "ours"),
+        ("mini", "seed"),
+        ("synth", "ours"),
+        ("synth", "seed"),
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(set) && l.contains(m)),
+            "{set} {m} missing:\n{table}"
+        );
+    }
+    let v: Value = serde_json::from_slice(&std::fs::read(out.join("suite.json")).unwrap()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert!(out.join("det.png").exists() && out.join("mini.csv").exists());
+}

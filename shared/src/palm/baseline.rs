@@ -2,8 +2,8 @@
 //! against it in the same run. It is a baseline, not a product path: nothing but the lab
 //! should call it.
 //!
-//! Seed pipeline: bilateral filter (9, 75, 75) → CLAHE (clip 3, 8×8) → Gaussian 3×3 →
-//! resize 640×480 → sharpen with [[-1,-1,-1],[-1,9,-1],[-1,-1,-1]] blended 0.7 sharpened +
+//! Seed pipeline: resize to 640×480 (first, whatever the input size) → bilateral filter
+//! (9, 75, 75) → CLAHE (clip 3, 8×8) → Gaussian 3×3 → sharpen with [[-1,-1,-1],[-1,9,-1],[-1,-1,-1]] blended 0.7 sharpened +
 //! 0.3 unsharpened; ORB with 500 features; brute-force Hamming matching with cross-check,
 //! matches sorted by distance; then [`seed_score`]; accept at [`SEED_ACCEPT`].
 //!
@@ -95,28 +95,30 @@ mod cv {
     /// The seed's preprocessing and ORB-500, on an 8-bit grayscale frame (row-major).
     pub fn extract_seed(gray: &[u8], width: u32, height: u32) -> opencv::Result<SeedFeatures> {
         let src = super::super::extract::mat_from_gray(gray, width, height)?;
-        let mut bil = Mat::default();
-        imgproc::bilateral_filter(&src, &mut bil, 9, 75.0, 75.0, BORDER_DEFAULT)?;
-        let mut clahe = imgproc::create_clahe(3.0, Size::new(8, 8))?;
-        let mut eq = Mat::default();
-        clahe.apply(&bil, &mut eq)?;
-        let mut blur = Mat::default();
-        imgproc::gaussian_blur_def(&eq, &mut blur, Size::new(3, 3), 0.0)?;
+        // The seed standardises the size first: every later step sees a 640×480 image,
+        // whatever the camera or data set gave (a 128-px crop is upsampled before filtering).
         let mut resized = Mat::default();
         imgproc::resize(
-            &blur,
+            &src,
             &mut resized,
             Size::new(640, 480),
             0.0,
             0.0,
             imgproc::INTER_LINEAR,
         )?;
+        let mut bil = Mat::default();
+        imgproc::bilateral_filter(&resized, &mut bil, 9, 75.0, 75.0, BORDER_DEFAULT)?;
+        let mut clahe = imgproc::create_clahe(3.0, Size::new(8, 8))?;
+        let mut eq = Mat::default();
+        clahe.apply(&bil, &mut eq)?;
+        let mut blur = Mat::default();
+        imgproc::gaussian_blur_def(&eq, &mut blur, Size::new(3, 3), 0.0)?;
         let kernel =
             Mat::from_slice_2d(&[[-1.0f32, -1.0, -1.0], [-1.0, 9.0, -1.0], [-1.0, -1.0, -1.0]])?;
         let mut sharp = Mat::default();
-        imgproc::filter_2d_def(&resized, &mut sharp, CV_8U, &kernel)?;
+        imgproc::filter_2d_def(&blur, &mut sharp, CV_8U, &kernel)?;
         let mut blended = Mat::default();
-        opencv::core::add_weighted_def(&sharp, 0.7, &resized, 0.3, 0.0, &mut blended)?;
+        opencv::core::add_weighted_def(&sharp, 0.7, &blur, 0.3, 0.0, &mut blended)?;
         let mut orb: Ptr<ORB> =
             ORB::create(500, 1.2, 8, 31, 0, 2, ORB_ScoreType::HARRIS_SCORE, 31, 20)?;
         let mut kps = Vector::new();

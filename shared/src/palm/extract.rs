@@ -959,6 +959,28 @@ mod tests {
     }
 
     #[test]
+    fn seed_baseline_finds_features_on_small_crops() {
+        // The seed resizes to 640×480 before anything else, so a 128-px palm crop (as ROI data
+        // sets publish them) is upsampled first and still gives it features to match.
+        let f = synth::render(3, 1, 0);
+        let roi = extractor().roi_image(&f.gray, f.width, f.height).unwrap();
+        let m = mat_from_gray(&roi, 208, 208).unwrap();
+        let mut small = Mat::default();
+        imgproc::resize(
+            &m,
+            &mut small,
+            Size::new(128, 128),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )
+        .unwrap();
+        let feats =
+            crate::palm::baseline::extract_seed(small.data_bytes().unwrap(), 128, 128).unwrap();
+        assert!(feats.len() >= 100, "{} features", feats.len());
+    }
+
+    #[test]
     fn seed_baseline_extracts_500_features() {
         let a = synth::render(3, 1, 0);
         let f = crate::palm::baseline::extract_seed(&a.gray, a.width, a.height).unwrap();
