@@ -1858,7 +1858,14 @@ impl App {
             Some(C::PalmAlreadyEnrolled) => ("Palm already enrolled", "This palm already belongs to an account.".into(), None),
             Some(C::PalmTemplatesInconsistent) => (
                 "Captures did not match",
-                "The palm captures looked like different hands. Please enroll again.".into(),
+                match &e {
+                    // The server names the capture to retake.
+                    ApiError::Server { message, .. } if !message.is_empty() => {
+                        format!("{message}. Please enroll again.")
+                    }
+                    _ => "The palm captures looked like different hands. Please enroll again."
+                        .into(),
+                },
                 None,
             ),
             Some(C::IdempotencyInFlight) => (

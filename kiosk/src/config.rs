@@ -175,6 +175,9 @@ impl Config {
         if q.steady_frames == 0 {
             bail!("quality.steady_frames must be at least 1");
         }
+        if !(0.0..1.0).contains(&q.min_sharpness) {
+            bail!("quality.min_sharpness must be in 0..1 (a blur measure, not a gray level)");
+        }
         if self.server.timeout_ms == 0 {
             bail!("server.timeout_ms must be positive");
         }
@@ -257,7 +260,7 @@ locale = "de"
 source = "simulated"
 
 [quality]
-min_sharpness = 3.5
+min_sharpness = 0.45
 "#;
 
     #[test]
@@ -272,7 +275,7 @@ min_sharpness = 3.5
         assert_eq!(cfg.camera.source, CameraSource::Simulated);
         assert_eq!(cfg.camera.width, 640);
         assert_eq!(cfg.kiosk.enroll_captures, 3);
-        assert_eq!(cfg.quality.min_sharpness, 3.5);
+        assert_eq!(cfg.quality.min_sharpness, 0.45);
         assert_eq!(
             cfg.quality.steady_frames, 3,
             "unset fields keep their defaults"
@@ -291,8 +294,9 @@ min_sharpness = 3.5
             ("locale = \"de\"", "locale = \"de\"\ncashier_pin = \"12\""),
             ("locale = \"de\"", "locale = \"de\"\nenroll_captures = 7"),
             ("locale = \"de\"", "locale = \"de\"\nnonsense = 1"),
-            ("min_sharpness = 3.5", "min_cover = 0.9"),
-            ("min_sharpness = 3.5", "steady_frames = 0"),
+            ("min_sharpness = 0.45", "min_cover = 0.9"),
+            ("min_sharpness = 0.45", "steady_frames = 0"),
+            ("min_sharpness = 0.45", "min_sharpness = 3.5"),
         ] {
             let text = SAMPLE.replace(from, to);
             let parsed = toml::from_str::<Config>(&text)

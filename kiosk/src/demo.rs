@@ -97,7 +97,7 @@ pub fn sim_templates(
                         out.push(t);
                         break;
                     }
-                    Err(ExtractError::Quality(_)) => gate.reset(),
+                    Err(ExtractError::Quality { .. }) => gate.reset(),
                     Err(e @ ExtractError::Unavailable(_)) => bail!("{e}"),
                 }
             }

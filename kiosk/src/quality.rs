@@ -19,7 +19,9 @@ pub struct GateConfig {
     pub no_hand_cover: f32,
     pub min_brightness: f32,
     pub max_saturated: f32,
-    /// Mean absolute Laplacian inside the hand (texture): lower is blurry.
+    /// Sharpness of the palm (`palmline_shared::palm::sharpness`, 0–1, independent of
+    /// how much contrast the skin has): lower is blurry. Calibrated on real palm frames
+    /// (docs/PALM.md), the same check and level as the extractor's gate.
     pub min_sharpness: f32,
     /// Mean absolute difference from the previous frame inside the hand: higher is moving.
     pub max_motion: f32,
@@ -31,11 +33,11 @@ impl Default for GateConfig {
     fn default() -> Self {
         GateConfig {
             min_cover: 0.12,
-            max_cover: 0.75,
+            max_cover: 0.85,
             no_hand_cover: 0.015,
             min_brightness: 60.0,
             max_saturated: 0.25,
-            min_sharpness: 2.0,
+            min_sharpness: 0.35,
             max_motion: 6.0,
             steady_frames: 3,
         }
@@ -107,28 +109,7 @@ impl QualityGate {
             }
         }
         brightness /= hand.max(1) as f32;
-        // Texture: mean |Laplacian| over interior hand pixels, at full resolution of the
-        // downsampled image (a blurred palm loses its creases first).
-        let mut lap = 0f32;
-        let mut n = 0usize;
-        // Only pixels at least two cells inside the hand: the outline is sharp even when
-        // the palm is not.
-        for y in 2..h.saturating_sub(2) {
-            for x in 2..w.saturating_sub(2) {
-                let i = y * w + x;
-                if !(mask[i] && mask[i - 2] && mask[i + 2] && mask[i - 2 * w] && mask[i + 2 * w]) {
-                    continue;
-                }
-                let c = 4 * i32::from(small[i]);
-                let s = i32::from(small[i - 1])
-                    + i32::from(small[i + 1])
-                    + i32::from(small[i - w])
-                    + i32::from(small[i + w]);
-                lap += (c - s).unsigned_abs() as f32;
-                n += 1;
-            }
-        }
-        let sharpness = if n > 0 { lap / n as f32 } else { 0.0 };
+        let sharpness = palm_sharpness(gray, width as usize, height as usize, &mask, w, h);
         let motion = match &self.prev {
             Some(p) if p.len() == small.len() => {
                 let mut d = 0u64;
@@ -175,6 +156,46 @@ impl QualityGate {
             motion,
         }
     }
+}
+
+/// Sharpness of the hand's interior (at least two gate cells inside its outline, which is
+/// sharp even when the palm is not), measured at half resolution as the extractor does.
+fn palm_sharpness(
+    gray: &[u8],
+    width: usize,
+    height: usize,
+    mask: &[bool],
+    w: usize,
+    h: usize,
+) -> f32 {
+    let (w2, h2) = (width / 2, height / 2);
+    let mut half = vec![0u8; w2 * h2];
+    let mut inside = vec![false; w2 * h2];
+    let interior = |x: usize, y: usize| {
+        let i = y * w + x;
+        x >= 2
+            && y >= 2
+            && x + 2 < w
+            && y + 2 < h
+            && mask[i]
+            && mask[i - 2]
+            && mask[i + 2]
+            && mask[i - 2 * w]
+            && mask[i + 2 * w]
+    };
+    for y in 0..h2 {
+        for x in 0..w2 {
+            let r = 2 * y * width + 2 * x;
+            let sum = u32::from(gray[r])
+                + u32::from(gray[r + 1])
+                + u32::from(gray[r + width])
+                + u32::from(gray[r + width + 1]);
+            half[y * w2 + x] = (sum / 4) as u8;
+            let (sx, sy) = (x * 2 / DOWN, y * 2 / DOWN);
+            inside[y * w2 + x] = sx < w && sy < h && interior(sx, sy);
+        }
+    }
+    palmline_shared::palm::sharpness::sharpness(&half, w2, h2, Some(&inside))
 }
 
 /// Otsu's threshold of an 8-bit image.

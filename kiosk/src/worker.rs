@@ -222,11 +222,13 @@ fn run<S: CaptureSink>(
                 last_guidance = None;
                 not_before = Instant::now() + CAPTURE_GAP;
             }
-            Err(ExtractError::Quality(why)) => {
+            Err(ExtractError::Quality { guidance, why }) => {
+                // The live gate passed the frame but the extractor, which looks closer, did
+                // not: tell the shopper its reason, not a generic one.
                 tracing::debug!("extractor rejected an accepted frame: {why}");
                 gate.reset();
-                sink.guidance(Guidance::HoldStill);
-                last_guidance = Some(Guidance::HoldStill);
+                sink.guidance(guidance);
+                last_guidance = Some(guidance);
             }
             Err(ExtractError::Unavailable(why)) => {
                 sink.failed(why);

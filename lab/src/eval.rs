@@ -53,15 +53,8 @@ pub struct EvalArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Matcher tuning overrides (for parameter studies; defaults are MatcherConfig's).
-    #[arg(long, hide = true)]
-    pub ratio: Option<f32>,
-    #[arg(long, hide = true)]
-    pub max_hamming: Option<u32>,
-    #[arg(long, hide = true)]
-    pub inlier_tol: Option<f32>,
-    #[arg(long, hide = true)]
-    pub max_keypoints: Option<usize>,
+    #[command(flatten)]
+    pub tuning: Tuning,
     /// What the images show: whole hands (as a kiosk camera sees them), palm ROI crops as
     /// some data sets publish them (PolyU, Tongji and IITD ROIs), or `auto`: decided once
     /// for the whole folder from a sample of its images (see [`detect_input`]).
@@ -70,6 +63,69 @@ pub struct EvalArgs {
     /// Same as `--input roi` (kept for older command lines).
     #[arg(long, hide = true)]
     pub input_is_roi: bool,
+}
+
+/// Extraction and matcher overrides, for parameter studies (hidden; the defaults are
+/// `ExtractConfig`'s and `MatcherConfig`'s).
+#[derive(clap::Args, Default, Clone)]
+pub struct Tuning {
+    #[arg(long, hide = true)]
+    pub ratio: Option<f32>,
+    #[arg(long, hide = true)]
+    pub max_hamming: Option<u32>,
+    #[arg(long, hide = true)]
+    pub inlier_tol: Option<f32>,
+    #[arg(long, hide = true)]
+    pub max_keypoints: Option<usize>,
+    #[arg(long, hide = true)]
+    pub roi_span: Option<f32>,
+    #[arg(long, hide = true)]
+    pub fast_threshold: Option<i32>,
+    #[arg(long, hide = true)]
+    pub grid: Option<usize>,
+    #[arg(long, hide = true)]
+    pub edge_margin: Option<u16>,
+    #[arg(long, hide = true)]
+    pub highpass: Option<f32>,
+    #[arg(long, hide = true)]
+    pub max_rotation: Option<f32>,
+    #[arg(long, hide = true)]
+    pub max_shift: Option<f32>,
+    #[arg(long, hide = true)]
+    pub angle_tol: Option<f32>,
+    /// Quality-gate override, for calibration (`--min-sharpness 0` turns the check off).
+    #[arg(long, hide = true)]
+    pub min_sharpness: Option<f32>,
+}
+
+impl Tuning {
+    fn extract(&self, cfg: &mut ExtractConfig) {
+        set(self.max_keypoints, &mut cfg.max_keypoints);
+        set(self.min_sharpness, &mut cfg.min_sharpness);
+        set(self.roi_span, &mut cfg.roi_span);
+        set(self.fast_threshold, &mut cfg.fast_threshold);
+        set(self.grid, &mut cfg.grid);
+        set(self.edge_margin, &mut cfg.edge_margin);
+        set(self.highpass, &mut cfg.highpass_sigma);
+    }
+
+    fn matcher(&self) -> Matcher {
+        let mut m = Matcher::default();
+        let c = &mut m.config;
+        set(self.ratio, &mut c.ratio);
+        set(self.inlier_tol, &mut c.inlier_tolerance);
+        set(self.max_rotation, &mut c.max_rotation_deg);
+        set(self.max_shift, &mut c.max_shift);
+        set(self.angle_tol, &mut c.angle_tolerance_deg);
+        set(self.max_hamming, &mut c.max_distance);
+        m
+    }
+}
+
+fn set<T>(v: Option<T>, field: &mut T) {
+    if let Some(v) = v {
+        *field = v;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -129,13 +185,13 @@ pub fn detect_input(images: &[PathBuf]) -> Result<(Input, String)> {
     })
 }
 
-struct Image {
-    path: PathBuf,
-    identity: usize,
-    sample: u64,
+pub(crate) struct Image {
+    pub path: PathBuf,
+    pub identity: usize,
+    pub sample: u64,
 }
 
-fn list_images(dir: &Path, limit: Option<usize>) -> Result<(Vec<Image>, Vec<String>)> {
+pub(crate) fn list_images(dir: &Path, limit: Option<usize>) -> Result<(Vec<Image>, Vec<String>)> {
     let mut found: Vec<(String, u64, PathBuf)> = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = e?.path();
@@ -180,7 +236,7 @@ fn list_images(dir: &Path, limit: Option<usize>) -> Result<(Vec<Image>, Vec<Stri
     Ok((images, names))
 }
 
-fn load_gray(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
+pub(crate) fn load_gray(path: &Path) -> Result<(Vec<u8>, u32, u32)> {
     let img = image::open(path).with_context(|| format!("decoding {}", path.display()))?;
     let g = img.to_luma8();
     let (w, h) = g.dimensions();
@@ -336,9 +392,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<Evaluation> {
             .map(|_| {
                 s.spawn(|| -> Result<()> {
                     let mut cfg = ExtractConfig::default();
-                    if let Some(k) = a.max_keypoints {
-                        cfg.max_keypoints = k;
-                    }
+                    a.tuning.extract(&mut cfg);
                     cfg.input_is_roi = input == Input::Roi;
                     let mut ex = Extractor::new(cfg)?;
                     loop {
@@ -428,16 +482,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<Evaluation> {
                     .collect()
             })
             .collect();
-        let mut m = Matcher::default();
-        if let Some(r) = a.ratio {
-            m.config.ratio = r;
-        }
-        if let Some(d) = a.max_hamming {
-            m.config.max_distance = d;
-        }
-        if let Some(t) = a.inlier_tol {
-            m.config.inlier_tolerance = t;
-        }
+        let m = a.tuning.matcher();
         let o = compare_all(
             "ours",
             &images,

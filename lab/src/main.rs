@@ -5,7 +5,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench_identify;
+mod calibrate;
 mod eval;
+mod gate_study;
 mod plot;
 mod suite;
 mod synth;
@@ -28,6 +30,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Every data set under .data/ plus a generated set, ours vs seed, one table.
     EvalSuite(suite::SuiteArgs),
+    /// Identification policy (accept / grey / margin) from eval score CSVs of real sets.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Quality gate calibration: each check's value for frames that matched and that did not.
+    GateStudy(gate_study::GateStudyArgs),
     /// Show what extraction sees: the quality report and the normalised ROI of each image.
     Roi(RoiArgs),
     /// 1:N identification benchmark: candidate index + matcher vs exhaustive search.
@@ -83,6 +89,8 @@ fn main() -> Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
         Command::EvalSuite(a) => suite::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::GateStudy(a) => gate_study::run(a),
         Command::Roi(a) => roi(a),
         Command::BenchIdentify(a) => bench_identify::run(a),
     }

@@ -69,10 +69,7 @@ pub fn run(a: SuiteArgs) -> Result<()> {
             plot: None,
             limit_identities: a.limit_identities,
             threads: a.threads,
-            ratio: None,
-            max_hamming: None,
-            inlier_tol: None,
-            max_keypoints: None,
+            tuning: Default::default(),
             input: Input::Auto,
             input_is_roi: false,
         };

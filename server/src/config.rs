@@ -37,10 +37,33 @@ pub struct FileConfig {
     pub tls: Option<FileTls>,
     /// Template encryption key file (32 bytes, raw or hex). Default: DATA/template.key.
     pub template_key: Option<PathBuf>,
-    /// Identification policy overrides.
+    /// Identification policy written by `palmline-lab calibrate` (relative to this file).
+    pub palm_policy: Option<PathBuf>,
+    /// Identification policy overrides (win over `palm_policy`).
     pub palm_accept_score: Option<u32>,
     pub palm_grey_score: Option<u32>,
     pub palm_margin: Option<u32>,
+}
+
+/// A policy file of `palmline-lab calibrate`: the three numbers, and how they were found
+/// (kept for the operator, not read).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub accept: u32,
+    pub grey: u32,
+    pub margin: u32,
+    pub calibration: Option<toml::Table>,
+}
+
+impl PolicyFile {
+    pub fn load(path: &Path) -> Result<PolicyFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading palm policy {}", path.display()))?;
+        let p: PolicyFile = toml::from_str(&text)
+            .with_context(|| format!("parsing palm policy {}", path.display()))?;
+        Ok(p)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,9 +152,21 @@ impl ServerConfig {
             }
         }
         let mut palm = crate::palm::PalmPolicy::default();
+        if let Some(rel) = &file.palm_policy {
+            let base = config.and_then(Path::parent).unwrap_or(Path::new("."));
+            let p = PolicyFile::load(&base.join(rel))?;
+            (palm.accept, palm.grey, palm.margin) = (p.accept, p.grey, p.margin);
+        }
         palm.accept = file.palm_accept_score.unwrap_or(palm.accept);
-        palm.grey = file.palm_grey_score.unwrap_or(palm.grey).min(palm.accept);
+        palm.grey = file.palm_grey_score.unwrap_or(palm.grey);
         palm.margin = file.palm_margin.unwrap_or(palm.margin);
+        if palm.accept < 2 || palm.grey < 1 || palm.grey > palm.accept {
+            bail!(
+                "palm policy: need 1 ≤ grey ≤ accept and accept ≥ 2 (got accept {}, grey {})",
+                palm.accept,
+                palm.grey
+            );
+        }
         Ok(ServerConfig {
             data_dir: data_dir.to_path_buf(),
             listen,
@@ -177,5 +212,29 @@ mod tests {
         assert!(load("pin_threshold = \"1.234\"").is_err());
         assert!(load("session_ttl_secs = 1").is_err());
         assert!(load("listen = ").is_err());
+        assert!(load("palm_accept_score = 0").is_err(), "accepts every palm");
+        assert!(load("palm_accept_score = 10\npalm_grey_score = 12").is_err());
+    }
+
+    #[test]
+    fn reads_a_calibrated_policy_file_and_lets_explicit_settings_win() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("palm-policy.toml"),
+            "accept = 31\ngrey = 14\nmargin = 5\n[calibration]\ngallery_size = 10000\n",
+        )
+        .unwrap();
+        let p = dir.path().join("server.toml");
+        std::fs::write(&p, "palm_policy = \"palm-policy.toml\"\n").unwrap();
+        let c = ServerConfig::load(dir.path(), Some(&p)).unwrap();
+        assert_eq!((c.palm.accept, c.palm.grey, c.palm.margin), (31, 14, 5));
+        std::fs::write(&p, "palm_policy = \"palm-policy.toml\"\npalm_margin = 2\n").unwrap();
+        let c = ServerConfig::load(dir.path(), Some(&p)).unwrap();
+        assert_eq!((c.palm.accept, c.palm.margin), (31, 2));
+        std::fs::write(dir.path().join("palm-policy.toml"), "accept = 31\n").unwrap();
+        assert!(
+            ServerConfig::load(dir.path(), Some(&p)).is_err(),
+            "incomplete policy"
+        );
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use palmline_shared::palm::matcher::Prepared;
-use palmline_shared::palm::{DecisionPolicy, Matcher, Template};
+use palmline_shared::palm::{Matcher, Template};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
@@ -142,6 +142,72 @@ impl TemplateKey {
     }
 }
 
+/// Why enrollment captures were refused, naming the capture to retake (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureProblem {
+    /// A (near) copy of an earlier capture: real captures always differ a little.
+    Copy { capture: usize, of: usize },
+    /// Matches none of the other captures: not the same palm, or a bad capture.
+    NoMatch { capture: usize },
+    /// The captures agree only weakly with each other.
+    Weak { capture: usize },
+}
+
+impl CaptureProblem {
+    pub fn capture(&self) -> usize {
+        match *self {
+            CaptureProblem::Copy { capture, .. }
+            | CaptureProblem::NoMatch { capture }
+            | CaptureProblem::Weak { capture } => capture,
+        }
+    }
+
+    /// For the shopper (1-based numbers).
+    pub fn message(&self) -> String {
+        let n = self.capture() + 1;
+        match *self {
+            CaptureProblem::Copy { of, .. } => {
+                format!(
+                    "capture {n} is a copy of capture {}: retake capture {n}",
+                    of + 1
+                )
+            }
+            CaptureProblem::NoMatch { .. } => {
+                format!("capture {n} does not match the others: retake capture {n}")
+            }
+            CaptureProblem::Weak { .. } => {
+                format!("the captures agree too weakly: retake capture {n}")
+            }
+        }
+    }
+}
+
+/// Two captures of a palm never have most keypoints at the same place with the same
+/// descriptor: that is one template sent twice (or a replay), not two captures.
+fn near_copy(a: &Template, b: &Template) -> bool {
+    let (ka, kb) = (a.keypoints(), b.keypoints());
+    if ka.is_empty() || kb.is_empty() {
+        return false;
+    }
+    let (da, db) = (a.descriptors(), b.descriptors());
+    let same = ka
+        .iter()
+        .zip(da)
+        .filter(|(k, d)| {
+            kb.iter().zip(db).any(|(q, e)| {
+                (k.x - q.x).abs() <= 0.5
+                    && (k.y - q.y).abs() <= 0.5
+                    && d.iter()
+                        .zip(e.iter())
+                        .map(|(x, y)| (x ^ y).count_ones())
+                        .sum::<u32>()
+                        <= 8
+            })
+        })
+        .count();
+    2 * same > ka.len().min(kb.len())
+}
+
 /// Identification policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PalmPolicy {
@@ -157,15 +223,18 @@ pub struct PalmPolicy {
     pub free_failures: u32,
 }
 
+/// The calibration run the defaults come from (`palmline-lab calibrate` on real palms, 3
+/// enrollment captures, for 10,000 enrolled palms at FPIR 1e-3, strangers sent to step-up
+/// at most half the time). A test keeps [`PalmPolicy::default`] equal to it.
+pub const CALIBRATED_POLICY: &str = include_str!("../../assets/palm-policy.toml");
+
 impl Default for PalmPolicy {
     fn default() -> Self {
-        let d = DecisionPolicy::DEFAULT;
         PalmPolicy {
-            // 1:N needs a stricter threshold than 1:1 (FPIR ≈ N × FMR at the tail); the
-            // identification benchmark gives the figure for each gallery size.
-            accept: d.accept + 4,
-            grey: d.grey,
-            margin: 4,
+            // 1:N needs a stricter threshold than 1:1 (FPIR ≈ N × FMR at the tail).
+            accept: 17,
+            grey: 11,
+            margin: 3,
             shortlist: 20,
             free_failures: 5,
         }
@@ -261,25 +330,42 @@ impl PalmService {
         self.index.read().expect("index lock poisoned").len()
     }
 
-    /// Whether the enrollment captures look like one palm: every capture matches another
-    /// at least at the grey level, and some pair reaches the accept level.
-    pub fn consistent(&self, templates: &[Template]) -> bool {
+    /// Whether the enrollment captures look like one palm as real captures of one palm do:
+    /// no two are (near) copies of each other, every one matches another at least at the
+    /// grey level, and some pair reaches the accept level. The error names the capture to
+    /// retake (0-based).
+    pub fn consistent(&self, templates: &[Template]) -> Result<(), CaptureProblem> {
         let prepared: Vec<Prepared> = templates.iter().map(Prepared::new).collect();
-        let mut strongest = 0;
-        for (i, p) in prepared.iter().enumerate() {
-            let best = prepared
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, q)| self.matcher.compare_prepared(p, q).score)
-                .max()
-                .unwrap_or(0);
-            if best < self.policy.grey {
-                return false;
+        for i in 0..templates.len() {
+            for j in 0..i {
+                if near_copy(&templates[j], &templates[i]) {
+                    return Err(CaptureProblem::Copy { capture: i, of: j });
+                }
             }
-            strongest = strongest.max(best);
         }
-        strongest >= DecisionPolicy::DEFAULT.accept
+        let mut best = vec![0u32; prepared.len()];
+        for i in 0..prepared.len() {
+            for j in 0..i {
+                let score = self
+                    .matcher
+                    .compare_prepared(&prepared[i], &prepared[j])
+                    .score;
+                best[i] = best[i].max(score);
+                best[j] = best[j].max(score);
+            }
+        }
+        let (worst, &low) = best
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, s)| *s)
+            .unwrap_or((0, &0));
+        if low < self.policy.grey {
+            return Err(CaptureProblem::NoMatch { capture: worst });
+        }
+        if best.iter().all(|&s| s < self.policy.accept) {
+            return Err(CaptureProblem::Weak { capture: worst });
+        }
+        Ok(())
     }
 
     /// Finds the best enrolled palm for `probe`: candidates from the index, then the
@@ -385,6 +471,18 @@ pub fn rekey(data_dir: &Path, old: &TemplateKey, new: &TemplateKey) -> Result<us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_the_calibrated_policy() {
+        let file: toml::Table = toml::from_str(CALIBRATED_POLICY).unwrap();
+        let p = PalmPolicy::default();
+        let get = |k: &str| file[k].as_integer().unwrap() as u32;
+        assert_eq!(
+            (p.accept, p.grey, p.margin),
+            (get("accept"), get("grey"), get("margin"))
+        );
+        assert!(p.grey <= p.accept);
+    }
 
     #[test]
     fn seal_open_round_trip_and_tamper_detection() {

@@ -253,6 +253,34 @@ async fn enroll_identify_pay_and_refuse_strangers_and_duplicates() {
             Some("palm_templates_inconsistent")
         )
     );
+    // One template sent three times is not three captures (random bytes would pass as a
+    // palm that way); a stranger's capture among good ones is named for a retake.
+    let one = b64(&capture(&palm(6), 1));
+    let other = b64(&capture(&palm(7), 9));
+    let good: Vec<String> = (1..3).map(|i| b64(&capture(&palm(6), i))).collect();
+    for (templates, named) in [
+        (
+            vec![one.clone(), one.clone(), one.clone()],
+            "capture 2 is a copy of capture 1",
+        ),
+        (
+            vec![good[0].clone(), other, good[1].clone()],
+            "retake capture 2",
+        ),
+    ] {
+        let (s, v) = t
+            .post_raw(
+                &k,
+                "/v1/palms",
+                Some(&rand_key()),
+                Some(&tok),
+                json!({ "templates": templates }).to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{message}");
+    }
     let (s, _) = t
         .post_raw(
             &k,

@@ -246,10 +246,10 @@ pub async fn enroll(
     let count = templates.len() as u32;
     let (kiosk2, templates2) = (kiosk.clone(), templates.clone());
     let outcome = idempotent(&state, idem, async move {
-        if !st.palm.consistent(&templates2) {
+        if let Err(problem) = st.palm.consistent(&templates2) {
             return Err(ApiError::new(
                 ErrorCode::PalmTemplatesInconsistent,
-                "the captures do not look like one palm; capture again",
+                problem.message(),
             ));
         }
         // One palm, one account: search everyone else for this palm.

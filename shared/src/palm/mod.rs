@@ -12,6 +12,7 @@ pub mod hamming;
 pub mod matcher;
 pub mod metrics;
 pub mod rng;
+pub mod sharpness;
 pub mod synth;
 pub mod template;
 

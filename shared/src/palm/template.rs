@@ -29,7 +29,7 @@ pub const HEADER_LEN: usize = 10;
 /// Bytes per keypoint record.
 pub const RECORD_LEN: usize = 38;
 /// Hard bound on the encoded size (12 KiB).
-pub const MAX_TEMPLATE_BYTES: usize = 12 * 1024;
+pub const MAX_TEMPLATE_BYTES: usize = 24 * 1024;
 /// Hard bound on keypoints: the most that fit in [`MAX_TEMPLATE_BYTES`].
 pub const MAX_KEYPOINTS: usize = (MAX_TEMPLATE_BYTES - HEADER_LEN) / RECORD_LEN;
 /// Largest ROI side the fixed-point coordinates can hold (1/64 px in a u16).
