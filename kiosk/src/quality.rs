@@ -286,6 +286,25 @@ mod tests {
         assert_eq!(gate().assess(&with_bg, W, H).guidance, Guidance::TooClose);
     }
 
+    /// Separable box blur of radius `r` (clamped at the borders).
+    fn box_blur(px: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+        let pass = |src: &[u8], step: usize, len: usize, lines: usize, stride: usize| {
+            let mut out = vec![0u8; src.len()];
+            for l in 0..lines {
+                for k in 0..len {
+                    let (lo, hi) = (k.saturating_sub(r), (k + r).min(len - 1));
+                    let sum: u32 = (lo..=hi)
+                        .map(|j| u32::from(src[l * stride + j * step]))
+                        .sum();
+                    out[l * stride + k * step] = (sum / (hi - lo + 1) as u32) as u8;
+                }
+            }
+            out
+        };
+        let across = pass(px, 1, w, h, w);
+        pass(&across, w, h, w, 1)
+    }
+
     #[test]
     fn dark_blurry_and_moving_hands_are_refused() {
         let hand = procedural_hand("carol", 0, W, H);
@@ -293,14 +312,19 @@ mod tests {
         let mut g = gate();
         g.assess(&dark, W, H);
         assert_eq!(g.assess(&dark, W, H).guidance, Guidance::TooDark);
-        // Flat (textureless, as a heavily blurred palm looks): no creases.
-        let flat: Vec<u8> = hand
-            .iter()
-            .map(|&v| if v > 30 { 170 } else { 15 })
-            .collect();
+        // Far out of focus: the same hand box-blurred three times over 17 pixels.
+        let mut blurred = hand.clone();
+        for _ in 0..3 {
+            blurred = box_blur(&blurred, W as usize, H as usize, 8);
+        }
         let mut g = gate();
-        g.assess(&flat, W, H);
-        assert_eq!(g.assess(&flat, W, H).guidance, Guidance::Blurry);
+        g.assess(&blurred, W, H);
+        let a = g.assess(&blurred, W, H);
+        assert_eq!(a.guidance, Guidance::Blurry, "{a:?}");
+        // In focus, the same hand is sharp enough.
+        let mut g = gate();
+        g.assess(&hand, W, H);
+        assert!(g.assess(&hand, W, H).sharpness > GateConfig::default().min_sharpness);
         // Moving: shift by 12 pixels between frames.
         let mut shifted = vec![15u8; hand.len()];
         for y in 0..H as usize {

@@ -27,6 +27,9 @@ pub struct GateStudyArgs {
     pub fmr: f64,
 }
 
+/// A gate check: its name, the limit in use, and its value on an accepted frame.
+type Check = (&'static str, f64, fn(&Frame, &QualityReport) -> f64);
+
 struct Frame {
     name: String,
     identity: usize,
@@ -73,7 +76,7 @@ pub fn run(a: GateStudyArgs) -> Result<()> {
         a.fmr,
         scores.impostor.len()
     );
-    let checks: [(&str, f64, fn(&Frame, &QualityReport) -> f64); 4] = [
+    let checks: [Check; 4] = [
         ("sharpness", defaults.min_sharpness as f64, |_, r| {
             r.sharpness as f64
         }),

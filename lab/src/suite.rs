@@ -116,8 +116,9 @@ fn data_sets(a: &SuiteArgs) -> Result<Vec<(String, PathBuf)>> {
     }
     sets.sort();
     if a.synth_identities > 0 && wanted("synth") {
+        // "r": realistic conditions (a folder from the easier generator is never reused).
         let dir = a.out.join(format!(
-            "synth-{}x{}-s{}",
+            "synth-r-{}x{}-s{}",
             a.synth_identities, a.synth_samples, a.synth_seed
         ));
         if !has_images(&dir)? {
@@ -127,6 +128,7 @@ fn data_sets(a: &SuiteArgs) -> Result<Vec<(String, PathBuf)>> {
                 samples: a.synth_samples,
                 seed: a.synth_seed,
                 threads: a.threads,
+                conditions: crate::synth::ConditionsArg::Realistic,
             })?;
         }
         sets.push(("synth".to_string(), dir));

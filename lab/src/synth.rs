@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use palmline_shared::palm::synth::{save_png, Identity};
+use palmline_shared::palm::synth::{save_png, Conditions, Identity};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +20,16 @@ pub struct SynthArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Capture conditions: `realistic` (faint creases, soft focus, hands cut by the frame,
+    /// uneven skin, bending) or `easy` (none of them, for tests of other things).
+    #[arg(long, value_enum, default_value_t = ConditionsArg::Realistic)]
+    pub conditions: ConditionsArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum ConditionsArg {
+    Realistic,
+    Easy,
 }
 
 pub fn run(a: SynthArgs) -> Result<()> {
@@ -32,6 +42,10 @@ pub fn run(a: SynthArgs) -> Result<()> {
         "{msg} {wide_bar} {pos}/{len} [{elapsed} < {eta}]",
     )?);
     bar.set_message("synth");
+    let conditions = match a.conditions {
+        ConditionsArg::Realistic => Conditions::REALISTIC,
+        ConditionsArg::Easy => Conditions::EASY,
+    };
     let next = AtomicU64::new(0);
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..threads)
@@ -44,7 +58,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
                         }
                         let identity = Identity::new(a.seed, id);
                         for sample in 0..a.samples {
-                            let frame = identity.capture(sample);
+                            let frame = identity.capture_with(sample, conditions);
                             let path = a.out.join(format!("{id:05}_{sample:02}.png"));
                             save_png(&frame, &path)
                                 .with_context(|| format!("writing {}", path.display()))?;

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use palmline_shared::palm::matcher::Prepared;
-use palmline_shared::palm::{Matcher, Template};
+use palmline_shared::palm::{DecisionPolicy, Matcher, Template};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
@@ -332,7 +332,7 @@ impl PalmService {
 
     /// Whether the enrollment captures look like one palm as real captures of one palm do:
     /// no two are (near) copies of each other, every one matches another at least at the
-    /// grey level, and some pair reaches the accept level. The error names the capture to
+    /// 1:1 grey level, and some pair reaches the 1:1 accept level ([`DecisionPolicy::DEFAULT`]). The error names the capture to
     /// retake (0-based).
     pub fn consistent(&self, templates: &[Template]) -> Result<(), CaptureProblem> {
         let prepared: Vec<Prepared> = templates.iter().map(Prepared::new).collect();
@@ -359,10 +359,12 @@ impl PalmService {
             .enumerate()
             .min_by_key(|&(_, s)| *s)
             .unwrap_or((0, &0));
-        if low < self.policy.grey {
+        // Two captures compared is 1:1 verification: its policy, not the stricter 1:N one.
+        let one_to_one = DecisionPolicy::DEFAULT;
+        if low < one_to_one.grey {
             return Err(CaptureProblem::NoMatch { capture: worst });
         }
-        if best.iter().all(|&s| s < self.policy.accept) {
+        if best.iter().all(|&s| s < one_to_one.accept) {
             return Err(CaptureProblem::Weak { capture: worst });
         }
         Ok(())
