@@ -19,6 +19,7 @@
 //! per shortlisted palm, decoded and prepared per identification: what the server does with its
 //! database, minus the AEAD decryption).
 
+use crate::eval::Input;
 use anyhow::{bail, Context, Result};
 use palmline_server::identify::index::{HashIndex, HashIndexConfig};
 use palmline_server::identify::{CandidateIndex, PalmId};
@@ -42,8 +43,14 @@ pub struct BenchIdentifyArgs {
     /// Cache of extracted templates and the gallery template store.
     #[arg(long, default_value = "target/identify-cache")]
     pub cache: PathBuf,
-    /// Gallery sizes (enrolled palms, including the distractors).
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    /// Gallery sizes (enrolled palms, including the distractors). With `--images`, 0 stands
+    /// for the real palms alone, and a size below their number keeps the first ones.
+    #[arg(
+        long,
+        alias = "gallery",
+        value_delimiter = ',',
+        default_value = "1000,10000,100000"
+    )]
     pub sizes: Vec<usize>,
     /// Probes of enrolled palms, and as many of palms not enrolled.
     #[arg(long, default_value_t = 1000)]
@@ -54,8 +61,8 @@ pub struct BenchIdentifyArgs {
     /// Identities the distractors are recombined from.
     #[arg(long, default_value_t = 2000)]
     pub pool: usize,
-    /// Shortlist length verified with the matcher.
-    #[arg(long, default_value_t = 30)]
+    /// Shortlist length verified with the matcher (the server's `PalmPolicy::shortlist`).
+    #[arg(long, default_value_t = 20)]
     pub k: usize,
     /// Threads for extraction, exhaustive search and the throughput figure.
     #[arg(long, default_value_t = 2)]
@@ -95,7 +102,25 @@ pub struct BenchIdentifyArgs {
     /// Only measure retrieval (rank of the enrolled palm), skip verification.
     #[arg(long)]
     pub recall_only: bool,
+    /// Real palms instead of generated ones: a folder of ID_SAMPLE.ext images (the layout of
+    /// `eval`). The first `--enroll` samples of each identity are enrolled, the others probe;
+    /// `--strangers` identities are held out (their samples probe as palms not enrolled);
+    /// generated distractors fill the gallery up to each size. See real.rs.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// With `--images`: whole hands, ROI crops, or decided from the folder (as in `eval`).
+    #[arg(long, value_enum, default_value_t = Input::Auto)]
+    pub input: Input,
+    /// With `--images`: identities held out as strangers (default: a tenth of them, spread
+    /// evenly over the sorted names).
+    #[arg(long)]
+    pub strangers: Option<usize>,
+    /// With `--images`: use only the first N identities (sorted by name).
+    #[arg(long)]
+    pub limit_identities: Option<usize>,
 }
+
+mod real;
 
 const NOT_ENROLLED_BASE: u64 = 100_000;
 const POOL_BASE: u64 = 200_000;
@@ -280,6 +305,45 @@ struct Store {
 }
 
 impl Store {
+    /// Opens the store at `path`, writing it first (palm `i` = `palm_templates(i)`) unless it
+    /// exists; the offsets are recomputed either way (the templates are deterministic).
+    fn open_or_write(
+        path: &Path,
+        n: usize,
+        palm_templates: impl Fn(usize) -> Vec<Template>,
+    ) -> Result<Self> {
+        let mut offsets = Vec::with_capacity(n);
+        let exists = std::fs::metadata(path).is_ok();
+        let mut w = if exists {
+            None
+        } else {
+            Some(BufWriter::new(File::create(path.with_extension("tmp"))?))
+        };
+        let mut off = 0u64;
+        for i in 0..n {
+            let ts = palm_templates(i);
+            let mut len = 0u32;
+            for t in &ts {
+                let e = t.encode();
+                if let Some(w) = w.as_mut() {
+                    w.write_all(&(e.len() as u16).to_le_bytes())?;
+                    w.write_all(&e)?;
+                }
+                len += 2 + e.len() as u32;
+            }
+            offsets.push((off, len));
+            off += len as u64;
+        }
+        if let Some(w) = w {
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(path.with_extension("tmp"), path)?;
+        }
+        Ok(Store {
+            file: File::open(path).with_context(|| format!("opening {}", path.display()))?,
+            offsets,
+        })
+    }
+
     fn fetch(&self, i: usize) -> Result<Vec<Template>> {
         let (off, len) = self.offsets[i];
         let mut b = vec![0u8; len as usize];
@@ -293,6 +357,64 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+// ---------------------------------------------------------------- index
+
+/// `HashIndexConfig::default()` with the command line's overrides.
+fn index_config(a: &BenchIdentifyArgs) -> HashIndexConfig {
+    let mut config = HashIndexConfig::default();
+    if let Some(v) = a.tables {
+        config.tables = v;
+    }
+    if let Some(v) = a.key_bits {
+        config.key_bits = v;
+    }
+    if let Some(v) = a.max_postings {
+        config.max_postings_per_palm = v;
+    }
+    if let Some(v) = a.probe_radius {
+        config.probe_radius = v;
+    }
+    if a.no_normalise {
+        config.normalise = false;
+    }
+    config
+}
+
+/// The index over palms `0..n` of the store, and its build time (insert only: the templates
+/// are read from the store first, 2,000 palms at a time).
+fn build_index(
+    config: &HashIndexConfig,
+    store: &Store,
+    n: usize,
+    one_by_one: bool,
+) -> Result<(HashIndex, f64)> {
+    let mut index = HashIndex::new(config.clone());
+    let mut build = 0f64;
+    for chunk_start in (0..n).step_by(2000) {
+        let chunk: Vec<Vec<Template>> = (chunk_start..(chunk_start + 2000).min(n))
+            .map(|i| store.fetch(i))
+            .collect::<Result<_>>()?;
+        let t = Instant::now();
+        if one_by_one {
+            for (j, ts) in chunk.iter().enumerate() {
+                index.insert((chunk_start + j) as PalmId, ts);
+            }
+        } else {
+            index.insert_many(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, ts)| ((chunk_start + j) as PalmId, ts.as_slice())),
+            );
+        }
+        build += t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    index.shrink_to_fit();
+    build += t.elapsed().as_secs_f64();
+    Ok((index, build))
 }
 
 // ---------------------------------------------------------------- identification
@@ -450,6 +572,9 @@ fn load_average() -> String {
 }
 
 pub fn run(a: BenchIdentifyArgs) -> Result<()> {
+    if a.images.is_some() {
+        return real::run(&a);
+    }
     let max_n = a.sizes.iter().copied().max().unwrap_or(0);
     if max_n == 0 || a.probes == 0 || a.enroll == 0 {
         bail!("need sizes, probes and enroll > 0");
@@ -552,63 +677,14 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
             distractor(pool_seed, (i - n_real) as u64, &pool, a.enroll)
         }
     };
-    let mut offsets = Vec::with_capacity(max_n);
-    {
-        let exists = std::fs::metadata(&store_path).is_ok();
-        let mut w = if exists {
-            None
-        } else {
-            Some(BufWriter::new(File::create(
-                store_path.with_extension("tmp"),
-            )?))
-        };
-        let mut off = 0u64;
-        for i in 0..max_n {
-            let ts = palm_templates(i);
-            let mut len = 0u32;
-            for t in &ts {
-                let e = t.encode();
-                if let Some(w) = w.as_mut() {
-                    w.write_all(&(e.len() as u16).to_le_bytes())?;
-                    w.write_all(&e)?;
-                }
-                len += 2 + e.len() as u32;
-            }
-            offsets.push((off, len));
-            off += len as u64;
-        }
-        if let Some(w) = w {
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(store_path.with_extension("tmp"), &store_path)?;
-        }
-    }
-    let store = Store {
-        file: File::open(&store_path)
-            .with_context(|| format!("opening {}", store_path.display()))?,
-        offsets,
-    };
+    let store = Store::open_or_write(&store_path, max_n, palm_templates)?;
     eprintln!(
         "template store {} ready in {:.0} s",
         store_path.display(),
         ts.elapsed().as_secs_f64()
     );
 
-    let mut config = HashIndexConfig::default();
-    if let Some(v) = a.tables {
-        config.tables = v;
-    }
-    if let Some(v) = a.key_bits {
-        config.key_bits = v;
-    }
-    if let Some(v) = a.max_postings {
-        config.max_postings_per_palm = v;
-    }
-    if let Some(v) = a.probe_radius {
-        config.probe_radius = v;
-    }
-    if a.no_normalise {
-        config.normalise = false;
-    }
+    let config = index_config(&a);
     let matcher = Matcher::default();
     let prepared_probes: Vec<Prepared> = probes.iter().map(|(_, t, _)| Prepared::new(t)).collect();
     let targets = [1e-3, 1e-2];
@@ -617,30 +693,7 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
     for &n in &a.sizes {
         eprintln!("== N = {n}");
         // 3. Index build (insert time only; templates are read from the store first).
-        let mut index = HashIndex::new(config.clone());
-        let mut build = 0f64;
-        for chunk_start in (0..n).step_by(2000) {
-            let chunk: Vec<Vec<Template>> = (chunk_start..(chunk_start + 2000).min(n))
-                .map(|i| store.fetch(i))
-                .collect::<Result<_>>()?;
-            let t = Instant::now();
-            if a.one_by_one {
-                for (j, ts) in chunk.iter().enumerate() {
-                    index.insert((chunk_start + j) as PalmId, ts);
-                }
-            } else {
-                index.insert_many(
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .map(|(j, ts)| ((chunk_start + j) as PalmId, ts.as_slice())),
-                );
-            }
-            build += t.elapsed().as_secs_f64();
-        }
-        let t = Instant::now();
-        index.shrink_to_fit();
-        build += t.elapsed().as_secs_f64();
+        let (index, build) = build_index(&config, &store, n, a.one_by_one)?;
         let mem = index.memory_bytes();
         eprintln!(
             "index: {n} palms in {build:.2} s, {:.0} bytes/palm, {} postings",
@@ -999,6 +1052,10 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         no_normalise: a.no_normalise,
         recall_only: a.recall_only,
         one_by_one: a.one_by_one,
+        images: a.images.clone(),
+        input: a.input,
+        strangers: a.strangers,
+        limit_identities: a.limit_identities,
     }
 }
 
