@@ -59,7 +59,7 @@ fn receipt(kind: TxKind, amount: i64, balance: i64) -> Receipt {
         transaction_id: 42,
         kind,
         amount: eur(amount),
-        balance_after: eur(balance),
+        balance_after: Some(eur(balance)),
         shopper: "alice".into(),
         merchant: Some("Corner Shop".into()),
         counterparty: Some("bob".into()),
@@ -283,7 +283,7 @@ fn palm_payment_happy_path() {
     };
     assert_eq!(a.shopper_masked, "a***e");
     assert_eq!(a.merchant, "Corner Shop");
-    assert_eq!(a.receipt.balance_after, eur(3750));
+    assert_eq!(a.receipt.balance_after, Some(eur(3750)));
     // The result stays up for a while, then idle.
     t.advance(Duration::from_secs(7));
     assert_eq!(t.name(), "approved");

@@ -342,7 +342,9 @@ impl<'a> Scripted<'a> {
                 format_money(a.receipt.amount, &self.locale),
                 a.shopper_masked,
                 a.merchant,
-                format_money(a.receipt.balance_after, &self.locale),
+                a.receipt
+                    .balance_after
+                    .map_or("not shown".into(), |b| format_money(b, &self.locale)),
                 a.receipt.transaction_id
             ),
             Screen::Declined(d) => format!("[declined] {}: {}", d.title, d.detail),

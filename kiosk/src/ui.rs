@@ -610,27 +610,25 @@ impl Kiosk {
                 let (title, rows): (&str, Vec<(String, String)>) = match r.kind {
                     palmline_shared::api::TxKind::Deposit => (
                         "Cash top-up done",
-                        vec![
-                            ("Credited to".into(), r.shopper.clone()),
-                            ("New balance".into(), self.money(r.balance_after)),
-                        ],
+                        vec![("Credited to".into(), r.shopper.clone())],
                     ),
                     palmline_shared::api::TxKind::Withdrawal => (
                         "Cash-out approved",
-                        vec![
-                            ("Pay out to".into(), ap.shopper_masked.clone()),
-                            ("New balance".into(), self.money(r.balance_after)),
-                        ],
+                        vec![("Pay out to".into(), ap.shopper_masked.clone())],
                     ),
                     _ => (
                         "Payment approved",
                         vec![
                             ("Merchant".into(), ap.merchant.clone()),
                             ("Shopper".into(), ap.shopper_masked.clone()),
-                            ("New balance".into(), self.money(r.balance_after)),
                         ],
                     ),
                 };
+                // The server sends a balance only to the shopper's own session.
+                let balance = r
+                    .balance_after
+                    .map(|b| ("New balance".into(), self.money(b)));
+                let rows: Vec<(String, String)> = rows.into_iter().chain(balance).collect();
                 a.set_result_title(title.into());
                 a.set_result_amount(self.money(r.amount).into());
                 a.set_result_detail(format!("Transaction {}", r.transaction_id).into());

@@ -1,13 +1,17 @@
 //! Shopper secrets and sessions: argon2id password and PIN hashes, session tokens.
 //!
-//! Hashing is deliberately slow (~40 ms), so it always runs on the blocking pool, never on
-//! an async worker and never inside the ledger's writer. Tokens are random; only their
+//! Hashing is deliberately slow (~40 ms, 19 MiB), so it always runs on the blocking pool
+//! behind a semaphore ([`Hasher`]), never on an async worker and never inside the ledger's
+//! writer. Tokens are random; only their
 //! SHA-256 is stored, so a database dump cannot be replayed as sessions.
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 /// argon2id parameters. The default follows OWASP's recommendation (19 MiB, t=2, p=1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,17 +51,64 @@ pub fn verify_secret(secret: &str, phc: &str) -> bool {
         .is_ok()
 }
 
-/// Async wrappers that keep argon2 off the async workers.
-pub async fn hash_secret_async(secret: String, cost: HashCost) -> String {
-    tokio::task::spawn_blocking(move || hash_secret(&secret, cost))
-        .await
-        .expect("hashing task panicked")
+/// argon2 off the async workers, at most `concurrency` hashes at a time: each takes
+/// `memory_kib` of memory, so a login flood queues here instead of exhausting memory and
+/// the blocking pool that SQLite reads and writes share.
+pub struct Hasher {
+    cost: HashCost,
+    permits: Arc<Semaphore>,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 }
 
-pub async fn verify_secret_async(secret: String, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_secret(&secret, &phc))
+impl Hasher {
+    pub fn new(cost: HashCost, concurrency: usize) -> Hasher {
+        Hasher {
+            cost,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            running: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
+
+    /// Runs `f` on the blocking pool under a permit. The permit moves into the blocking
+    /// task, so a cancelled request still holds it until its hash is done.
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        let (running, peak) = (self.running.clone(), self.peak.clone());
+        tokio::task::spawn_blocking(move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let r = f();
+            running.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+            r
+        })
         .await
-        .unwrap_or(false)
+        .ok()
+    }
+
+    pub async fn hash(&self, secret: String) -> String {
+        let cost = self.cost;
+        self.run(move || hash_secret(&secret, cost))
+            .await
+            .expect("hashing task panicked")
+    }
+
+    pub async fn verify(&self, secret: String, phc: String) -> bool {
+        self.run(move || verify_secret(&secret, &phc))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The most hashes that ever ran at once (for tests and diagnostics).
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    pub fn cost(&self) -> HashCost {
+        self.cost
+    }
 }
 
 /// A fresh session token (32 random bytes, base64url) and the hash to store.
@@ -139,6 +190,30 @@ mod tests {
         assert!(!valid_pin("123"));
         assert!(valid_password("12345678"));
         assert!(!valid_password("short"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hasher_bounds_concurrent_hashes() {
+        let cost = HashCost {
+            memory_kib: 1024,
+            iterations: 1,
+        };
+        let h = Arc::new(Hasher::new(cost, 2));
+        let phc = hash_secret("pw", cost);
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let (h, phc) = (h.clone(), phc.clone());
+                tokio::spawn(
+                    async move { h.verify(if i == 0 { "pw" } else { "no" }.into(), phc).await },
+                )
+            })
+            .collect();
+        let mut right = 0;
+        for t in tasks {
+            right += usize::from(t.await.unwrap());
+        }
+        assert_eq!(right, 1);
+        assert!((1..=2).contains(&h.peak()), "peak {}", h.peak());
     }
 
     #[test]

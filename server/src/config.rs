@@ -6,8 +6,16 @@
 //! currency = "EUR"
 //! pin_threshold = "50.00"
 //! session_ttl_secs = 300
-//! lockout_after = 5
-//! lockout_secs = 900
+//! lockout_after = 5              # wrong guesses in a row at one kiosk before it locks
+//! lockout_secs = 900             # first lock; doubles with each lock of the day
+//! lockout_max_secs = 86400       # longest lock
+//! max_guesses_per_day = 10       # wrong guesses per secret per account per UTC day
+//! no_pin_session_limit = "100.00"
+//! no_pin_daily_limit = "200.00"
+//! identify_per_kiosk_per_minute = 30
+//! identify_per_merchant_per_minute = 300
+//! argon2_concurrency = 2         # default: the number of cores
+//! matcher_threads = 2            # default: the number of cores
 //! [tls]            # optional; defaults are the PKI files under DATA/pki/
 //! ca = "/etc/palmline/ca.pem"
 //! crl = "/etc/palmline/crl.pem"
@@ -34,6 +42,14 @@ pub struct FileConfig {
     pub session_ttl_secs: Option<u64>,
     pub lockout_after: Option<u32>,
     pub lockout_secs: Option<u64>,
+    pub lockout_max_secs: Option<u64>,
+    pub max_guesses_per_day: Option<u32>,
+    pub no_pin_session_limit: Option<String>,
+    pub no_pin_daily_limit: Option<String>,
+    pub identify_per_kiosk_per_minute: Option<u32>,
+    pub identify_per_merchant_per_minute: Option<u32>,
+    pub argon2_concurrency: Option<usize>,
+    pub matcher_threads: Option<usize>,
     pub tls: Option<FileTls>,
     /// Template encryption key file (32 bytes, raw or hex). Default: DATA/template.key.
     pub template_key: Option<PathBuf>,
@@ -102,11 +118,11 @@ impl ServerConfig {
             None => FileConfig::default(),
         };
         let currency_code = env("PALMLINE_CURRENCY")
-            .or(file.currency)
+            .or(file.currency.clone())
             .unwrap_or_else(|| "EUR".into());
         let currency = Currency::from_code(&currency_code)?;
         let mut api = ApiConfig::defaults(currency);
-        if let Some(t) = env("PALMLINE_PIN_THRESHOLD").or(file.pin_threshold) {
+        if let Some(t) = env("PALMLINE_PIN_THRESHOLD").or(file.pin_threshold.clone()) {
             api.pin_threshold = Money::parse_positive(&t, currency)
                 .with_context(|| format!("pin_threshold {t:?}"))?;
         }
@@ -120,12 +136,7 @@ impl ServerConfig {
             }
             api.session_ttl = Duration::from_secs(s);
         }
-        if let Some(n) = file.lockout_after {
-            api.lockout_after = n.max(1);
-        }
-        if let Some(s) = file.lockout_secs {
-            api.lockout = Duration::from_secs(s);
-        }
+        apply_limits(&mut api, &file)?;
         let listen = env("PALMLINE_LISTEN")
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8443".into());
@@ -178,6 +189,82 @@ impl ServerConfig {
     }
 }
 
+/// A setting that must be at least 1 (0 would switch a protection off or stop the server).
+fn positive<T: PartialOrd + From<u8> + Copy>(name: &str, v: Option<T>, default: T) -> Result<T> {
+    match v {
+        Some(v) if v < T::from(1) => bail!("{name} must be at least 1"),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn money_limit(name: &str, v: Option<&str>, default: Money) -> Result<Money> {
+    match v {
+        Some(t) => Money::parse_positive(t, default.currency())
+            .with_context(|| format!("{name} {t:?} (must be a positive amount)")),
+        None => Ok(default),
+    }
+}
+
+/// The guess budgets, the no-PIN limits, the identification rates and the resource bounds,
+/// each refused at start-up if it would switch a protection off.
+fn apply_limits(api: &mut ApiConfig, f: &FileConfig) -> Result<()> {
+    let g = &mut api.guesses;
+    g.lock_after = positive("lockout_after", f.lockout_after, g.lock_after)?;
+    g.lock_secs = positive("lockout_secs", f.lockout_secs, g.lock_secs as u64)? as i64;
+    g.max_lock_secs = positive(
+        "lockout_max_secs",
+        f.lockout_max_secs,
+        g.max_lock_secs as u64,
+    )? as i64;
+    g.max_per_day = positive("max_guesses_per_day", f.max_guesses_per_day, g.max_per_day)?;
+    if g.lock_after > g.max_per_day {
+        bail!(
+            "lockout_after ({}) must not exceed max_guesses_per_day ({})",
+            g.lock_after,
+            g.max_per_day
+        );
+    }
+    if g.max_lock_secs < g.lock_secs || g.max_lock_secs > 7 * 86_400 {
+        bail!("lockout_max_secs must be between lockout_secs and 604800 (a week)");
+    }
+    let n = &mut api.no_pin;
+    n.per_session = money_limit(
+        "no_pin_session_limit",
+        f.no_pin_session_limit.as_deref(),
+        n.per_session,
+    )?;
+    n.per_day = money_limit(
+        "no_pin_daily_limit",
+        f.no_pin_daily_limit.as_deref(),
+        n.per_day,
+    )?;
+    if n.per_session.minor() > n.per_day.minor() {
+        bail!("no_pin_session_limit must not exceed no_pin_daily_limit");
+    }
+    let r = &mut api.identify;
+    r.per_kiosk = positive(
+        "identify_per_kiosk_per_minute",
+        f.identify_per_kiosk_per_minute,
+        r.per_kiosk,
+    )?;
+    r.per_merchant = positive(
+        "identify_per_merchant_per_minute",
+        f.identify_per_merchant_per_minute,
+        r.per_merchant,
+    )?;
+    if r.per_kiosk > r.per_merchant {
+        bail!("identify_per_kiosk_per_minute must not exceed identify_per_merchant_per_minute");
+    }
+    api.hash_concurrency = positive(
+        "argon2_concurrency",
+        f.argon2_concurrency,
+        api.hash_concurrency,
+    )?;
+    api.matcher_threads = positive("matcher_threads", f.matcher_threads, api.matcher_threads)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +301,50 @@ mod tests {
         assert!(load("listen = ").is_err());
         assert!(load("palm_accept_score = 0").is_err(), "accepts every palm");
         assert!(load("palm_accept_score = 10\npalm_grey_score = 12").is_err());
+        for zero in [
+            "lockout_secs = 0",
+            "lockout_after = 0",
+            "max_guesses_per_day = 0",
+            "lockout_max_secs = 0",
+            "identify_per_kiosk_per_minute = 0",
+            "identify_per_merchant_per_minute = 0",
+            "argon2_concurrency = 0",
+            "matcher_threads = 0",
+            "no_pin_session_limit = \"0\"",
+            "no_pin_daily_limit = \"0.00\"",
+            "palm_grey_score = 0",
+        ] {
+            let e = load(zero).expect_err(zero).to_string();
+            assert!(!e.is_empty(), "{zero}");
+        }
+        let e = load("lockout_secs = 0").unwrap_err().to_string();
+        assert!(
+            e.contains("lockout_secs"),
+            "the error names the setting: {e}"
+        );
+        assert!(
+            load("lockout_after = 11").is_err(),
+            "a kiosk lock past the daily cap"
+        );
+        assert!(
+            load("no_pin_session_limit = \"300\"").is_err(),
+            "session over day"
+        );
+        assert!(load("identify_per_kiosk_per_minute = 1000").is_err());
+    }
+
+    #[test]
+    fn reads_the_limits() {
+        let c = load("lockout_after = 3\nlockout_secs = 60\nmax_guesses_per_day = 6\nno_pin_session_limit = \"20\"\nno_pin_daily_limit = \"40.00\"\nidentify_per_kiosk_per_minute = 7\nargon2_concurrency = 1\n").unwrap();
+        let g = c.api.guesses;
+        assert_eq!((g.lock_after, g.lock_secs, g.max_per_day), (3, 60, 6));
+        assert_eq!(c.api.no_pin.per_session.minor(), 2_000);
+        assert_eq!(c.api.no_pin.per_day.minor(), 4_000);
+        assert_eq!(c.api.identify.per_kiosk, 7);
+        assert_eq!(c.api.hash_concurrency, 1);
+        let d = load("").unwrap();
+        assert_eq!(d.api.guesses.max_per_day, 10, "documented default");
+        assert_eq!(d.api.no_pin.per_session.minor(), 10_000);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 const CT_VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
@@ -262,17 +263,56 @@ pub struct PalmService {
     matcher: Matcher,
     index: RwLock<Box<dyn CandidateIndex>>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Matcher jobs running at once on the blocking pool (never on an async worker).
+    cpu: Arc<Semaphore>,
 }
+
+/// A kiosk's failures are forgotten after this long without one (never by a success: an
+/// attacker's own palm must not wash the count away).
+const FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
 
 impl PalmService {
     pub fn new(key: TemplateKey, policy: PalmPolicy, index: Box<dyn CandidateIndex>) -> Arc<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        PalmService::with_threads(key, policy, index, threads)
+    }
+
+    /// As [`PalmService::new`], with at most `threads` matcher jobs at once.
+    pub fn with_threads(
+        key: TemplateKey,
+        policy: PalmPolicy,
+        index: Box<dyn CandidateIndex>,
+        threads: usize,
+    ) -> Arc<Self> {
         Arc::new(PalmService {
             key,
             policy,
             matcher: Matcher::default(),
             index: RwLock::new(index),
             failures: Mutex::new(HashMap::new()),
+            cpu: Arc::new(Semaphore::new(threads.max(1))),
         })
+    }
+
+    /// Runs CPU-bound matcher work on the blocking pool under a permit of the matcher's
+    /// bound; the permit travels with the job, so a cancelled request still holds it.
+    async fn on_cpu<R: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let permit = self
+            .cpu
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let r = job();
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| LedgerError::Storage(format!("matcher job failed: {e}")))
     }
 
     /// Builds the index from every enrolled palm in the store, reading and decrypting them
@@ -294,14 +334,7 @@ impl PalmService {
     }
 
     pub fn open_all(&self, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {
-        sealed
-            .iter()
-            .enumerate()
-            .map(|(i, ct)| {
-                let plain = self.key.open(account, i, ct)?;
-                Ok(Template::decode(&plain)?)
-            })
-            .collect()
+        open_all(&self.key, account, sealed)
     }
 
     pub fn seal_all(&self, account: i64, templates: &[Template]) -> Vec<Vec<u8>> {
@@ -370,8 +403,18 @@ impl PalmService {
         Ok(())
     }
 
+    /// [`PalmService::consistent`] on the bounded matcher pool, off the async workers.
+    pub async fn consistent_off_thread(
+        self: &Arc<Self>,
+        templates: Vec<Template>,
+    ) -> Result<Result<(), CaptureProblem>, LedgerError> {
+        let me = self.clone();
+        self.on_cpu(move || me.consistent(&templates)).await
+    }
+
     /// Finds the best enrolled palm for `probe`: candidates from the index, then the
-    /// matcher on each candidate's decrypted templates (read from the store).
+    /// matcher on each candidate's decrypted templates (read from the store), on the
+    /// bounded matcher pool.
     pub async fn identify(
         &self,
         store: &dyn Store,
@@ -391,17 +434,10 @@ impl PalmService {
             return Ok(self.verdict(None, 0));
         }
         let sealed = store.palm_templates(Some(candidates)).await?;
-        let probe = Prepared::new(probe);
-        let mut scores: Vec<(PalmId, u32)> = Vec::with_capacity(sealed.len());
-        for (account, cts) in sealed {
-            match self.open_all(account, &cts) {
-                Ok(ts) => {
-                    let gallery: Vec<Prepared> = ts.iter().map(Prepared::new).collect();
-                    scores.push((account, self.matcher.compare_many(&probe, &gallery).score));
-                }
-                Err(e) => tracing::error!(account, error = %e, "cannot open palm templates"),
-            }
-        }
+        let (key, matcher, probe) = (self.key.clone(), self.matcher.clone(), probe.clone());
+        let mut scores = self
+            .on_cpu(move || score_all(&key, &matcher, &probe, sealed))
+            .await?;
         scores.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let runner_up = scores.get(1).map_or(0, |s| s.1);
         Ok(self.verdict(scores.first().copied(), runner_up))
@@ -423,30 +459,74 @@ impl PalmService {
 
     /// How long this kiosk must wait before its next identification, if it failed too often.
     pub fn slowed_down(&self, kiosk: &str) -> Option<Duration> {
+        self.slowed_down_at(kiosk, Instant::now())
+    }
+
+    fn slowed_down_at(&self, kiosk: &str, now: Instant) -> Option<Duration> {
         let failures = self.failures.lock().expect("poisoned");
         let (n, last) = failures.get(kiosk)?;
-        if *n < self.policy.free_failures {
+        let since = now.saturating_duration_since(*last);
+        if *n < self.policy.free_failures || since >= FAILURES_FORGOTTEN_AFTER {
             return None;
         }
         // 1 s after the allowance, doubling per further failure, capped at a minute.
         let wait = Duration::from_secs(1u64 << (n - self.policy.free_failures).min(6))
             .min(Duration::from_secs(60));
-        let elapsed = last.elapsed();
-        (elapsed < wait).then(|| wait - elapsed)
+        (since < wait).then(|| wait - since)
     }
 
-    pub fn record(&self, kiosk: &str, success: bool) {
+    /// Counts a failed identification (unrecognised palm, wrong step-up PIN) of a kiosk.
+    /// Only time forgets it: a success does not.
+    pub fn record_failure(&self, kiosk: &str) {
+        self.record_failure_at(kiosk, Instant::now())
+    }
+
+    fn record_failure_at(&self, kiosk: &str, now: Instant) {
         let mut failures = self.failures.lock().expect("poisoned");
-        if success {
-            failures.remove(kiosk);
-        } else {
-            let e = failures
-                .entry(kiosk.to_string())
-                .or_insert((0, Instant::now()));
-            e.0 += 1;
-            e.1 = Instant::now();
+        if failures.len() > 4096 {
+            failures
+                .retain(|_, (_, t)| now.saturating_duration_since(*t) < FAILURES_FORGOTTEN_AFTER);
+        }
+        let e = failures.entry(kiosk.to_string()).or_insert((0, now));
+        if now.saturating_duration_since(e.1) >= FAILURES_FORGOTTEN_AFTER {
+            e.0 = 0;
+        }
+        e.0 += 1;
+        e.1 = now;
+    }
+}
+
+fn open_all(key: &TemplateKey, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {
+    sealed
+        .iter()
+        .enumerate()
+        .map(|(i, ct)| {
+            let plain = key.open(account, i, ct)?;
+            Ok(Template::decode(&plain)?)
+        })
+        .collect()
+}
+
+/// The matcher's score of `probe` against each candidate's templates (CPU-bound: runs on
+/// the matcher pool). A candidate whose templates do not open is left out and reported.
+fn score_all(
+    key: &TemplateKey,
+    matcher: &Matcher,
+    probe: &Template,
+    sealed: Vec<(PalmId, Vec<Vec<u8>>)>,
+) -> Vec<(PalmId, u32)> {
+    let probe = Prepared::new(probe);
+    let mut scores = Vec::with_capacity(sealed.len());
+    for (account, cts) in sealed {
+        match open_all(key, account, &cts) {
+            Ok(ts) => {
+                let gallery: Vec<Prepared> = ts.iter().map(Prepared::new).collect();
+                scores.push((account, matcher.compare_many(&probe, &gallery).score));
+            }
+            Err(e) => tracing::error!(account, error = %e, "cannot open palm templates"),
         }
     }
+    scores
 }
 
 /// Re-encrypts every stored template from `old` to `new` in one transaction (a page at a
@@ -533,24 +613,31 @@ mod tests {
     }
 
     #[test]
-    fn kiosk_slow_down_grows_and_resets() {
+    fn kiosk_slow_down_grows_is_not_reset_by_a_success_and_fades_with_time() {
         let key = TemplateKey::from_bytes(&[1u8; 32]).unwrap();
         let svc = PalmService::new(
             key,
             PalmPolicy::default(),
             Box::new(crate::identify::ExhaustiveIndex::default()),
         );
+        let t0 = Instant::now();
         for _ in 0..4 {
-            svc.record("k", false);
-            assert!(svc.slowed_down("k").is_none());
+            svc.record_failure_at("k", t0);
+            assert!(svc.slowed_down_at("k", t0).is_none());
         }
-        svc.record("k", false);
-        let w1 = svc.slowed_down("k").unwrap();
-        svc.record("k", false);
-        let w2 = svc.slowed_down("k").unwrap();
+        svc.record_failure_at("k", t0);
+        let w1 = svc.slowed_down_at("k", t0).unwrap();
+        svc.record_failure_at("k", t0);
+        let w2 = svc.slowed_down_at("k", t0).unwrap();
         assert!(w2 > w1);
-        assert!(svc.slowed_down("other").is_none());
-        svc.record("k", true);
-        assert!(svc.slowed_down("k").is_none());
+        assert!(svc.slowed_down_at("other", t0).is_none());
+        // There is no success path at all: only the quiet period forgets.
+        let later = t0 + FAILURES_FORGOTTEN_AFTER;
+        assert!(svc.slowed_down_at("k", later).is_none());
+        svc.record_failure_at("k", later);
+        assert!(
+            svc.slowed_down_at("k", later).is_none(),
+            "counting starts again"
+        );
     }
 }

@@ -46,7 +46,12 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
             cfg.template_key.display()
         );
     }
-    let palm = PalmService::new(key, cfg.palm, crate::identify::default_index());
+    let palm = PalmService::with_threads(
+        key,
+        cfg.palm,
+        crate::identify::default_index(),
+        cfg.api.matcher_threads,
+    );
     let started = std::time::Instant::now();
     let enrolled = palm
         .load(&*store)

@@ -16,6 +16,12 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Largest request body the server reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest free text (payment description, transfer note, refund reason), in characters.
+pub const MAX_TEXT_CHARS: usize = 200;
+/// Longest base64 palm template the server reads (the codec's 24 KiB bound, base64).
+pub const MAX_TEMPLATE_B64_LEN: usize = 32 * 1024 + 4;
+/// Response header of a `rate_limited` answer: seconds to wait before trying again.
+pub const RETRY_AFTER_HEADER: &str = "Retry-After";
 
 /// Stable error codes. The string form (snake_case) is part of the API contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -295,8 +301,11 @@ pub struct Receipt {
     pub kind: TxKind,
     pub amount: Money,
     /// Balance of the shopper concerned after the movement (the payer for payments and
-    /// transfers, the credited shopper for deposits and refunds).
-    pub balance_after: Money,
+    /// transfers, the credited shopper for refunds). Only sent to the shopper's own session
+    /// (and to operators): a cash deposit or a palm payment receipt carries none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_after: Option<Money>,
+    /// The shopper's username; masked (`a***e`) on a cash deposit receipt.
     pub shopper: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant: Option<String>,

@@ -2,7 +2,9 @@
 //! palm-scan log, daily reports and the ledger check.
 
 use super::kiosk::{idempotent, respond, Page};
-use super::{check_amount, idempotency, parse_json, AdminCaller, ApiError, RawBody, SharedState};
+use super::{
+    check_amount, idempotency, input, parse_json, AdminCaller, ApiError, RawBody, SharedState,
+};
 use crate::store::Command;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -55,7 +57,8 @@ async fn set_frozen(
     );
     let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
     if !body.is_empty() {
-        let _: palmline_shared::api::FreezeRequest = parse_json(&body)?;
+        let req: palmline_shared::api::FreezeRequest = parse_json(&body)?;
+        input::free_text(&req.reason, "reason")?;
     }
     let outcome = idempotent(&state, idem, async move {
         Ok(Command::SetFrozen {
@@ -101,6 +104,7 @@ pub async fn refund(
         &body,
     )?;
     let req: RefundRequest = parse_json(&body)?;
+    input::free_text(&req.reason, "reason")?;
     check_amount(&state, req.amount)?;
     let outcome = idempotent(&state, idem, async move {
         Ok(Command::Refund {

@@ -2,10 +2,12 @@
 //! wallet views and the merchant's day. The kiosk and its merchant always come from the
 //! client certificate ([`KioskCaller`]).
 
+use super::input::{self, Password, Pin, Username};
 use super::{
     check_amount, idempotency, parse_json, ApiError, InFlight, KioskCaller, RawBody, SharedState,
 };
 use crate::auth;
+use crate::limits::{mask_name, Factor, Grant, GuessKey, NoPinGuard};
 use crate::store::sqlite::unix_now;
 use crate::store::{Command, Idem, KioskRef, Outcome, SessionInfo, ShopperAuth};
 use axum::extract::{Query, State};
@@ -109,7 +111,7 @@ pub(super) fn respond(outcome: Outcome, status: StatusCode) -> Response {
         Outcome::Receipt(r) => (status, Json(r)).into_response(),
         Outcome::Shopper(s) => (status, Json(s)).into_response(),
         Outcome::Account(a) => (status, Json(a)).into_response(),
-        Outcome::Done => StatusCode::NO_CONTENT.into_response(),
+        Outcome::Guess(_) | Outcome::Done => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
@@ -121,41 +123,19 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let idem = idempotency(&headers, &kiosk.scope(), "POST /v1/shoppers", "", &body)?;
     let req: RegisterShopper = parse_json(&body)?;
-    if !auth::valid_username(&req.username) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "username must be 3-32 of a-z 0-9 . _ - starting with a letter or digit",
-        ));
-    }
-    if !auth::valid_email(&req.email) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "invalid e-mail address",
-        ));
-    }
-    if !auth::valid_password(&req.password) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "password must be 8-128 characters",
-        ));
-    }
-    if let Some(pin) = &req.pin {
-        if !auth::valid_pin(pin) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "PIN must be 4-8 digits",
-            ));
-        }
-    }
-    let cost = state.cfg.hash_cost;
+    let username = Username::new_account(req.username)?;
+    input::email(&req.email)?;
+    let password = Password::new_account(req.password)?;
+    let pin = Pin::optional(req.pin)?;
+    let st = state.clone();
     let outcome = idempotent(&state, idem, async move {
-        let password_hash = auth::hash_secret_async(req.password, cost).await;
-        let pin_hash = match req.pin {
-            Some(pin) => Some(auth::hash_secret_async(pin, cost).await),
+        let password_hash = st.hasher.hash(password.expose()).await;
+        let pin_hash = match pin {
+            Some(pin) => Some(st.hasher.hash(pin.expose()).await),
             None => None,
         };
         Ok(Command::RegisterShopper {
-            username: req.username,
+            username: username.into_string(),
             email: req.email,
             password_hash,
             pin_hash,
@@ -165,36 +145,59 @@ pub async fn register(
     Ok(respond(outcome, StatusCode::CREATED))
 }
 
-/// Refuses a locked or frozen shopper before any secret is checked.
+/// Refuses a frozen shopper before any secret is checked.
 pub(super) fn usable(a: &ShopperAuth) -> Result<(), ApiError> {
-    if a.locked_until.is_some_and(|t| t > unix_now()) {
-        return Err(ApiError::new(
-            ErrorCode::AccountLocked,
-            "too many failed attempts; try again later",
-        ));
-    }
     if a.frozen {
         return Err(ApiError::new(ErrorCode::AccountFrozen, "account is frozen"));
     }
     Ok(())
 }
 
-pub(super) async fn record_auth(
+/// Checks one guess at a secret: the guess is counted through the writer first (refused if
+/// the factor is locked here or the day's budget is spent), then argon2 runs, and a right
+/// guess clears this factor's failures at this kiosk only.
+pub(super) async fn check_guess(
     state: &SharedState,
-    shopper_id: i64,
-    ok: bool,
-) -> Result<(), ApiError> {
-    let cmd = if ok {
-        Command::AuthSuccess { shopper_id }
-    } else {
-        Command::AuthFailure {
-            shopper_id,
-            lock_after: state.cfg.lockout_after,
-            lock_seconds: state.cfg.lockout.as_secs() as i64,
-        }
+    key: GuessKey,
+    secret: String,
+    phc: String,
+) -> Result<bool, ApiError> {
+    let cmd = Command::ReserveGuess {
+        key: key.clone(),
+        rules: state.cfg.guesses,
     };
-    state.store.execute(None, cmd).await?;
-    Ok(())
+    match state.store.execute(None, cmd).await? {
+        Outcome::Guess(Grant::Granted) => {}
+        Outcome::Guess(Grant::LockedHere { until }) => {
+            let wait = (until - unix_now()).max(1) as u64;
+            return Err(ApiError::new(
+                ErrorCode::AccountLocked,
+                "too many failed attempts at this kiosk; try again later",
+            )
+            .retry_after(std::time::Duration::from_secs(wait)));
+        }
+        Outcome::Guess(Grant::DailyCapReached) => {
+            return Err(ApiError::new(
+                ErrorCode::AccountLocked,
+                "too many failed attempts today; try again tomorrow or ask the operator",
+            ));
+        }
+        other => {
+            tracing::error!(?other, "unexpected answer to a guess reservation");
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                "internal error; try again",
+            ));
+        }
+    }
+    let ok = state.hasher.verify(secret, phc).await;
+    if ok {
+        state
+            .store
+            .execute(None, Command::GuessRight { key })
+            .await?;
+    }
+    Ok(ok)
 }
 
 /// Opens a session for a shopper at this kiosk.
@@ -238,42 +241,82 @@ pub async fn login(
 ) -> Result<Json<SessionResponse>, ApiError> {
     match parse_json::<SessionRequest>(&body)? {
         SessionRequest::Password { username, password } => {
-            let found = state.store.shopper_auth(&username).await?;
-            let Some(a) = found else {
-                // Same cost as a real check, so timing does not reveal which users exist.
-                auth::verify_secret_async(password, state.dummy_hash.clone()).await;
-                return Err(ApiError::new(
-                    ErrorCode::InvalidCredentials,
-                    "wrong username or password",
-                ));
-            };
-            usable(&a)?;
-            let ok = auth::verify_secret_async(password, a.password_hash.clone()).await;
-            record_auth(&state, a.id, ok).await?;
-            if !ok {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidCredentials,
-                    "wrong username or password",
-                ));
-            }
-            Ok(Json(open_session(&state, a.id, &kiosk.kiosk_id).await?))
+            let username = Username::lookup(username)?;
+            let password = Password::for_login(password)?;
+            Ok(Json(
+                password_login(&state, &kiosk, username, password).await?,
+            ))
         }
-        SessionRequest::Palm { template, pin } => Ok(Json(
-            super::palm::palm_login(&state, &kiosk, &template, pin).await?,
-        )),
+        SessionRequest::Palm { template, pin } => {
+            input::template(&template)?;
+            let pin = Pin::optional(pin)?;
+            Ok(Json(
+                super::palm::palm_login(&state, &kiosk, &template, pin).await?,
+            ))
+        }
     }
 }
 
-/// Checks the PIN when `amount` reaches the threshold and the shopper has a PIN.
-pub(super) async fn pin_check(
+async fn password_login(
     state: &SharedState,
+    kiosk: &KioskRef,
+    username: Username,
+    password: Password,
+) -> Result<SessionResponse, ApiError> {
+    let wrong = || ApiError::new(ErrorCode::InvalidCredentials, "wrong username or password");
+    let Some(a) = state.store.shopper_auth(username.as_str()).await? else {
+        // Same cost as a real check, so timing does not reveal which users exist.
+        state
+            .hasher
+            .verify(password.expose(), state.dummy_hash.clone())
+            .await;
+        return Err(wrong());
+    };
+    usable(&a)?;
+    let key = GuessKey {
+        account_id: a.id,
+        factor: Factor::Password,
+        kiosk_id: kiosk.kiosk_id.clone(),
+    };
+    if !check_guess(state, key, password.expose(), a.password_hash).await? {
+        return Err(wrong());
+    }
+    open_session(state, a.id, &kiosk.kiosk_id).await
+}
+
+/// What the PIN rule asks of a debit.
+pub(super) enum PinGate {
+    /// The PIN was given and is right, or the shopper has none: nothing more to check.
+    Passed,
+    /// No PIN given, under the threshold: the debit must stay within the cumulative limits.
+    Limited(NoPinGuard),
+}
+
+impl PinGate {
+    /// The command to run: the debit itself, or the debit under the no-PIN guard.
+    pub(super) fn guard(self, debit: Command) -> Command {
+        match self {
+            PinGate::Passed => debit,
+            PinGate::Limited(guard) => Command::WithoutPin {
+                guard,
+                debit: Box::new(debit),
+            },
+        }
+    }
+}
+
+/// The PIN rule of a debit: a given PIN is always checked (a guess at the PIN factor); at
+/// or above the threshold it is required; below it, the debit goes under the cumulative
+/// limits (the store answers `pin_required` past them). A shopper without a PIN has
+/// nothing to ask for.
+pub(super) async fn pin_gate(
+    state: &SharedState,
+    kiosk: &KioskRef,
     shopper_id: i64,
     amount: Money,
-    pin: Option<String>,
-) -> Result<(), ApiError> {
-    if amount.minor() < state.cfg.pin_threshold.minor() {
-        return Ok(());
-    }
+    pin: Option<Pin>,
+    session_hash: Option<[u8; 32]>,
+) -> Result<PinGate, ApiError> {
     let a = state
         .store
         .shopper_auth_by_id(shopper_id)
@@ -281,20 +324,29 @@ pub(super) async fn pin_check(
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownAccount, "no such shopper"))?;
     usable(&a)?;
     let Some(pin_hash) = a.pin_hash else {
-        return Ok(());
+        return Ok(PinGate::Passed);
     };
-    let Some(pin) = pin else {
-        return Err(ApiError::new(
+    match pin {
+        Some(pin) => {
+            let key = GuessKey {
+                account_id: shopper_id,
+                factor: Factor::Pin,
+                kiosk_id: kiosk.kiosk_id.clone(),
+            };
+            if !check_guess(state, key, pin.expose(), pin_hash).await? {
+                return Err(ApiError::new(ErrorCode::InvalidPin, "wrong PIN"));
+            }
+            Ok(PinGate::Passed)
+        }
+        None if amount.minor() >= state.cfg.pin_threshold.minor() => Err(ApiError::new(
             ErrorCode::PinRequired,
             format!("amounts from {} need the PIN", state.cfg.pin_threshold),
-        ));
-    };
-    let ok = auth::verify_secret_async(pin, pin_hash).await;
-    record_auth(state, shopper_id, ok).await?;
-    if !ok {
-        return Err(ApiError::new(ErrorCode::InvalidPin, "wrong PIN"));
+        )),
+        None => Ok(PinGate::Limited(NoPinGuard {
+            session_hash,
+            limits: state.cfg.no_pin,
+        })),
     }
-    Ok(())
 }
 
 pub async fn deposit(
@@ -305,52 +357,82 @@ pub async fn deposit(
 ) -> Result<Response, ApiError> {
     let idem = idempotency(&headers, &kiosk.scope(), "POST /v1/deposits", "", &body)?;
     let req: DepositRequest = parse_json(&body)?;
+    let username = Username::lookup(req.username)?;
     check_amount(&state, req.amount)?;
     let outcome = idempotent(&state, idem, async move {
         Ok(Command::Deposit {
             at: kiosk,
-            username: req.username,
+            username: username.into_string(),
             amount: req.amount,
         })
     })
     .await?;
-    Ok(respond(outcome, StatusCode::OK))
+    Ok(respond(for_the_cash_desk(outcome), StatusCode::OK))
+}
+
+/// A cash deposit's receipt is read at the till, by whoever brought the cash: the amount
+/// and a masked name, never the shopper's balance.
+fn for_the_cash_desk(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Receipt(mut r) => {
+            r.balance_after = None;
+            r.shopper = mask_name(&r.shopper);
+            Outcome::Receipt(r)
+        }
+        other => other,
+    }
+}
+
+/// A debit request's amount and PIN, with every text field checked first.
+pub(super) trait DebitRequest: serde::de::DeserializeOwned + Send + 'static {
+    fn checked(&mut self) -> Result<(Money, Option<Pin>), ApiError>;
+}
+
+impl DebitRequest for WithdrawalRequest {
+    fn checked(&mut self) -> Result<(Money, Option<Pin>), ApiError> {
+        Ok((self.amount, Pin::optional(self.pin.take())?))
+    }
+}
+
+impl DebitRequest for PaymentRequest {
+    fn checked(&mut self) -> Result<(Money, Option<Pin>), ApiError> {
+        input::free_text(&self.description, "description")?;
+        Ok((self.amount, Pin::optional(self.pin.take())?))
+    }
+}
+
+impl DebitRequest for TransferRequest {
+    fn checked(&mut self) -> Result<(Money, Option<Pin>), ApiError> {
+        input::free_text(&self.note, "note")?;
+        Username::lookup(self.to_username.clone())?;
+        Ok((self.amount, Pin::optional(self.pin.take())?))
+    }
 }
 
 /// The shared path of a shopper's debit (cash-out, payment, transfer): idempotency key,
-/// amount check, then — unless this is a retry — session, PIN above the threshold, and the
+/// every field checked, then — unless this is a retry — session, the PIN rule, and the
 /// command built by `build` for the session's shopper.
-async fn shopper_debit<R: serde::de::DeserializeOwned + Send + 'static>(
+async fn shopper_debit<R: DebitRequest>(
     state: SharedState,
     kiosk: KioskRef,
     headers: HeaderMap,
     body: &[u8],
     route: &str,
-    money: impl Fn(&R) -> (Money, Option<String>),
-    build: impl FnOnce(R, KioskRef, i64) -> Result<Command, ApiError> + Send + 'static,
+    build: impl FnOnce(R, KioskRef, i64) -> Command + Send + 'static,
 ) -> Result<Response, ApiError> {
     let idem = idempotency(&headers, &kiosk.scope(), route, &subject(&headers), body)?;
-    let req: R = parse_json(body)?;
-    let (amount, pin) = money(&req);
+    let mut req: R = parse_json(body)?;
+    let (amount, pin) = req.checked()?;
     check_amount(&state, amount)?;
     let st = state.clone();
     let outcome = idempotent(&state, idem, async move {
         let s = session(&st, &headers, &kiosk).await?;
-        pin_check(&st, s.shopper_id, amount, pin).await?;
-        build(req, kiosk, s.shopper_id)
+        let session_hash = bearer(&headers).map(auth::token_hash);
+        let gate = pin_gate(&st, &kiosk, s.shopper_id, amount, pin, session_hash).await?;
+        Ok(gate.guard(build(req, kiosk, s.shopper_id)))
     })
     .await?;
     Ok(respond(outcome, StatusCode::OK))
-}
-
-fn bounded_text(text: &Option<String>, what: &str) -> Result<(), ApiError> {
-    if text.as_ref().is_some_and(|d| d.chars().count() > 200) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("{what} over 200 characters"),
-        ));
-    }
-    Ok(())
 }
 
 pub async fn withdraw(
@@ -365,13 +447,10 @@ pub async fn withdraw(
         headers,
         &body,
         "POST /v1/withdrawals",
-        |r: &WithdrawalRequest| (r.amount, r.pin.clone()),
-        |r, at, shopper_id| {
-            Ok(Command::Withdrawal {
-                at,
-                shopper_id,
-                amount: r.amount,
-            })
+        |r: WithdrawalRequest, at, shopper_id| Command::Withdrawal {
+            at,
+            shopper_id,
+            amount: r.amount,
         },
     )
     .await
@@ -389,15 +468,11 @@ pub async fn pay(
         headers,
         &body,
         "POST /v1/payments",
-        |r: &PaymentRequest| (r.amount, r.pin.clone()),
-        |r, at, shopper_id| {
-            bounded_text(&r.description, "description")?;
-            Ok(Command::Payment {
-                at,
-                shopper_id,
-                amount: r.amount,
-                description: r.description,
-            })
+        |r: PaymentRequest, at, shopper_id| Command::Payment {
+            at,
+            shopper_id,
+            amount: r.amount,
+            description: r.description,
         },
     )
     .await
@@ -415,16 +490,12 @@ pub async fn transfer(
         headers,
         &body,
         "POST /v1/transfers",
-        |r: &TransferRequest| (r.amount, r.pin.clone()),
-        |r, at, from_shopper_id| {
-            bounded_text(&r.note, "note")?;
-            Ok(Command::Transfer {
-                at: Some(at),
-                from_shopper_id,
-                to_username: r.to_username,
-                amount: r.amount,
-                note: r.note,
-            })
+        |r: TransferRequest, at, from_shopper_id| Command::Transfer {
+            at: Some(at),
+            from_shopper_id,
+            to_username: r.to_username,
+            amount: r.amount,
+            note: r.note,
         },
     )
     .await

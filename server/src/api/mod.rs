@@ -9,12 +9,14 @@
 
 mod admin;
 mod error;
+pub mod input;
 mod kiosk;
 mod palm;
 
 pub use error::ApiError;
 
-use crate::auth::HashCost;
+use crate::auth::{HashCost, Hasher};
+use crate::limits::{GuessRules, IdentifyRates, NoPinLimits, Rate, RateLimiter};
 use crate::pki::{identity_of, Role};
 use crate::store::{Idem, KioskRef, Store};
 use axum::body::Bytes;
@@ -40,23 +42,43 @@ pub struct ApiConfig {
     /// Payments, withdrawals and transfers at or above this need the PIN (if the shopper has one).
     pub pin_threshold: Money,
     pub session_ttl: Duration,
-    pub lockout_after: u32,
-    pub lockout: Duration,
+    /// Wrong guesses per factor: kiosk lock, back-off and the account-wide daily cap.
+    pub guesses: GuessRules,
+    /// Debits without the PIN beyond these need the PIN.
+    pub no_pin: NoPinLimits,
+    /// Identification attempts per minute, per kiosk and per merchant.
+    pub identify: IdentifyRates,
     pub hash_cost: HashCost,
+    /// argon2 hashes at once (each takes `hash_cost.memory_kib`).
+    pub hash_concurrency: usize,
+    /// Threads the palm matcher may use at once (off the async workers).
+    pub matcher_threads: usize,
+}
+
+/// `n` whole units of `currency` (50 → 50.00 EUR, 50 JPY).
+fn units(n: i64, currency: Currency) -> Money {
+    Money::from_minor(n * 10i64.pow(u32::from(currency.exponent())), currency)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 impl ApiConfig {
     pub fn defaults(currency: Currency) -> ApiConfig {
         ApiConfig {
             currency,
-            pin_threshold: Money::from_minor(
-                50 * 10i64.pow(u32::from(currency.exponent())),
-                currency,
-            ),
+            pin_threshold: units(50, currency),
             session_ttl: Duration::from_secs(300),
-            lockout_after: 5,
-            lockout: Duration::from_secs(900),
+            guesses: GuessRules::default(),
+            no_pin: NoPinLimits {
+                per_session: units(100, currency),
+                per_day: units(200, currency),
+            },
+            identify: IdentifyRates::default(),
             hash_cost: HashCost::default(),
+            hash_concurrency: cores(),
+            matcher_threads: cores(),
         }
     }
 }
@@ -72,6 +94,10 @@ pub struct AppState {
     /// A hash to verify against when the username does not exist, so that a login for an
     /// unknown user costs the same time as one for a known user.
     dummy_hash: String,
+    /// argon2 behind a semaphore.
+    pub hasher: Hasher,
+    /// Identification attempts per kiosk and per merchant.
+    identify_rate: RateLimiter,
 }
 
 impl AppState {
@@ -83,13 +109,43 @@ impl AppState {
         let dummy_hash = crate::auth::hash_secret("palmline-dummy-password", cfg.hash_cost);
         Arc::new(AppState {
             store,
-            cfg,
             palm,
             inflight: Mutex::new(HashSet::new()),
             kiosk_seen: Mutex::new(HashMap::new()),
             revoked: Default::default(),
             dummy_hash,
+            hasher: Hasher::new(cfg.hash_cost, cfg.hash_concurrency),
+            identify_rate: RateLimiter::default(),
+            cfg,
         })
+    }
+
+    /// Counts `n` identification attempts (1:N searches) of this kiosk and its merchant,
+    /// whatever their outcome; a flood gets `rate_limited` with a Retry-After.
+    pub fn identification_allowed(&self, kiosk: &KioskRef, n: u32) -> Result<(), ApiError> {
+        let (k, m) = (
+            format!("kiosk:{}", kiosk.kiosk_id),
+            format!("merchant:{}", kiosk.merchant),
+        );
+        let rates = self.cfg.identify;
+        let rate = |per_window| Rate {
+            per_window,
+            window: rates.window,
+        };
+        let buckets = [
+            (k.as_str(), rate(rates.per_kiosk)),
+            (m.as_str(), rate(rates.per_merchant)),
+        ];
+        self.identify_rate
+            .take(&buckets, n, Instant::now())
+            .map_err(|wait| {
+                tracing::warn!(kiosk = %kiosk.kiosk_id, merchant = %kiosk.merchant, "identification rate limit reached");
+                ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many palm identifications from this kiosk or shop; try again shortly",
+                )
+                .retry_after(wait)
+            })
     }
 
     /// Replaces the set of revoked certificate serials (at start-up and on each CRL reload).
@@ -274,7 +330,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
-        let msg = e.to_string();
+        let msg = input::clip(e.to_string());
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => {
                 ApiError::new(ErrorCode::MalformedJson, format!("malformed JSON: {msg}"))

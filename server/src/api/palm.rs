@@ -1,8 +1,11 @@
 //! Palm endpoints: enroll, delete, pay by palm, and palm login. Every identification attempt
-//! goes into the palm-scan log; a kiosk that keeps failing is slowed down.
+//! goes into the palm-scan log and costs a token of the kiosk's and the merchant's rate
+//! (never given back by a success); a kiosk that keeps failing is slowed down.
 
-use super::kiosk::{idempotent, open_session, pin_check, respond, session, subject};
+use super::input::{self, Pin};
+use super::kiosk::{idempotent, open_session, pin_gate, respond, session, subject};
 use super::{check_amount, idempotency, parse_json, ApiError, KioskCaller, RawBody, SharedState};
+use crate::limits::{Factor, GuessKey};
 use crate::palm::{Identification, Verdict};
 use crate::store::{Command, KioskRef, Outcome};
 use axum::extract::State;
@@ -20,6 +23,7 @@ use palmline_shared::palm::Template;
 pub const MAX_ENROLL_BODY: usize = 96 * 1024;
 
 fn decode_template(b64: &str) -> Result<Template, ApiError> {
+    input::template(b64)?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .map_err(|_| ApiError::new(ErrorCode::InvalidTemplate, "template is not base64"))?;
@@ -58,26 +62,52 @@ pub(super) async fn log_scan(
     Ok(())
 }
 
-/// Identifies a probe for a payment or a login and applies the decision policy, with the
-/// PIN as step-up. Returns the shopper and whether the PIN was checked; logs every attempt.
-async fn identify_for(
-    state: &SharedState,
-    kiosk: &KioskRef,
-    purpose: &str,
-    template: &str,
-    pin: Option<String>,
-) -> Result<(i64, bool), ApiError> {
-    let palm = &state.palm;
-    if let Some(wait) = palm.slowed_down(&kiosk.kiosk_id) {
-        log_scan(state, kiosk, purpose, ScanOutcome::RateLimited, None, None).await?;
-        return Err(ApiError::new(
+/// Refuses an identification from a kiosk that failed too often lately, or past the
+/// kiosk's or merchant's rate (every attempt counts, whatever its outcome).
+async fn admit(state: &SharedState, kiosk: &KioskRef, purpose: &str) -> Result<(), ApiError> {
+    let refused = match state.palm.slowed_down(&kiosk.kiosk_id) {
+        Some(wait) => Err(ApiError::new(
             ErrorCode::RateLimited,
             format!(
                 "too many unrecognised palms at this kiosk; try again in {} s",
                 wait.as_secs().max(1)
             ),
-        ));
+        )
+        .retry_after(wait)),
+        None => state.identification_allowed(kiosk, 1),
+    };
+    if refused.is_err() {
+        log_scan(state, kiosk, purpose, ScanOutcome::RateLimited, None, None).await?;
     }
+    refused
+}
+
+/// A palm that was not recognised: counts towards the kiosk's slow-down and is logged.
+async fn not_recognised(
+    state: &SharedState,
+    kiosk: &KioskRef,
+    purpose: &str,
+    score: Option<u32>,
+    message: &str,
+) -> ApiError {
+    state.palm.record_failure(&kiosk.kiosk_id);
+    let logged = log_scan(state, kiosk, purpose, ScanOutcome::Rejected, score, None).await;
+    logged
+        .err()
+        .unwrap_or_else(|| ApiError::new(ErrorCode::PalmNotRecognised, message))
+}
+
+/// Identifies a probe for a payment or a login and applies the decision policy, with the
+/// PIN as step-up (taken out of `pin` when used). Returns the shopper and whether the PIN
+/// was checked; logs every attempt.
+async fn identify_for(
+    state: &SharedState,
+    kiosk: &KioskRef,
+    purpose: &str,
+    template: &str,
+    pin: &mut Option<Pin>,
+) -> Result<(i64, bool), ApiError> {
+    admit(state, kiosk, purpose).await?;
     let probe = match decode_template(template) {
         Ok(t) => t,
         Err(e) => {
@@ -85,70 +115,20 @@ async fn identify_for(
             return Err(e);
         }
     };
-    let Identification { best, decision, .. } = palm.identify(&*state.store, &probe, None).await?;
+    let Identification { best, decision, .. } =
+        state.palm.identify(&*state.store, &probe, None).await?;
     let score = best.map(|b| b.1);
-    let (shopper, decision) = match (best, decision) {
-        (Some((id, _)), d) if d != Verdict::Reject => (id, d),
+    let shopper = match (best, decision) {
+        (Some((id, _)), d) if d != Verdict::Reject => id,
         _ => {
-            palm.record(&kiosk.kiosk_id, false);
-            log_scan(state, kiosk, purpose, ScanOutcome::Rejected, score, None).await?;
-            return Err(ApiError::new(
-                ErrorCode::PalmNotRecognised,
-                "palm not recognised; try again or use your password",
-            ));
+            let msg = "palm not recognised; try again or use your password";
+            return Err(not_recognised(state, kiosk, purpose, score, msg).await);
         }
     };
-    if decision == Verdict::StepUp {
-        let auth = state.store.shopper_auth_by_id(shopper).await?;
-        let Some(pin_hash) = auth.as_ref().and_then(|a| a.pin_hash.clone()) else {
-            palm.record(&kiosk.kiosk_id, false);
-            log_scan(state, kiosk, purpose, ScanOutcome::Rejected, score, None).await?;
-            return Err(ApiError::new(
-                ErrorCode::PalmNotRecognised,
-                "palm not recognised with certainty; use your password",
-            ));
-        };
-        let Some(pin) = pin else {
-            log_scan(
-                state,
-                kiosk,
-                purpose,
-                ScanOutcome::StepUp,
-                score,
-                Some(shopper),
-            )
-            .await?;
-            return Err(ApiError::new(
-                ErrorCode::StepUpRequired,
-                "please confirm with your PIN",
-            ));
-        };
-        if auth.as_ref().is_some_and(|a| {
-            a.locked_until
-                .is_some_and(|t| t > crate::store::sqlite::unix_now())
-        }) {
-            return Err(ApiError::new(
-                ErrorCode::AccountLocked,
-                "too many failed attempts; try again later",
-            ));
-        }
-        let ok = crate::auth::verify_secret_async(pin, pin_hash).await;
-        super::kiosk::record_auth(state, shopper, ok).await?;
-        if !ok {
-            palm.record(&kiosk.kiosk_id, false);
-            log_scan(
-                state,
-                kiosk,
-                purpose,
-                ScanOutcome::StepUpFailed,
-                score,
-                Some(shopper),
-            )
-            .await?;
-            return Err(ApiError::new(ErrorCode::InvalidPin, "wrong PIN"));
-        }
+    let stepped_up = decision == Verdict::StepUp;
+    if stepped_up {
+        step_up(state, kiosk, purpose, shopper, score, pin.take()).await?;
     }
-    palm.record(&kiosk.kiosk_id, true);
     log_scan(
         state,
         kiosk,
@@ -158,10 +138,59 @@ async fn identify_for(
         Some(shopper),
     )
     .await?;
-    Ok((shopper, decision == Verdict::StepUp))
+    Ok((shopper, stepped_up))
+}
+
+/// A grey-zone match: the shopper's PIN decides. Every PIN here is a guess at the step-up
+/// factor (counted before it is checked; its budget is the PIN's).
+async fn step_up(
+    state: &SharedState,
+    kiosk: &KioskRef,
+    purpose: &str,
+    shopper: i64,
+    score: Option<u32>,
+    pin: Option<Pin>,
+) -> Result<(), ApiError> {
+    let auth = state.store.shopper_auth_by_id(shopper).await?;
+    let Some(auth) = auth.filter(|a| a.pin_hash.is_some()) else {
+        let msg = "palm not recognised with certainty; use your password";
+        return Err(not_recognised(state, kiosk, purpose, score, msg).await);
+    };
+    let Some(pin) = pin else {
+        log_scan(
+            state,
+            kiosk,
+            purpose,
+            ScanOutcome::StepUp,
+            score,
+            Some(shopper),
+        )
+        .await?;
+        return Err(ApiError::new(
+            ErrorCode::StepUpRequired,
+            "please confirm with your PIN",
+        ));
+    };
+    super::kiosk::usable(&auth)?;
+    let key = GuessKey {
+        account_id: shopper,
+        factor: Factor::StepUp,
+        kiosk_id: kiosk.kiosk_id.clone(),
+    };
+    let phc = auth.pin_hash.unwrap_or_default();
+    let checked = super::kiosk::check_guess(state, key, pin.expose(), phc).await;
+    if !matches!(checked, Ok(true)) {
+        state.palm.record_failure(&kiosk.kiosk_id);
+        let outcome = ScanOutcome::StepUpFailed;
+        log_scan(state, kiosk, purpose, outcome, score, Some(shopper)).await?;
+        checked?;
+        return Err(ApiError::new(ErrorCode::InvalidPin, "wrong PIN"));
+    }
+    Ok(())
 }
 
 /// `POST /v1/payments/palm`: identify and pay, one atomic outcome under the idempotency key.
+/// The receipt carries no balance: there is no session to show it to.
 pub async fn pay_by_palm(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -176,25 +205,39 @@ pub async fn pay_by_palm(
         &body,
     )?;
     let req: PalmPaymentRequest = parse_json(&body)?;
+    input::template(&req.template)?;
+    input::free_text(&req.description, "description")?;
+    let mut pin = Pin::optional(req.pin)?;
     check_amount(&state, req.amount)?;
     let st = state.clone();
     let outcome = idempotent(&state, idem, async move {
-        let pin = req.pin.clone();
-        let (shopper, pin_checked) =
-            identify_for(&st, &kiosk, "payment", &req.template, req.pin).await?;
-        // Above the PIN threshold a recognised palm still needs the PIN (once is enough).
-        if !pin_checked {
-            pin_check(&st, shopper, req.amount, pin).await?;
-        }
-        Ok(Command::Payment {
-            at: kiosk,
+        let (shopper, stepped_up) =
+            identify_for(&st, &kiosk, "payment", &req.template, &mut pin).await?;
+        let payment = Command::Payment {
+            at: kiosk.clone(),
             shopper_id: shopper,
             amount: req.amount,
             description: req.description,
-        })
+        };
+        // A step-up PIN already proved the shopper; otherwise the PIN rule of any debit.
+        if stepped_up {
+            return Ok(payment);
+        }
+        let gate = pin_gate(&st, &kiosk, shopper, req.amount, pin, None).await?;
+        Ok(gate.guard(payment))
     })
     .await?;
-    Ok(respond(outcome, StatusCode::OK))
+    Ok(respond(without_balance(outcome), StatusCode::OK))
+}
+
+fn without_balance(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Receipt(mut r) => {
+            r.balance_after = None;
+            Outcome::Receipt(r)
+        }
+        other => other,
+    }
 }
 
 /// Palm login: the same session as a password login.
@@ -202,9 +245,9 @@ pub async fn palm_login(
     state: &SharedState,
     kiosk: &KioskRef,
     template: &str,
-    pin: Option<String>,
+    mut pin: Option<Pin>,
 ) -> Result<SessionResponse, ApiError> {
-    let (shopper, _) = identify_for(state, kiosk, "login", template, pin).await?;
+    let (shopper, _) = identify_for(state, kiosk, "login", template, &mut pin).await?;
     let auth = state
         .store
         .shopper_auth_by_id(shopper)
@@ -246,7 +289,13 @@ pub async fn enroll(
     let count = templates.len() as u32;
     let (kiosk2, templates2) = (kiosk.clone(), templates.clone());
     let outcome = idempotent(&state, idem, async move {
-        if let Err(problem) = st.palm.consistent(&templates2) {
+        // Each capture is one 1:N search below: each costs an identification attempt.
+        if let Err(e) = st.identification_allowed(&kiosk2, count) {
+            let limited = ScanOutcome::RateLimited;
+            log_scan(&st, &kiosk2, "enroll", limited, None, Some(shopper)).await?;
+            return Err(e);
+        }
+        if let Err(problem) = st.palm.consistent_off_thread(templates2.clone()).await? {
             return Err(ApiError::new(
                 ErrorCode::PalmTemplatesInconsistent,
                 problem.message(),

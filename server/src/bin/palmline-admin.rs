@@ -310,7 +310,12 @@ async fn run(cli: Cli) -> Result<()> {
             print(json, &r, |r| {
                 println!(
                     "refund #{} of {} to {} (balance now {}); retry with --idempotency-key {}",
-                    r.transaction_id, r.amount, r.shopper, r.balance_after, api.idem
+                    r.transaction_id,
+                    r.amount,
+                    r.shopper,
+                    r.balance_after
+                        .map_or("not shown".into(), |b| b.to_string()),
+                    api.idem
                 )
             })?;
         }

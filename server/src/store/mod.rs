@@ -7,6 +7,7 @@
 
 pub mod sqlite;
 
+use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
 use async_trait::async_trait;
 use palmline_shared::api::{
     AccountRow, DailyReport, DailyTotals, ErrorCode, HistoryPage, KioskRow, LedgerCheck,
@@ -87,14 +88,24 @@ pub enum Command {
         kiosk_id: String,
         expires_at: i64,
     },
-    /// A failed password or PIN: counts towards the lock-out.
-    AuthFailure {
-        shopper_id: i64,
-        lock_after: u32,
-        lock_seconds: i64,
+    /// Counts one guess at a secret BEFORE it is checked (see [`crate::limits`]): refused
+    /// while the factor is locked at this kiosk or the day's budget is spent; may lock the
+    /// factor at this kiosk. Answers [`Outcome::Guess`].
+    ReserveGuess {
+        key: GuessKey,
+        rules: GuessRules,
     },
-    AuthSuccess {
-        shopper_id: i64,
+    /// The reserved guess was right: clears this factor's failures and lock at this kiosk
+    /// (no other factor's, no other kiosk's) and gives the guess back to the day's budget.
+    GuessRight {
+        key: GuessKey,
+    },
+    /// A debit (withdrawal, payment, transfer) made without the PIN: refused with
+    /// [`LedgerError::PinRequired`] if it would take the shopper past a limit, checked and
+    /// recorded in the same savepoint as the debit.
+    WithoutPin {
+        guard: NoPinGuard,
+        debit: Box<Command>,
     },
     TouchKiosk {
         at: KioskRef,
@@ -117,6 +128,26 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The shopper and amount of a debit made by a shopper (withdrawal, payment, transfer).
+    pub fn debit(&self) -> Option<(i64, Money)> {
+        match self {
+            Command::Withdrawal {
+                shopper_id, amount, ..
+            }
+            | Command::Payment {
+                shopper_id, amount, ..
+            } => Some((*shopper_id, *amount)),
+            Command::Transfer {
+                from_shopper_id,
+                amount,
+                ..
+            } => Some((*from_shopper_id, *amount)),
+            _ => None,
+        }
+    }
+}
+
 /// What a successful command produced. Stored with the idempotency key, so a retry gets
 /// exactly this back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +155,7 @@ pub enum Outcome {
     Shopper(Shopper),
     Receipt(Receipt),
     Account(AccountRow),
+    Guess(Grant),
     Done,
 }
 
@@ -149,6 +181,8 @@ pub enum LedgerError {
     IdempotencyMismatch,
     #[error("invalid amount: {0}")]
     InvalidAmount(String),
+    #[error("over the limit without PIN: the PIN is required")]
+    PinRequired,
     #[error("storage failure: {0}")]
     Storage(String),
 }
@@ -165,13 +199,15 @@ impl LedgerError {
             LedgerError::SameAccount => ErrorCode::SameAccount,
             LedgerError::IdempotencyMismatch => ErrorCode::IdempotencyMismatch,
             LedgerError::InvalidAmount(_) => ErrorCode::InvalidAmount,
+            LedgerError::PinRequired => ErrorCode::PinRequired,
             LedgerError::Storage(_) => ErrorCode::Internal,
         }
     }
 
     /// Whether this error is a final answer to the request (and so is replayed to retries).
+    /// `PinRequired` is not: the kiosk asks for the PIN and sends again.
     pub fn is_final(&self) -> bool {
-        !matches!(self, LedgerError::Storage(_))
+        !matches!(self, LedgerError::Storage(_) | LedgerError::PinRequired)
     }
 }
 
@@ -186,8 +222,6 @@ pub struct ShopperAuth {
     pub password_hash: String,
     pub pin_hash: Option<String>,
     pub frozen: bool,
-    /// Unix seconds until which logins are refused, if locked.
-    pub locked_until: Option<i64>,
 }
 
 /// A valid session.

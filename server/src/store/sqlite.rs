@@ -9,6 +9,7 @@
 use super::{
     Command, Idem, KioskRef, LedgerError, Outcome, SessionInfo, ShopperAuth, Store, StoredResult,
 };
+use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
 use async_trait::async_trait;
 use palmline_shared::api::{
     AccountRow, AccountStatus, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage,
@@ -22,7 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema2.sql"),
+    include_str!("schema3.sql"),
+];
 
 /// Most commands one group commit carries.
 const MAX_BATCH: usize = 512;
@@ -650,31 +655,9 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             .map_err(storage)?;
             Ok(Outcome::Done)
         }
-        Command::AuthFailure {
-            shopper_id,
-            lock_after,
-            lock_seconds,
-        } => {
-            c.execute(
-                "UPDATE accounts SET failed_auth = failed_auth + 1 WHERE id = ?1",
-                [shopper_id],
-            )
-            .map_err(storage)?;
-            c.execute(
-                "UPDATE accounts SET locked_until = ?1, failed_auth = 0 WHERE id = ?2 AND failed_auth >= ?3",
-                params![unix_now() + lock_seconds, shopper_id, lock_after],
-            )
-            .map_err(storage)?;
-            Ok(Outcome::Done)
-        }
-        Command::AuthSuccess { shopper_id } => {
-            c.execute(
-                "UPDATE accounts SET failed_auth = 0, locked_until = NULL WHERE id = ?1 AND (failed_auth <> 0 OR locked_until IS NOT NULL)",
-                [shopper_id],
-            )
-            .map_err(storage)?;
-            Ok(Outcome::Done)
-        }
+        Command::ReserveGuess { key, rules } => reserve_guess(c, &key, rules).map(Outcome::Guess),
+        Command::GuessRight { key } => guess_right(c, &key).map(|()| Outcome::Done),
+        Command::WithoutPin { guard, debit } => without_pin(c, cur, &guard, *debit),
         Command::TouchKiosk { at } => {
             let (merchant, _) = merchant_accounts(c, &at.merchant, cur)?;
             let now = now_text();
@@ -735,6 +718,173 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
     }
 }
 
+// ------------------------------------------------------------------ guesses and limits
+
+fn today() -> String {
+    now_text()[..10].to_string()
+}
+
+/// `(failures, locked_until)` of one factor of one shopper at one kiosk.
+fn kiosk_guesses(c: &Connection, k: &GuessKey) -> Result<(u32, Option<i64>), LedgerError> {
+    c.prepare_cached(
+        "SELECT failures, locked_until FROM auth_kiosk WHERE account_id = ?1 AND factor = ?2 AND kiosk_id = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![k.account_id, k.factor.as_str(), k.kiosk_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+    })
+    .map_err(storage)
+    .map(|row| row.unwrap_or((0, None)))
+}
+
+/// `(wrong guesses, locks)` at one secret of one shopper today, all kiosks together.
+fn day_guesses(c: &Connection, k: &GuessKey, day: &str) -> Result<(u32, u32), LedgerError> {
+    c.prepare_cached(
+        "SELECT guesses, locks FROM auth_day WHERE account_id = ?1 AND secret = ?2 AND day = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![k.account_id, k.factor.secret(), day], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+    })
+    .map_err(storage)
+    .map(|row| row.unwrap_or((0, 0)))
+}
+
+fn put_day(
+    c: &Connection,
+    k: &GuessKey,
+    day: &str,
+    guesses: u32,
+    locks: u32,
+) -> Result<(), LedgerError> {
+    c.prepare_cached(
+        "INSERT INTO auth_day (account_id, secret, day, guesses, locks) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (account_id, secret, day) DO UPDATE SET guesses = excluded.guesses, locks = excluded.locks",
+    )
+    .and_then(|mut s| s.execute(params![k.account_id, k.factor.secret(), day, guesses, locks]))
+    .map_err(storage)?;
+    Ok(())
+}
+
+fn put_kiosk(
+    c: &Connection,
+    k: &GuessKey,
+    failures: u32,
+    locked_until: Option<i64>,
+) -> Result<(), LedgerError> {
+    c.prepare_cached(
+        "INSERT INTO auth_kiosk (account_id, factor, kiosk_id, failures, locked_until) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (account_id, factor, kiosk_id) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until",
+    )
+    .and_then(|mut s| s.execute(params![k.account_id, k.factor.as_str(), k.kiosk_id, failures, locked_until]))
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Counts a guess before it is checked. The writer runs one command at a time, so no two
+/// concurrent guesses can both see the last free slot.
+fn reserve_guess(c: &Connection, k: &GuessKey, rules: GuessRules) -> Result<Grant, LedgerError> {
+    let (now, day) = (unix_now(), today());
+    let (failures, locked_until) = kiosk_guesses(c, k)?;
+    if let Some(until) = locked_until.filter(|t| *t > now) {
+        return Ok(Grant::LockedHere { until });
+    }
+    let (guesses, locks) = day_guesses(c, k, &day)?;
+    if guesses >= rules.max_per_day {
+        return Ok(Grant::DailyCapReached);
+    }
+    let guesses = guesses + 1;
+    let failures = failures + 1;
+    if guesses == rules.max_per_day {
+        tracing::warn!(account = k.account_id, kiosk = %k.kiosk_id, factor = k.factor.as_str(), guesses,
+            "day's budget of guesses spent: factor locked at every kiosk until the end of the UTC day");
+    }
+    if failures >= rules.lock_after {
+        let locks = locks + 1;
+        let secs = rules.lock_length(locks);
+        tracing::warn!(account = k.account_id, kiosk = %k.kiosk_id, factor = k.factor.as_str(), secs, locks_today = locks,
+            "too many wrong guesses: factor locked at this kiosk");
+        put_kiosk(c, k, 0, Some(now + secs))?;
+        put_day(c, k, &day, guesses, locks)?;
+    } else {
+        put_kiosk(c, k, failures, None)?;
+        put_day(c, k, &day, guesses, locks)?;
+    }
+    Ok(Grant::Granted)
+}
+
+fn guess_right(c: &Connection, k: &GuessKey) -> Result<(), LedgerError> {
+    let day = today();
+    put_kiosk(c, k, 0, None)?;
+    let (guesses, locks) = day_guesses(c, k, &day)?;
+    put_day(c, k, &day, guesses.saturating_sub(1), locks)
+}
+
+fn no_pin_spent(
+    c: &Connection,
+    shopper_id: i64,
+    session: Option<&[u8; 32]>,
+) -> Result<(i64, i64), LedgerError> {
+    let day: i64 = c
+        .prepare_cached(
+            "SELECT COALESCE(SUM(amount), 0) FROM no_pin_debits WHERE account_id = ?1 AND created_at >= ?2",
+        )
+        .and_then(|mut s| s.query_row(params![shopper_id, today()], |r| r.get(0)))
+        .map_err(storage)?;
+    let Some(session) = session else {
+        return Ok((day, 0));
+    };
+    let in_session: i64 = c
+        .prepare_cached(
+            "SELECT COALESCE(SUM(amount), 0) FROM no_pin_debits WHERE session_hash = ?1",
+        )
+        .and_then(|mut s| s.query_row(params![&session[..]], |r| r.get(0)))
+        .map_err(storage)?;
+    Ok((day, in_session))
+}
+
+/// A debit without the PIN, within the cumulative limits or refused.
+fn without_pin(
+    c: &Connection,
+    cur: Currency,
+    guard: &NoPinGuard,
+    debit: Command,
+) -> Result<Outcome, LedgerError> {
+    let (shopper_id, amount) = debit
+        .debit()
+        .ok_or_else(|| LedgerError::Storage("only a debit can be made without the PIN".into()))?;
+    let minor = check_amount(amount, cur)?;
+    let (day, session) = no_pin_spent(c, shopper_id, guard.session_hash.as_ref())?;
+    let over = |spent: i64, limit: Money| spent.saturating_add(minor) > limit.minor();
+    if over(day, guard.limits.per_day)
+        || (guard.session_hash.is_some() && over(session, guard.limits.per_session))
+    {
+        return Err(LedgerError::PinRequired);
+    }
+    let outcome = apply(c, cur, debit)?;
+    let Outcome::Receipt(r) = &outcome else {
+        return Err(LedgerError::Storage("a debit without a receipt".into()));
+    };
+    c.prepare_cached(
+        "INSERT INTO no_pin_debits (tx_id, account_id, session_hash, amount, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            r.transaction_id,
+            shopper_id,
+            guard.session_hash.as_ref().map(|h| h.to_vec()),
+            minor,
+            r.created_at
+        ])
+    })
+    .map_err(storage)?;
+    Ok(outcome)
+}
+
 /// A movement at a kiosk (deposit, withdrawal, payment): one transaction whose first leg is
 /// the shopper's, and its receipt.
 #[allow(clippy::too_many_arguments)]
@@ -792,7 +942,7 @@ fn receipt(
         transaction_id,
         kind,
         amount,
-        balance_after: Money::from_minor(balance_after, amount.currency()),
+        balance_after: Some(Money::from_minor(balance_after, amount.currency())),
         shopper,
         merchant,
         counterparty,
@@ -1332,7 +1482,7 @@ fn auth_query(
     p: impl rusqlite::ToSql,
 ) -> Result<Option<ShopperAuth>, LedgerError> {
     let sql = format!(
-        "SELECT id, name, password_hash, pin_hash, status, locked_until FROM accounts WHERE kind = 'shopper' AND {filter}"
+        "SELECT id, name, password_hash, pin_hash, status FROM accounts WHERE kind = 'shopper' AND {filter}"
     );
     c.prepare_cached(&sql)
         .and_then(|mut s| {
@@ -1343,7 +1493,6 @@ fn auth_query(
                     password_hash: r.get(2)?,
                     pin_hash: r.get(3)?,
                     frozen: r.get::<_, String>(4)? == "frozen",
-                    locked_until: r.get(5)?,
                 })
             })
             .optional()

@@ -1,6 +1,8 @@
 //! Test harness: a real server on a real TLS socket with a fresh PKI, and mTLS clients.
 #![allow(dead_code)]
 
+pub mod palms;
+
 use palmline_server::api::ApiConfig;
 use palmline_server::auth::HashCost;
 use palmline_server::client::mtls_client;
@@ -27,6 +29,11 @@ impl TestServer {
     }
 
     pub async fn start_with(palm: PalmPolicy) -> TestServer {
+        TestServer::start_tuned(palm, |_| {}).await
+    }
+
+    /// A server whose API settings `tune` adjusts (after the cheap test hashes are set).
+    pub async fn start_tuned(palm: PalmPolicy, tune: impl FnOnce(&mut ApiConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         pki.init("test CA").unwrap();
@@ -40,6 +47,7 @@ impl TestServer {
             memory_kib: 1024,
             iterations: 1,
         };
+        tune(&mut api);
         let cfg = ServerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".into(),
