@@ -96,6 +96,12 @@ pub struct BenchIdentifyArgs {
     pub probe_radius: Option<u8>,
     #[arg(long)]
     pub no_normalise: bool,
+    #[arg(long)]
+    pub grid: Option<u32>,
+    #[arg(long)]
+    pub probe_span: Option<u8>,
+    #[arg(long)]
+    pub angle_bins: Option<u32>,
     /// Build the index with `insert` palm by palm (the trait's path) instead of `insert_many`.
     #[arg(long)]
     pub one_by_one: bool,
@@ -378,6 +384,15 @@ fn index_config(a: &BenchIdentifyArgs) -> HashIndexConfig {
     }
     if a.no_normalise {
         config.normalise = false;
+    }
+    if let Some(v) = a.grid {
+        config.grid = v;
+    }
+    if let Some(v) = a.angle_bins {
+        config.angle_bins = v;
+    }
+    if let Some(v) = a.probe_span {
+        config.probe_span = v;
     }
     config
 }
@@ -1050,6 +1065,9 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         max_postings: a.max_postings,
         probe_radius: a.probe_radius,
         no_normalise: a.no_normalise,
+        grid: a.grid,
+        probe_span: a.probe_span,
+        angle_bins: a.angle_bins,
         recall_only: a.recall_only,
         one_by_one: a.one_by_one,
         images: a.images.clone(),

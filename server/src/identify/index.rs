@@ -1,26 +1,28 @@
-//! The sublinear candidate index: multi-table bit-sampling hashing of the ORB descriptors
-//! with an inverted file per table and idf-weighted vote counting.
+//! The sublinear candidate index: multi-table hashing of the ORB descriptors together with
+//! where they sit and which way they point, with an inverted file per table and idf-weighted
+//! vote counting.
 //!
-//! **Keys.** Table `t` reads `key_bits` fixed bit positions of the 256-bit descriptor (the
-//! tables take disjoint positions of one permutation drawn from `seed`, as the substrings of
-//! multi-index hashing): two descriptors of the same palm point, a few dozen bits apart, agree
-//! on those bits with a useful probability; two unrelated descriptors rarely. Nothing is
-//! trained: there is no vocabulary file, and nothing depends on one data set.
+//! **Keys.** A key is `(cell, orientation bin, bits)`: the keypoint's cell of a `grid × grid`
+//! grid over the (aligned) ROI, its orientation in one of `angle_bins` bins, and `key_bits`
+//! fixed bit positions of the 256-bit descriptor (the tables take disjoint positions of one
+//! permutation drawn from `seed`, as the substrings of multi-index hashing). On real palms
+//! two captures of one point are often 60–90 bits apart, so a long bit key rarely survives;
+//! the geometry does the filtering instead: a chance collision must also fall in the same
+//! cell and direction. Nothing is trained: no vocabulary file, nothing tied to one data set.
 //!
-//! **Postings.** Each bucket of each table lists the palms (as `u32` slots) holding at least
-//! one descriptor with that key: a palm appears once per distinct `(table, key)`, whatever the
-//! number of its templates. When a palm has more distinct keys than `max_postings_per_palm`,
-//! the keys seen in the most enrollment templates are kept first (they are the stable points,
-//! the ones a new capture most likely shares). Nothing else about a palm is kept in memory:
-//! not its descriptors, not its geometry.
+//! **Postings.** Each bucket lists the palms (as `u32` slots) holding at least one descriptor
+//! with that key: a palm appears once per distinct `(table, key)`, whatever the number of its
+//! templates. Past `max_postings_per_palm` keys, those seen in the most enrollment templates
+//! are kept first (the stable points). Nothing else about a palm is kept in memory: not its
+//! descriptors, not its geometry.
 //!
-//! **Query.** Every distinct key of the probe (optionally with its `probe_radius`-1
-//! neighbours) adds `ln(live / bucket length)` to every palm of its bucket; buckets held by more
-//! than `stop_ratio` times the mean carry little information and are skipped. Palms are
-//! ranked by votes, divided by `sqrt(keys of the palm)` when `normalise` is on (a palm with
-//! many keys otherwise collects more chance votes). The cost is the total length of the
-//! buckets touched, `≈ probe keys × tables × N × keys per palm / 2^key_bits`: a fraction
-//! `2^-key_bits` of the postings, not a pass over the gallery.
+//! **Query.** A probe descriptor looks up the 2 × 2 cells whose centres are nearest its
+//! keypoint (`probe_span` 3: the 3 × 3 around it) and the two nearest orientation bins, so a
+//! misplaced ROI by up to half a cell and a turn by up to half a bin lose nothing (and often
+//! more is tolerated). Every distinct bucket touched adds `ln(live / bucket length)` to every
+//! palm in it; buckets longer than `stop_ratio` times the mean are skipped. Palms are ranked
+//! by votes, divided by `sqrt(keys of the palm)` when `normalise` is on. The cost is the total
+//! length of the buckets touched: a small, fixed fraction of the postings.
 //!
 //! **Removal** marks the slot dead at once (never returned again); its postings, which are
 //! bare integers, are purged by a compaction pass when dead slots exceed an eighth of the
@@ -28,7 +30,7 @@
 
 use super::{CandidateIndex, PalmId};
 use palmline_shared::palm::rng::Rng;
-use palmline_shared::palm::Template;
+use palmline_shared::palm::{Keypoint, Template};
 use std::collections::HashMap;
 
 /// Tuning of [`HashIndex`].
@@ -36,7 +38,8 @@ use std::collections::HashMap;
 pub struct HashIndexConfig {
     /// Number of hash tables (each with its own disjoint bits).
     pub tables: usize,
-    /// Bits per key (1..=24); each table has `2^key_bits` buckets.
+    /// Descriptor bits per key (1..=24); each table has `grid² × angle_bins × 2^key_bits`
+    /// buckets.
     pub key_bits: u32,
     /// Seed of the bit permutation (fixed: it defines the keys of every stored palm).
     pub seed: u64,
@@ -49,18 +52,31 @@ pub struct HashIndexConfig {
     pub probe_radius: u8,
     /// Divide votes by the square root of the palm's posting count.
     pub normalise: bool,
+    /// Cells per side of the ROI grid that is part of every key (1: no geometry). A gallery
+    /// descriptor is posted under its own cell; a probe descriptor looks up the 2 × 2 cells
+    /// whose centres are nearest, so a displacement of up to half a cell always keeps it.
+    pub grid: u32,
+    /// Cells per side a probe descriptor looks up: 2 (the 2 × 2 nearest centres, tolerating
+    /// half a cell of displacement) or 3 (its cell and the 8 around it: a whole cell).
+    pub probe_span: u8,
+    /// Orientation bins that are part of every key (1: none). A probe descriptor looks up
+    /// the two bins nearest its keypoint's angle.
+    pub angle_bins: u32,
 }
 
 impl Default for HashIndexConfig {
     fn default() -> Self {
         Self {
             tables: 4,
-            key_bits: 16,
+            key_bits: 8,
             seed: 0x9A1D_1DE5,
-            max_postings_per_palm: 2560,
+            max_postings_per_palm: 3072,
             stop_ratio: 16.0,
             probe_radius: 0,
             normalise: true,
+            grid: 8,
+            probe_span: 2,
+            angle_bins: 12,
         }
     }
 }
@@ -97,6 +113,14 @@ impl HashIndex {
     pub fn new(config: HashIndexConfig) -> Self {
         assert!(config.tables >= 1, "at least one table");
         assert!((1..=24).contains(&config.key_bits), "key_bits in 1..=24");
+        assert!((1..=16).contains(&config.grid), "grid in 1..=16");
+        assert!(
+            (1..=16).contains(&config.angle_bins),
+            "angle_bins in 1..=16"
+        );
+        let per_table =
+            ((config.grid * config.grid * config.angle_bins) as usize) << config.key_bits;
+        assert!(config.tables * per_table <= 1 << 28, "at most 2^28 buckets");
         let needed = config.tables * config.key_bits as usize;
         let mut perm: Vec<u8> = (0..=255u8).collect();
         let mut rng = Rng::new(config.seed);
@@ -115,7 +139,8 @@ impl HashIndex {
             pos += config.key_bits as usize;
         }
         debug_assert_eq!(bits.iter().map(Vec::len).sum::<usize>(), needed);
-        let buckets = vec![Vec::new(); config.tables << config.key_bits];
+        let cells = (config.grid * config.grid * config.angle_bins) as usize;
+        let buckets = vec![Vec::new(); (config.tables * cells) << config.key_bits];
         Self {
             config,
             bits,
@@ -143,10 +168,69 @@ impl HashIndex {
         k
     }
 
-    /// Bucket number of `(table, key)`.
+    /// Bucket number of `(table, cell, key)`.
     #[inline]
-    fn bucket(&self, t: usize, key: u32) -> usize {
-        (t << self.config.key_bits) | key as usize
+    fn bucket(&self, t: usize, cell: u32, key: u32) -> usize {
+        let cells = (self.config.grid * self.config.grid * self.config.angle_bins) as usize;
+        ((t * cells + cell as usize) << self.config.key_bits) | key as usize
+    }
+
+    /// Grid position of a coordinate, as a fraction of the ROI side times `grid`.
+    #[inline]
+    fn scaled(&self, v: f32, roi: f32) -> f32 {
+        (v / roi.max(1.0) * self.config.grid as f32).clamp(0.0, self.config.grid as f32 - 1e-3)
+    }
+
+    /// The cell a gallery keypoint is posted under.
+    #[inline]
+    fn cell(&self, k: &Keypoint, roi: f32) -> u32 {
+        let g = self.config.grid;
+        let (cx, cy) = (self.scaled(k.x, roi) as u32, self.scaled(k.y, roi) as u32);
+        let bins = self.config.angle_bins;
+        let bin = ((k.angle.rem_euclid(360.0) / 360.0 * bins as f32) as u32).min(bins - 1);
+        (cy.min(g - 1) * g + cx.min(g - 1)) * bins + bin
+    }
+
+    /// The two orientation bins nearest an angle (one when there is a single bin).
+    fn probe_bins(&self, angle: f32) -> Vec<u32> {
+        let bins = self.config.angle_bins;
+        if bins == 1 {
+            return vec![0];
+        }
+        let v = angle.rem_euclid(360.0) / 360.0 * bins as f32 - 0.5;
+        let c = v.floor() as i64;
+        let wrap = |c: i64| c.rem_euclid(bins as i64) as u32;
+        let mut out = vec![wrap(c), wrap(c + 1)];
+        out.dedup();
+        out
+    }
+
+    /// The (up to 4) cells a probe keypoint looks up: those whose centres are nearest.
+    fn probe_cells(&self, k: &Keypoint, roi: f32) -> Vec<u32> {
+        let g = self.config.grid as i64;
+        let bins = self.probe_bins(k.angle);
+        if g == 1 {
+            return bins;
+        }
+        let span = self.config.probe_span;
+        let near = |v: f32| -> Vec<i64> {
+            if span >= 3 {
+                let c = v.floor() as i64;
+                (c - 1..=c + 1).map(|c| c.clamp(0, g - 1)).collect()
+            } else {
+                let c = (v - 0.5).floor() as i64;
+                vec![c.clamp(0, g - 1), (c + 1).clamp(0, g - 1)]
+            }
+        };
+        let (xs, ys) = (near(self.scaled(k.x, roi)), near(self.scaled(k.y, roi)));
+        let mut out: Vec<u32> = ys
+            .iter()
+            .flat_map(|y| xs.iter().map(move |x| (*y * g + *x) as u32))
+            .flat_map(|c| bins.iter().map(move |b| c * self.config.angle_bins + b))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The buckets a palm is posted to from its templates, most stable first, capped.
@@ -158,9 +242,11 @@ impl HashIndex {
         let mut touched: Vec<u32> = Vec::with_capacity(templates.len() * 400 * self.config.tables);
         for (i, t) in templates.iter().enumerate() {
             let bit = 1u8 << i.min(7);
-            for d in t.descriptors() {
+            let roi = t.roi_size() as f32;
+            for (k, d) in t.keypoints().iter().zip(t.descriptors()) {
+                let cell = self.cell(k, roi);
                 for tab in 0..self.config.tables {
-                    let b = self.bucket(tab, self.key(tab, d));
+                    let b = self.bucket(tab, cell, self.key(tab, d));
                     if mark[b] == 0 {
                         touched.push(b as u32);
                     }
@@ -298,13 +384,16 @@ impl HashIndex {
         let mean = self.postings as f32 / self.buckets.len() as f32;
         let max_len = ((self.config.stop_ratio * mean) as usize).max(2);
         let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * self.config.tables);
-        for d in probe.descriptors() {
-            for t in 0..self.config.tables {
-                let k = self.key(t, d);
-                keys.push(self.bucket(t, k) as u32);
-                if self.config.probe_radius >= 1 {
-                    for bit in 0..self.config.key_bits {
-                        keys.push(self.bucket(t, k ^ (1 << bit)) as u32);
+        let roi = probe.roi_size() as f32;
+        for (kp, d) in probe.keypoints().iter().zip(probe.descriptors()) {
+            for cell in self.probe_cells(kp, roi) {
+                for t in 0..self.config.tables {
+                    let k = self.key(t, d);
+                    keys.push(self.bucket(t, cell, k) as u32);
+                    if self.config.probe_radius >= 1 {
+                        for bit in 0..self.config.key_bits {
+                            keys.push(self.bucket(t, cell, k ^ (1 << bit)) as u32);
+                        }
                     }
                 }
             }
@@ -405,7 +494,6 @@ impl CandidateIndex for HashIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palmline_shared::palm::Keypoint;
 
     const ROI: f32 = 160.0;
 
@@ -464,9 +552,13 @@ mod tests {
         (palms, probes)
     }
 
+    /// Few buckets (4 tables × 16 cells × 4 bins × 64 keys), for fast tests.
     fn small_config() -> HashIndexConfig {
         HashIndexConfig {
-            key_bits: 12,
+            tables: 4,
+            key_bits: 6,
+            grid: 4,
+            angle_bins: 4,
             ..HashIndexConfig::default()
         }
     }
@@ -616,8 +708,8 @@ mod tests {
         };
         let mut index = HashIndex::new(config);
         let empty = index.memory_bytes();
-        // The fixed part: one bucket header per (table, key).
-        assert!(empty >= 4 * (1 << 12) * std::mem::size_of::<Vec<u32>>());
+        // The fixed part: one bucket header per (table, cell, bin, key).
+        assert!(empty >= 4 * 16 * 4 * (1 << 6) * std::mem::size_of::<Vec<u32>>());
         for (i, p) in palms.iter().enumerate() {
             index.insert(i as PalmId, p);
         }
@@ -700,11 +792,91 @@ mod tests {
         });
     }
 
+    /// `t` with every keypoint moved by `(dx, dy)` pixels and turned by `da` degrees (the
+    /// descriptors unchanged): a misplaced ROI.
+    fn moved(t: &Template, dx: f32, dy: f32, da: f32) -> Template {
+        let kps: Vec<Keypoint> = t
+            .keypoints()
+            .iter()
+            .map(|k| Keypoint {
+                x: (k.x + dx).clamp(0.0, ROI - 0.1),
+                y: (k.y + dy).clamp(0.0, ROI - 0.1),
+                angle: (k.angle + da).rem_euclid(360.0),
+                octave: k.octave,
+            })
+            .collect();
+        Template::new(ROI as u16, kps, t.descriptors().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn probes_look_up_the_nearest_cells_and_bins() {
+        let index = HashIndex::new(small_config()); // 4 × 4 cells of 40 px, 4 bins of 90°
+        let at = |x, y, angle| Keypoint {
+            x,
+            y,
+            angle,
+            octave: 0,
+        };
+        // Cell (1, 1), near its top-left corner, pointing at 10°: cells (0..=1, 0..=1), bins
+        // 3 (315°..) and 0, and its own key is among them.
+        let k = at(45.0, 45.0, 10.0);
+        let cells = index.probe_cells(&k, ROI);
+        let want: Vec<u32> = [0, 1, 4, 5]
+            .iter()
+            .flat_map(|c| [c * 4, c * 4 + 3])
+            .collect::<std::collections::BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        assert_eq!(cells, want);
+        assert!(cells.contains(&index.cell(&k, ROI)));
+        // In the corner of the ROI only one cell exists; the bins still wrap round 0°.
+        let corner = index.probe_cells(&at(2.0, 2.0, 359.0), ROI);
+        assert_eq!(corner, vec![0, 3]);
+        // Every probe's own cell is among those it looks up, for any position and angle.
+        let mut rng = Rng::new(5);
+        for _ in 0..2000 {
+            let k = at(
+                rng.range(0.0, ROI as f64) as f32,
+                rng.range(0.0, ROI as f64) as f32,
+                rng.range(0.0, 360.0) as f32,
+            );
+            assert!(index.probe_cells(&k, ROI).contains(&index.cell(&k, ROI)));
+        }
+    }
+
+    #[test]
+    fn a_misplaced_roi_within_half_a_cell_is_still_found() {
+        let (palms, probes) = gallery(9, 100);
+        let mut index = HashIndex::new(small_config());
+        for (i, p) in palms.iter().enumerate() {
+            index.insert(i as PalmId, p);
+        }
+        // Half a cell is 20 px and half a bin 45°: shifted by 15 px and turned by 30°, every
+        // probe still finds its palm first.
+        let found = |dx, dy, da| {
+            probes
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| index.candidates(&moved(p, dx, dy, da), 1) == vec![*i as PalmId])
+                .count()
+        };
+        assert_eq!(found(15.0, -15.0, 30.0), 100);
+        // The geometry is part of the key: the same descriptors moved across the ROI (80 px,
+        // half of it) and turned round (180°) are no longer the palm's.
+        assert!(
+            found(80.0, 80.0, 180.0) < 20,
+            "{}",
+            found(80.0, 80.0, 180.0)
+        );
+    }
+
     #[test]
     fn keys_use_disjoint_bits_within_a_round() {
         let index = HashIndex::new(HashIndexConfig {
             tables: 20,
             key_bits: 16,
+            grid: 1,
+            angle_bins: 1,
             ..HashIndexConfig::default()
         });
         for round in index.bits.chunks(16) {
