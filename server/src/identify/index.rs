@@ -609,13 +609,20 @@ mod tests {
     #[test]
     fn multi_probe_finds_keys_one_bit_away() {
         // 60 flipped bits of 256: exact 16-bit keys rarely survive, radius-1 probes do more.
+        // Long bit keys without geometry: what multi-probing is for.
         let mut rng = Rng::new(8);
-        let config = HashIndexConfig {
-            probe_radius: 1,
+        let plain = HashIndexConfig {
+            key_bits: 12,
+            grid: 1,
+            angle_bins: 1,
             ..small_config()
         };
+        let config = HashIndexConfig {
+            probe_radius: 1,
+            ..plain.clone()
+        };
         let mut index = HashIndex::new(config);
-        let mut exact = HashIndex::new(small_config());
+        let mut exact = HashIndex::new(plain);
         let mut probes = Vec::new();
         for i in 0..100 {
             let base = random_template(&mut rng, 250);
