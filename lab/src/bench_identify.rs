@@ -272,7 +272,7 @@ fn distractor(seed: u64, j: u64, pool: &[Vec<Template>], enroll: usize) -> Vec<T
     };
     let (cx, cy) = (cut(&mut rng), cut(&mut rng));
     let cell = |v: f32, c: &[f32; 2]| (v >= c[0]) as usize + (v >= c[1]) as usize;
-    let mut src = [0usize; 9];
+    let mut src = [0usize; DISTRACTOR_SOURCES];
     for i in 0..src.len() {
         loop {
             let cand = rng.below(pool.len() as u64) as usize;
@@ -586,6 +586,21 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// Cells of a distractor, each from a different pool identity.
+const DISTRACTOR_SOURCES: usize = 9;
+
+/// A distractor needs `DISTRACTOR_SOURCES` pool identities with at least two captures.
+pub(crate) fn check_pool(pool: &[Vec<Template>], enroll: usize) -> Result<()> {
+    let usable = pool.iter().filter(|p| p.len() >= enroll.min(2)).count();
+    if usable < DISTRACTOR_SOURCES {
+        bail!(
+            "distractors need --pool of at least {DISTRACTOR_SOURCES} identities that extract \
+             (got {usable}); raise --pool or use sizes up to the enrolled palms"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: BenchIdentifyArgs) -> Result<()> {
     if a.images.is_some() {
         return real::run(&a);
@@ -631,6 +646,9 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
     } else {
         Vec::new()
     };
+    if need_pool {
+        check_pool(&pool, a.enroll)?;
+    }
     eprintln!("templates ready in {:.0} s", t0.elapsed().as_secs_f64());
     if a.prepare_only {
         return Ok(());

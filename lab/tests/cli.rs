@@ -221,3 +221,101 @@ fn eval_suite_runs_every_set_and_the_generated_one() {
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert!(out.join("det.png").exists() && out.join("mini.csv").exists());
 }
+
+/// `bench-identify --images`: a folder of hands as enrolled palms, probes and held-out
+/// strangers, with generated distractors for the second size; the index is compared with
+/// exhaustive search over the same real palms.
+#[test]
+fn bench_identify_takes_an_image_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hands = tmp.path().join("hands");
+    lab(&[
+        "synth",
+        "--out",
+        hands.to_str().unwrap(),
+        "--identities",
+        "10",
+        "--samples",
+        "5",
+        "--seed",
+        "11",
+        "--conditions",
+        "easy",
+    ]);
+    let json = tmp.path().join("ident.json");
+    let cache = tmp.path().join("cache");
+    lab(&[
+        "bench-identify",
+        "--images",
+        hands.to_str().unwrap(),
+        "--sizes",
+        "0,12",
+        "--enroll",
+        "3",
+        "--strangers",
+        "2",
+        "--pool",
+        "10",
+        "--k",
+        "4",
+        "--seed-probes",
+        "0",
+        "--threads",
+        "2",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    // Too small a pool for distractors is a clear error, not a hang.
+    let out = Command::new(env!("CARGO_BIN_EXE_palmline-lab"))
+        .args([
+            "bench-identify",
+            "--images",
+            hands.to_str().unwrap(),
+            "--sizes",
+            "12",
+        ])
+        .args([
+            "--pool",
+            "3",
+            "--seed-probes",
+            "0",
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pool"));
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let palms = v["real_palms"].as_u64().unwrap();
+    let ftx =
+        v["failures_to_enroll"].as_u64().unwrap() + v["failures_to_acquire"].as_u64().unwrap();
+    // 8 identities enrolled (2 held out), 2 probes each and 5 per stranger, less failures.
+    assert_eq!(palms + v["failures_to_enroll"].as_u64().unwrap(), 8, "{v}");
+    assert_eq!(v["strangers"].as_u64().unwrap(), 2);
+    let probes = v["enrolled_probes"].as_u64().unwrap() + v["stranger_probes"].as_u64().unwrap();
+    assert!(probes + ftx >= 24 && probes > 0, "{v}");
+    let sizes = v["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2);
+    assert_eq!(sizes[0]["n"].as_u64().unwrap(), palms);
+    assert_eq!(sizes[0]["distractors"].as_u64().unwrap(), 0);
+    assert_eq!(sizes[1]["n"].as_u64().unwrap(), 12);
+    assert_eq!(sizes[1]["distractors"].as_u64().unwrap(), 12 - palms);
+    for s in sizes {
+        // Easy hands: the index shortlists every palm exhaustive search finds first.
+        let r8 = s["recall_at"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["k"] == 8)
+            .unwrap();
+        assert!(r8["exhaustive"].as_f64().unwrap() >= 0.9, "{s}");
+        assert!(
+            r8["index"].as_f64().unwrap() >= r8["exhaustive"].as_f64().unwrap() - 1e-9,
+            "{s}"
+        );
+        assert!(s["rank1_index"].as_f64().unwrap() >= 0.9, "{s}");
+    }
+}

@@ -426,6 +426,9 @@ pub(super) fn run(a: &BenchIdentifyArgs) -> Result<()> {
     } else {
         Vec::new()
     };
+    if max_n > n_real {
+        super::check_pool(&pool, a.enroll)?;
+    }
     eprintln!("data ready in {:.0} s", t0.elapsed().as_secs_f64());
     if a.prepare_only {
         return Ok(());
