@@ -215,6 +215,7 @@ async fn main() {
         api,
         template_key: data.join("template.key"),
         palm: palmline_server::palm::PalmPolicy::default(),
+        retention: Default::default(),
     };
     let running = palmline_server::serve::start_with_store(cfg, store.clone())
         .await

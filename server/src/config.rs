@@ -16,6 +16,8 @@
 //! identify_per_merchant_per_minute = 300
 //! argon2_concurrency = 2         # default: the number of cores
 //! matcher_threads = 2            # default: the number of cores
+//! idempotency_retention_days = 30  # then a retried request runs as a new one
+//! scan_retention_days = 365      # the palm-scan log
 //! [tls]            # optional; defaults are the PKI files under DATA/pki/
 //! ca = "/etc/palmline/ca.pem"
 //! crl = "/etc/palmline/crl.pem"
@@ -26,6 +28,7 @@
 
 use crate::api::ApiConfig;
 use crate::pki::Pki;
+use crate::retention::Retention;
 use crate::tls::TlsPaths;
 use anyhow::{bail, Context, Result};
 use palmline_shared::{Currency, Money};
@@ -50,6 +53,8 @@ pub struct FileConfig {
     pub identify_per_merchant_per_minute: Option<u32>,
     pub argon2_concurrency: Option<usize>,
     pub matcher_threads: Option<usize>,
+    pub idempotency_retention_days: Option<u64>,
+    pub scan_retention_days: Option<u64>,
     pub tls: Option<FileTls>,
     /// Template encryption key file (32 bytes, raw or hex). Default: DATA/template.key.
     pub template_key: Option<PathBuf>,
@@ -100,6 +105,8 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub template_key: PathBuf,
     pub palm: crate::palm::PalmPolicy,
+    /// How long idempotency records and the palm-scan log are kept.
+    pub retention: Retention,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -137,6 +144,7 @@ impl ServerConfig {
             api.session_ttl = Duration::from_secs(s);
         }
         apply_limits(&mut api, &file)?;
+        let retention = retention(&file)?;
         let listen = env("PALMLINE_LISTEN")
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8443".into());
@@ -185,8 +193,29 @@ impl ServerConfig {
             api,
             template_key,
             palm,
+            retention,
         })
     }
+}
+
+/// Retention in days, each at least 1 and at most 100 years.
+fn retention(f: &FileConfig) -> Result<Retention> {
+    let d = Retention::default();
+    let days = |name: &str, v: Option<u64>, default: std::time::Duration| -> Result<u64> {
+        let v = positive(name, v, default.as_secs() / 86_400)?;
+        if v > 36_500 {
+            bail!("{name} must be at most 36500 days");
+        }
+        Ok(v)
+    };
+    Ok(Retention::from_days(
+        days(
+            "idempotency_retention_days",
+            f.idempotency_retention_days,
+            d.idempotency,
+        )?,
+        days("scan_retention_days", f.scan_retention_days, d.scans)?,
+    ))
 }
 
 /// A setting that must be at least 1 (0 would switch a protection off or stop the server).
@@ -313,6 +342,9 @@ mod tests {
             "no_pin_session_limit = \"0\"",
             "no_pin_daily_limit = \"0.00\"",
             "palm_grey_score = 0",
+            "idempotency_retention_days = 0",
+            "scan_retention_days = 0",
+            "scan_retention_days = 40000",
         ] {
             let e = load(zero).expect_err(zero).to_string();
             assert!(!e.is_empty(), "{zero}");
@@ -344,6 +376,9 @@ mod tests {
         assert_eq!(c.api.hash_concurrency, 1);
         let d = load("").unwrap();
         assert_eq!(d.api.guesses.max_per_day, 10, "documented default");
+        assert_eq!(d.retention, crate::retention::Retention::from_days(30, 365));
+        let r = load("idempotency_retention_days = 2\nscan_retention_days = 90\n").unwrap();
+        assert_eq!(r.retention, crate::retention::Retention::from_days(2, 90));
         assert_eq!(d.api.no_pin.per_session.minor(), 10_000);
     }
 

@@ -9,6 +9,7 @@ pub mod identify;
 pub mod limits;
 pub mod palm;
 pub mod pki;
+pub mod retention;
 pub mod serve;
 pub mod store;
 pub mod tls;

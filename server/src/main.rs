@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use palmline_server::config::ServerConfig;
-use palmline_server::pki::{IssuedCert, Pki};
+use palmline_server::pki::{IssuedCert, Pki, Replaced, RevokeTarget};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,8 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API over mutual TLS. On a fresh data dir, creates the CA, the server
-    /// certificate and an `operator` admin certificate first.
+    /// Serve the API over mutual TLS. Never reads the CA key: issue the certificates first
+    /// (`pki bootstrap`), then move `pki/ca.key` offline.
     Serve {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, env = "PALMLINE_LISTEN")]
@@ -47,6 +47,11 @@ enum Command {
     Migrate,
     /// Recompute every balance from the entries (offline, on the local database).
     LedgerCheck,
+    /// Delete idempotency records and palm-scan log rows older than their retention
+    /// (`idempotency_retention_days`, `scan_retention_days`), expired sessions and past
+    /// days' guess counts; never a transaction or an entry. Safe while the server runs,
+    /// which also does this every hour.
+    Purge,
     /// Write a consistent copy of the database (safe while the server runs). Templates stay
     /// encrypted in it; back the template key up separately.
     Backup {
@@ -72,6 +77,13 @@ enum TemplatesCommand {
 
 #[derive(Subcommand)]
 enum PkiCommand {
+    /// First set-up of a data dir: the CA, the server certificate and an `operator`
+    /// admin certificate (what exists already is kept).
+    Bootstrap {
+        /// Extra DNS names or IP addresses of the server.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     /// Create the CA.
     Init {
         #[arg(long, default_value = "Palmline CA")]
@@ -93,6 +105,10 @@ enum PkiCommand {
         merchant: String,
         #[arg(long, default_value_t = 365)]
         days: i64,
+        /// Revoke the id's earlier certificate and issue a new one (without it, an id
+        /// that was issued before is refused).
+        #[arg(long)]
+        replace: bool,
     },
     /// Issue an operator (admin) client certificate.
     IssueAdmin {
@@ -100,9 +116,13 @@ enum PkiCommand {
         name: String,
         #[arg(long, default_value_t = 365)]
         days: i64,
+        /// Revoke the name's earlier certificate and issue a new one.
+        #[arg(long)]
+        replace: bool,
     },
-    /// Revoke by serial (hex) or name, and rewrite the CRL (a running server reloads it).
-    Revoke { serial_or_name: String },
+    /// Revoke SERIAL (hex), `kiosk:ID` or `admin:NAME`, and rewrite the CRL (a running
+    /// server reloads it). Needs the CA key.
+    Revoke { target: RevokeTarget },
     /// List issued certificates.
     List,
 }
@@ -135,58 +155,89 @@ fn print_cert(json: bool, c: &IssuedCert) -> Result<()> {
     Ok(())
 }
 
+fn print_replaced(json: bool, r: &Replaced) -> Result<()> {
+    for c in &r.revoked {
+        if !json {
+            print!("revoked: ");
+        }
+        print_cert(json, c)?;
+    }
+    print_cert(json, &r.issued)
+}
+
+fn run_pki(pki: &Pki, json: bool, command: PkiCommand) -> Result<()> {
+    match command {
+        PkiCommand::Bootstrap { names } => bootstrap(pki, &names)?,
+        PkiCommand::Init { name } => {
+            pki.init(&name)?;
+            println!("created CA in {}", pki.dir().display());
+        }
+        PkiCommand::IssueServer { names, days } => {
+            print_cert(json, &pki.issue_server(&names, days)?)?
+        }
+        PkiCommand::IssueKiosk {
+            kiosk,
+            merchant,
+            days,
+            replace,
+        } if replace => print_replaced(json, &pki.replace_kiosk(&kiosk, &merchant, days)?)?,
+        PkiCommand::IssueKiosk {
+            kiosk,
+            merchant,
+            days,
+            ..
+        } => print_cert(json, &pki.issue_kiosk(&kiosk, &merchant, days)?)?,
+        PkiCommand::IssueAdmin {
+            name,
+            days,
+            replace,
+        } if replace => print_replaced(json, &pki.replace_admin(&name, days)?)?,
+        PkiCommand::IssueAdmin { name, days, .. } => {
+            print_cert(json, &pki.issue_admin(&name, days)?)?
+        }
+        PkiCommand::Revoke { target } => {
+            for c in pki.revoke(&target)? {
+                if !json {
+                    print!("revoked: ");
+                }
+                print_cert(json, &c)?;
+            }
+        }
+        PkiCommand::List => list_certs(pki, json)?,
+    }
+    Ok(())
+}
+
+fn list_certs(pki: &Pki, json: bool) -> Result<()> {
+    let index = pki.index()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&index)?);
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<7} {:<20} {:<20} {:<28} status",
+        "serial", "kind", "name", "merchant", "valid until"
+    );
+    for c in index {
+        println!(
+            "{:<34} {:<7} {:<20} {:<20} {:<28} {}",
+            c.serial,
+            format!("{:?}", c.kind).to_lowercase(),
+            c.name,
+            c.merchant.unwrap_or_default(),
+            c.not_after,
+            c.revoked_at
+                .map(|t| format!("revoked {t}"))
+                .unwrap_or_else(|| "valid".into())
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let pki = Pki::new(&cli.data_dir);
     match cli.command {
-        Command::Pki { command } => match command {
-            PkiCommand::Init { name } => {
-                pki.init(&name)?;
-                println!("created CA in {}", pki.dir().display());
-            }
-            PkiCommand::IssueServer { names, days } => {
-                print_cert(cli.json, &pki.issue_server(&names, days)?)?
-            }
-            PkiCommand::IssueKiosk {
-                kiosk,
-                merchant,
-                days,
-            } => print_cert(cli.json, &pki.issue_kiosk(&kiosk, &merchant, days)?)?,
-            PkiCommand::IssueAdmin { name, days } => {
-                print_cert(cli.json, &pki.issue_admin(&name, days)?)?
-            }
-            PkiCommand::Revoke { serial_or_name } => {
-                for c in pki.revoke(&serial_or_name)? {
-                    if !cli.json {
-                        print!("revoked: ");
-                    }
-                    print_cert(cli.json, &c)?;
-                }
-            }
-            PkiCommand::List => {
-                let index = pki.index()?;
-                if cli.json {
-                    println!("{}", serde_json::to_string_pretty(&index)?);
-                } else {
-                    println!(
-                        "{:<34} {:<7} {:<20} {:<20} {:<28} status",
-                        "serial", "kind", "name", "merchant", "valid until"
-                    );
-                    for c in index {
-                        println!(
-                            "{:<34} {:<7} {:<20} {:<20} {:<28} {}",
-                            c.serial,
-                            format!("{:?}", c.kind).to_lowercase(),
-                            c.name,
-                            c.merchant.unwrap_or_default(),
-                            c.not_after,
-                            c.revoked_at
-                                .map(|t| format!("revoked {t}"))
-                                .unwrap_or_else(|| "valid".into())
-                        );
-                    }
-                }
-            }
-        },
+        Command::Pki { command } => run_pki(&pki, cli.json, command)?,
         Command::Migrate => {
             let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
             palmline_server::store::sqlite::open_in(&cli.data_dir, cfg.api.currency)?;
@@ -207,6 +258,25 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
                 std::process::exit(2);
+            }
+        }
+        Command::Purge => {
+            let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
+            let store = palmline_server::store::sqlite::open_in(&cli.data_dir, cfg.api.currency)?;
+            let now = palmline_server::store::sqlite::unix_now();
+            let rt = tokio::runtime::Runtime::new()?;
+            let p = rt.block_on(palmline_server::retention::purge(
+                &store,
+                cfg.retention,
+                now,
+            ))?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                println!(
+                    "purged {} idempotency records, {} palm scans, {} expired sessions, {} guess-count days",
+                    p.idempotency, p.scans, p.sessions, p.guess_days
+                );
             }
         }
         Command::Backup { out } => {
@@ -240,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
                 )
                 .with_writer(std::io::stderr)
                 .init();
-            first_run(&pki, &cfg)?;
+            require_certificates(&cfg)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(cfg))?;
         }
@@ -248,23 +318,38 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// On a fresh data dir: create the CA, the server certificate and an operator certificate,
-/// and say so.
-fn first_run(pki: &Pki, cfg: &ServerConfig) -> Result<()> {
-    let default_paths = palmline_server::tls::TlsPaths::from_pki(pki);
-    let uses_own_pki = cfg.tls.ca == default_paths.ca;
-    if uses_own_pki && !pki.is_initialised() {
+/// The first set-up: the CA, the server certificate and an `operator` certificate, each
+/// only if missing. Then the CA key should leave the serving machine (docs/SECURITY.md).
+fn bootstrap(pki: &Pki, names: &[String]) -> Result<()> {
+    if !pki.is_initialised() {
         pki.init("Palmline CA")?;
-        eprintln!("created a new CA in {}", pki.dir().display());
+        println!("created a new CA in {}", pki.dir().display());
     }
-    if uses_own_pki && !cfg.tls.cert.exists() {
-        let c = pki.issue_server(&[], 365)?;
-        eprintln!("issued the server certificate {}", c.cert_path.display());
-        if pki.index()?.iter().all(|c| c.name != "operator") {
-            let a = pki.issue_admin("operator", 365)?;
-            eprintln!(
-                "issued an operator certificate {} (use it with palmline-admin)",
-                a.cert_path.display()
+    if !pki.server_cert_path().exists() {
+        let c = pki.issue_server(names, 365)?;
+        println!("issued the server certificate {}", c.cert_path.display());
+    }
+    if pki.index()?.iter().all(|c| c.name != "operator") {
+        let a = pki.issue_admin("operator", 365)?;
+        println!(
+            "issued an operator certificate {} (use it with palmline-admin)",
+            a.cert_path.display()
+        );
+    }
+    println!(
+        "now move {} off this machine: `serve` never needs it; issuing and revoking do",
+        pki.ca_key_path().display()
+    );
+    Ok(())
+}
+
+/// `serve` never creates or reads the CA: say what to run when the certificates are missing.
+fn require_certificates(cfg: &ServerConfig) -> Result<()> {
+    for p in [&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.crl] {
+        if !p.exists() {
+            anyhow::bail!(
+                "{} is missing: issue the certificates first (`palmline-server pki bootstrap`, an offline step), then serve",
+                p.display()
             );
         }
     }

@@ -7,7 +7,7 @@
 //! templates exist only for the duration of one identification.
 
 use crate::identify::{CandidateIndex, PalmId};
-use crate::store::{LedgerError, Store};
+use crate::store::{LedgerError, PalmVersion, Store};
 use anyhow::{bail, Context, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -236,7 +236,7 @@ impl Default for PalmPolicy {
             accept: 17,
             grey: 11,
             margin: 3,
-            shortlist: 20,
+            shortlist: 32,
             free_failures: 5,
         }
     }
@@ -265,6 +265,40 @@ pub struct PalmService {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Matcher jobs running at once on the blocking pool (never on an async worker).
     cpu: Arc<Semaphore>,
+    /// The latest change of each palm the index has applied (taken after `index`).
+    versions: Mutex<Versions>,
+    /// One enrollment at a time from its duplicate check to its index insert, so that two
+    /// enrollments of one palm cannot both find the other absent.
+    enrolling: tokio::sync::Mutex<()>,
+}
+
+/// What the index has seen: everything up to `floor` (loaded at start-up), and the latest
+/// version of each palm changed since.
+#[derive(Debug, Default)]
+struct Versions {
+    floor: PalmVersion,
+    latest: HashMap<PalmId, PalmVersion>,
+}
+
+impl Versions {
+    /// Whether a change of `palm` at `v` is newer than everything seen of it; if so it is
+    /// recorded as the latest.
+    fn admit(&mut self, palm: PalmId, v: PalmVersion) -> bool {
+        let latest = self.latest.entry(palm).or_insert(self.floor);
+        if v <= *latest {
+            return false;
+        }
+        *latest = v;
+        true
+    }
+}
+
+/// What start-up found: palms indexed, and palms whose templates do not open or decode
+/// (left out and reported; their shoppers have to enroll again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub enrolled: usize,
+    pub skipped: usize,
 }
 
 /// A kiosk's failures are forgotten after this long without one (never by a success: an
@@ -291,6 +325,8 @@ impl PalmService {
             index: RwLock::new(index),
             failures: Mutex::new(HashMap::new()),
             cpu: Arc::new(Semaphore::new(threads.max(1))),
+            versions: Mutex::new(Versions::default()),
+            enrolling: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -317,20 +353,30 @@ impl PalmService {
 
     /// Builds the index from every enrolled palm in the store, reading and decrypting them
     /// a chunk at a time so that start-up memory stays bounded whatever the gallery size.
-    /// Returns the palm count.
-    pub async fn load(&self, store: &dyn Store) -> Result<usize> {
+    /// A palm whose templates do not open (wrong key, damaged row) or decode is skipped
+    /// with a warning instead of stopping the server.
+    pub async fn load(&self, store: &dyn Store) -> Result<LoadReport> {
+        let floor = store.palm_version().await?;
+        self.versions.lock().expect("versions lock poisoned").floor = floor;
         let owners = store.palm_owners().await?;
+        let mut report = LoadReport::default();
         for chunk in owners.chunks(1024) {
             let sealed = store.palm_templates(Some(chunk.to_vec())).await?;
             let mut index = self.index.write().expect("index lock poisoned");
             for (account, cts) in sealed {
-                let templates = self
-                    .open_all(account, &cts)
-                    .with_context(|| format!("palm templates of account {account}"))?;
-                index.insert(account, &templates);
+                match self.open_all(account, &cts) {
+                    Ok(templates) => {
+                        index.insert(account, &templates);
+                        report.enrolled += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(account, error = %e, "palm left out of the index: its templates do not open or decode (the shopper has to enroll again)");
+                        report.skipped += 1;
+                    }
+                }
             }
         }
-        Ok(owners.len())
+        Ok(report)
     }
 
     pub fn open_all(&self, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {
@@ -345,18 +391,42 @@ impl PalmService {
             .collect()
     }
 
-    pub fn index_insert(&self, account: PalmId, templates: &[Template]) {
-        self.index
-            .write()
-            .expect("index lock poisoned")
-            .insert(account, templates);
+    /// Puts an enrollment of version `v` into the index, unless the index has seen this or
+    /// a later change of that palm (a replayed enrollment after a deletion). Returns whether
+    /// it was applied.
+    pub fn index_insert(&self, account: PalmId, v: PalmVersion, templates: &[Template]) -> bool {
+        let mut index = self.index.write().expect("index lock poisoned");
+        let newer = self
+            .versions
+            .lock()
+            .expect("versions lock poisoned")
+            .admit(account, v);
+        if newer {
+            index.insert(account, templates);
+        }
+        newer
     }
 
-    pub fn index_remove(&self, account: PalmId) {
-        self.index
-            .write()
-            .expect("index lock poisoned")
-            .remove(account);
+    /// Takes a palm deleted at version `v` out of the index, unless the index has seen a
+    /// later change of it (a replayed deletion after a new enrollment). Returns whether it
+    /// was applied.
+    pub fn index_remove(&self, account: PalmId, v: PalmVersion) -> bool {
+        let mut index = self.index.write().expect("index lock poisoned");
+        let newer = self
+            .versions
+            .lock()
+            .expect("versions lock poisoned")
+            .admit(account, v);
+        if newer {
+            index.remove(account);
+        }
+        newer
+    }
+
+    /// Waits for the enrollment turn: hold it from the duplicate check until the new palm
+    /// is in the index.
+    pub async fn enrollment_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.enrolling.lock().await
     }
 
     pub fn enrolled(&self) -> usize {
@@ -639,5 +709,19 @@ mod tests {
             svc.slowed_down_at("k", later).is_none(),
             "counting starts again"
         );
+    }
+
+    #[test]
+    fn index_changes_apply_once_and_never_out_of_order() {
+        let mut v = Versions {
+            floor: PalmVersion(10),
+            ..Versions::default()
+        };
+        assert!(!v.admit(1, PalmVersion(7)), "loaded at start-up already");
+        assert!(v.admit(1, PalmVersion(11)));
+        assert!(!v.admit(1, PalmVersion(11)), "a replay changes nothing");
+        assert!(v.admit(1, PalmVersion(13)));
+        assert!(!v.admit(1, PalmVersion(12)), "older than what was applied");
+        assert!(v.admit(2, PalmVersion(12)), "palms are independent");
     }
 }

@@ -59,6 +59,69 @@ pub struct Pki {
     dir: PathBuf,
 }
 
+/// A certificate issued in place of earlier ones, and the earlier ones it revoked.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    pub issued: IssuedCert,
+    pub revoked: Vec<IssuedCert>,
+}
+
+/// What `pki revoke` revokes: a serial number (hex, optionally `serial:HEX`), or every
+/// live certificate of one kiosk id (`kiosk:ID`) or of one admin name (`admin:NAME`). A
+/// bare name is never taken for a role, so one word cannot revoke a kiosk and an admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    Serial(String),
+    Kiosk(String),
+    Admin(String),
+}
+
+impl RevokeTarget {
+    pub fn matches(&self, c: &IssuedCert) -> bool {
+        match self {
+            RevokeTarget::Serial(s) => c.serial == *s,
+            RevokeTarget::Kiosk(id) => c.kind == CertKind::Kiosk && c.name == *id,
+            RevokeTarget::Admin(n) => c.kind == CertKind::Admin && c.name == *n,
+        }
+    }
+}
+
+impl std::str::FromStr for RevokeTarget {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<RevokeTarget> {
+        let named = |rest: &str, make: fn(String) -> RevokeTarget| {
+            if valid_id(rest) {
+                Ok(make(rest.to_string()))
+            } else {
+                bail!("kiosk ids and admin names are 1-64 of A-Z a-z 0-9 . _ -")
+            }
+        };
+        if let Some(rest) = s.strip_prefix("kiosk:") {
+            return named(rest, RevokeTarget::Kiosk);
+        }
+        if let Some(rest) = s.strip_prefix("admin:") {
+            return named(rest, RevokeTarget::Admin);
+        }
+        let hex = s.strip_prefix("serial:").unwrap_or(s);
+        let is_hex = hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex.is_empty() || hex.len() > 40 || !is_hex {
+            bail!("say which certificate: a serial number (hex), kiosk:ID or admin:NAME");
+        }
+        Ok(RevokeTarget::Serial(hex.to_ascii_lowercase()))
+    }
+}
+
+impl std::fmt::Display for RevokeTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RevokeTarget::Serial(s) => write!(f, "serial:{s}"),
+            RevokeTarget::Kiosk(id) => write!(f, "kiosk:{id}"),
+            RevokeTarget::Admin(n) => write!(f, "admin:{n}"),
+        }
+    }
+}
+
 /// Kiosk ids and admin names: 1-64 of `A-Z a-z 0-9 . _ -`.
 pub fn valid_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
@@ -123,7 +186,9 @@ impl Pki {
     pub fn ca_cert_path(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
-    fn ca_key_path(&self) -> PathBuf {
+    /// The CA's private key: needed to issue and revoke (offline operator steps), never
+    /// by `serve`.
+    pub fn ca_key_path(&self) -> PathBuf {
         self.dir.join("ca.key")
     }
     pub fn crl_path(&self) -> PathBuf {
@@ -150,8 +215,9 @@ impl Pki {
         (d.join(format!("{name}.pem")), d.join(format!("{name}.key")))
     }
 
+    /// Whether a CA exists here (its certificate; the key may have been moved offline).
     pub fn is_initialised(&self) -> bool {
-        self.ca_cert_path().exists() && self.ca_key_path().exists()
+        self.ca_cert_path().exists() || self.ca_key_path().exists()
     }
 
     /// Creates the CA and an empty CRL. Refuses to overwrite an existing CA.
@@ -171,8 +237,13 @@ impl Pki {
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>> {
-        let key_pem = std::fs::read_to_string(self.ca_key_path())
-            .with_context(|| "reading the CA key (run `pki init` first)")?;
+        let path = self.ca_key_path();
+        let key_pem = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading the CA key {} (run `pki init` first; issuing and revoking are offline steps, run where the CA key is kept)",
+                path.display()
+            )
+        })?;
         let key = KeyPair::from_pem(&key_pem)?;
         let cert_pem = std::fs::read_to_string(self.ca_cert_path())?;
         Ok(Issuer::from_ca_cert_pem(&cert_pem, key)?)
@@ -206,9 +277,7 @@ impl Pki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let (cert, _key) = self.issue(
             params,
-            CertKind::Server,
-            "server",
-            None,
+            (CertKind::Server, "server", None),
             validity(days)?,
             &self.server_cert_path(),
             &self.server_key_path(),
@@ -216,12 +285,32 @@ impl Pki {
         Ok(cert)
     }
 
-    /// Issues a kiosk client certificate bound to one kiosk id and one merchant.
+    /// Issues a kiosk client certificate bound to one kiosk id and one merchant. Refuses
+    /// an id that was issued before: [`Pki::replace_kiosk`] revokes the old certificate.
     pub fn issue_kiosk(&self, kiosk: &str, merchant: &str, days: i64) -> Result<IssuedCert> {
         self.issue_kiosk_with_validity(kiosk, merchant, validity(days)?)
     }
 
     pub fn issue_kiosk_with_validity(
+        &self,
+        kiosk: &str,
+        merchant: &str,
+        window: (OffsetDateTime, OffsetDateTime),
+    ) -> Result<IssuedCert> {
+        self.refuse_existing(CertKind::Kiosk, kiosk)?;
+        self.sign_kiosk(kiosk, merchant, window)
+    }
+
+    /// Issues a new certificate for a kiosk id and revokes every earlier live one of that
+    /// id (the CRL is rewritten), e.g. for a replaced or stolen kiosk.
+    pub fn replace_kiosk(&self, kiosk: &str, merchant: &str, days: i64) -> Result<Replaced> {
+        let issued = self.sign_kiosk(kiosk, merchant, validity(days)?)?;
+        let old = RevokeTarget::Kiosk(kiosk.to_string());
+        let revoked = self.revoke_where(|c| old.matches(c) && c.serial != issued.serial)?;
+        Ok(Replaced { issued, revoked })
+    }
+
+    fn sign_kiosk(
         &self,
         kiosk: &str,
         merchant: &str,
@@ -241,21 +330,26 @@ impl Pki {
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let (c, k) = self.kiosk_paths(kiosk);
-        Ok(self
-            .issue(
-                params,
-                CertKind::Kiosk,
-                kiosk,
-                Some(merchant),
-                window,
-                &c,
-                &k,
-            )?
-            .0)
+        let who = (CertKind::Kiosk, kiosk, Some(merchant));
+        Ok(self.issue(params, who, window, &c, &k)?.0)
     }
 
-    /// Issues an operator (admin) client certificate.
+    /// Issues an operator (admin) client certificate. Refuses a name that was issued
+    /// before: [`Pki::replace_admin`] revokes the old certificate.
     pub fn issue_admin(&self, name: &str, days: i64) -> Result<IssuedCert> {
+        self.refuse_existing(CertKind::Admin, name)?;
+        self.sign_admin(name, days)
+    }
+
+    /// Issues a new admin certificate and revokes the earlier live ones of that name.
+    pub fn replace_admin(&self, name: &str, days: i64) -> Result<Replaced> {
+        let issued = self.sign_admin(name, days)?;
+        let old = RevokeTarget::Admin(name.to_string());
+        let revoked = self.revoke_where(|c| old.matches(c) && c.serial != issued.serial)?;
+        Ok(Replaced { issued, revoked })
+    }
+
+    fn sign_admin(&self, name: &str, days: i64) -> Result<IssuedCert> {
         if !valid_id(name) {
             bail!("admin name must be 1-64 of A-Z a-z 0-9 . _ -");
         }
@@ -264,18 +358,27 @@ impl Pki {
         params.subject_alt_names = vec![uri(&format!("{URI_ADMIN}{}", enc(name)))?];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let (c, k) = self.admin_paths(name);
-        Ok(self
-            .issue(params, CertKind::Admin, name, None, validity(days)?, &c, &k)?
-            .0)
+        let who = (CertKind::Admin, name, None);
+        Ok(self.issue(params, who, validity(days)?, &c, &k)?.0)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// An id or name is issued once: a second certificate would leave the first one valid.
+    fn refuse_existing(&self, kind: CertKind, name: &str) -> Result<()> {
+        let index = self.index()?;
+        if let Some(c) = index.iter().find(|c| c.kind == kind && c.name == name) {
+            let what = format!("{kind:?}").to_lowercase();
+            bail!(
+                "{what} {name:?} already has a certificate (serial {}); pass --replace to revoke it and issue a new one",
+                c.serial
+            );
+        }
+        Ok(())
+    }
+
     fn issue(
         &self,
         mut params: CertificateParams,
-        kind: CertKind,
-        name: &str,
-        merchant: Option<&str>,
+        (kind, name, merchant): (CertKind, &str, Option<&str>),
         (not_before, not_after): (OffsetDateTime, OffsetDateTime),
         cert_path: &Path,
         key_path: &Path,
@@ -309,24 +412,37 @@ impl Pki {
         Ok((issued, key))
     }
 
-    /// Revokes every live certificate whose serial (hex) or name matches, and rewrites the
-    /// CRL. A running server picks the new CRL up without a restart.
-    pub fn revoke(&self, serial_or_name: &str) -> Result<Vec<IssuedCert>> {
+    /// Revokes every live certificate `target` names, and rewrites the CRL. A running
+    /// server picks the new CRL up without a restart. Nothing live matches: an error.
+    pub fn revoke(&self, target: &RevokeTarget) -> Result<Vec<IssuedCert>> {
+        let revoked = self.revoke_where(|c| target.matches(c))?;
+        if revoked.is_empty() {
+            match target {
+                RevokeTarget::Serial(_) => bail!(
+                    "no live certificate {target} (to revoke by name, say kiosk:ID or admin:NAME)"
+                ),
+                _ => bail!("no live certificate for {target}"),
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// Marks every live certificate `hit` selects as revoked and rewrites the CRL (only
+    /// when something changed). Needs the CA key: an offline operator step.
+    fn revoke_where(&self, hit: impl Fn(&IssuedCert) -> bool) -> Result<Vec<IssuedCert>> {
         let mut index = self.index()?;
-        let now = OffsetDateTime::now_utc();
-        let needle = serial_or_name.to_ascii_lowercase();
+        let now = ts(OffsetDateTime::now_utc());
         let mut revoked = Vec::new();
-        for c in index.iter_mut() {
-            if c.revoked_at.is_none() && (c.serial == needle || c.name == serial_or_name) {
-                c.revoked_at = Some(ts(now));
+        for c in index.iter_mut().filter(|c| c.revoked_at.is_none()) {
+            if hit(c) {
+                c.revoked_at = Some(now.clone());
                 revoked.push(c.clone());
             }
         }
-        if revoked.is_empty() {
-            bail!("no live certificate with serial or name {serial_or_name:?}");
+        if !revoked.is_empty() {
+            self.save_index(&index)?;
+            self.write_crl(&index)?;
         }
-        self.save_index(&index)?;
-        self.write_crl(&index)?;
         Ok(revoked)
     }
 
@@ -473,19 +589,82 @@ mod tests {
         assert_eq!(pki.index().unwrap().len(), 3);
     }
 
+    fn target(s: &str) -> RevokeTarget {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn revoke_by_name_and_serial() {
+    fn revoke_by_role_and_serial_never_by_a_bare_name() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         pki.init("test CA").unwrap();
         let k1 = pki.issue_kiosk("k1", "M", 30).unwrap();
-        pki.issue_kiosk("k2", "M", 30).unwrap();
-        assert_eq!(pki.revoke("k2").unwrap().len(), 1);
-        assert_eq!(pki.revoke(&k1.serial).unwrap()[0].name, "k1");
-        assert!(pki.revoke("k1").is_err(), "already revoked");
-        assert!(pki.revoke("nobody").is_err());
+        pki.issue_kiosk("twin", "M", 30).unwrap();
+        pki.issue_admin("twin", 30).unwrap();
+        assert!(
+            "twin".parse::<RevokeTarget>().is_err(),
+            "a bare name is no target"
+        );
+        assert!("kiosk:../x".parse::<RevokeTarget>().is_err());
+        assert_eq!(target("ABCD"), RevokeTarget::Serial("abcd".into()));
+        let gone = pki.revoke(&target("kiosk:twin")).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].kind, CertKind::Kiosk);
+        let live: Vec<_> = pki.index().unwrap();
+        let admin = live.iter().find(|c| c.kind == CertKind::Admin).unwrap();
+        assert!(
+            admin.revoked_at.is_none(),
+            "the admin of that name stays valid"
+        );
+        let by_serial = pki.revoke(&target(&k1.serial.to_uppercase())).unwrap();
+        assert_eq!(by_serial[0].name, "k1");
+        assert!(pki.revoke(&target("kiosk:k1")).is_err(), "already revoked");
+        assert!(pki.revoke(&target("admin:nobody")).is_err());
+        assert_eq!(pki.revoke(&target("admin:twin")).unwrap().len(), 1);
         let crl = std::fs::read_to_string(pki.crl_path()).unwrap();
         assert!(crl.contains("BEGIN X509 CRL"));
+        let revoked = crate::tls::revoked_serials(&pki.crl_path()).unwrap();
+        assert_eq!(revoked.len(), 3);
+    }
+
+    #[test]
+    fn an_issued_id_is_reissued_only_by_replacing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        pki.init("test CA").unwrap();
+        let old = pki.issue_kiosk("till", "M", 30).unwrap();
+        let err = pki.issue_kiosk("till", "M", 30).unwrap_err().to_string();
+        assert!(err.contains("--replace"), "{err}");
+        assert_eq!(pki.index().unwrap().len(), 1, "a refusal issues nothing");
+        let r = pki.replace_kiosk("till", "M", 30).unwrap();
+        assert_eq!(r.revoked.len(), 1);
+        assert_eq!(r.revoked[0].serial, old.serial);
+        assert_ne!(r.issued.serial, old.serial);
+        let revoked = crate::tls::revoked_serials(&pki.crl_path()).unwrap();
+        assert!(revoked.contains(&hex::decode(&old.serial).unwrap()));
+        assert!(!revoked.contains(&hex::decode(&r.issued.serial).unwrap()));
+        let der = crate::tls::read_certs(&r.issued.cert_path).unwrap()[0].to_vec();
+        assert_eq!(
+            identity_of(&der).unwrap().0,
+            hex::decode(&r.issued.serial).unwrap()
+        );
+        assert!(pki.issue_admin("ops", 30).is_ok());
+        assert!(pki.issue_admin("ops", 30).is_err());
+        assert_eq!(pki.replace_admin("ops", 30).unwrap().revoked.len(), 1);
+    }
+
+    #[test]
+    fn init_refuses_a_ca_whose_key_was_moved_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        pki.init("test CA").unwrap();
+        std::fs::remove_file(pki.ca_key_path()).unwrap();
+        assert!(
+            pki.init("again").is_err(),
+            "would replace the CA everyone trusts"
+        );
+        let err = pki.issue_kiosk("k", "M", 30).unwrap_err();
+        assert!(format!("{err:#}").contains("offline"), "{err:#}");
     }
 
     #[test]

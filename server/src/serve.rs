@@ -20,6 +20,8 @@ pub struct Running {
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Receives a message each time the CRL was reloaded (the number of reloads so far).
     pub crl_reloads: tokio::sync::watch::Receiver<u64>,
+    /// What start-up found in the store (palms indexed and skipped).
+    pub loaded: crate::palm::LoadReport,
 }
 
 impl Running {
@@ -38,6 +40,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running> {
 }
 
 pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running> {
+    warn_if_ca_key_present(&cfg.tls);
     let tls = RustlsConfig::from_config(server_config(&cfg.tls)?);
     let (key, created) = TemplateKey::load_or_create(&cfg.template_key)?;
     if created {
@@ -53,15 +56,22 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         cfg.api.matcher_threads,
     );
     let started = std::time::Instant::now();
-    let enrolled = palm
+    let loaded = palm
         .load(&*store)
         .await
         .context("building the identification index")?;
     tracing::info!(
-        enrolled,
+        enrolled = loaded.enrolled,
+        skipped = loaded.skipped,
         ms = started.elapsed().as_millis() as u64,
         "identification index built"
     );
+    if loaded.skipped > 0 {
+        tracing::warn!(
+            skipped = loaded.skipped,
+            "palms left out of the index because their templates do not open (see the warnings above)"
+        );
+    }
     let state = AppState::new(store, cfg.api.clone(), palm);
     state.set_revoked(crate::tls::revoked_serials(&cfg.tls.crl)?);
     let app = router(state.clone());
@@ -79,6 +89,10 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         .listening()
         .await
         .context("the server did not start listening")?;
+    tokio::spawn(crate::retention::periodic(
+        state.store.clone(),
+        cfg.retention,
+    ));
     let (tx, rx) = tokio::sync::watch::channel(0u64);
     tokio::spawn(crl_reloader(cfg.tls.clone(), tls, state.clone(), tx));
     Ok(Running {
@@ -87,7 +101,21 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         state,
         server,
         crl_reloads: rx,
+        loaded,
     })
+}
+
+/// The server never reads the CA key; one lying next to the CA certificate could let
+/// whoever takes over the serving machine issue certificates. Say so (looking only at the
+/// file's metadata, never opening it).
+fn warn_if_ca_key_present(tls: &crate::tls::TlsPaths) {
+    let key = tls.ca.with_file_name("ca.key");
+    if std::fs::metadata(&key).is_ok() {
+        tracing::warn!(
+            path = %key.display(),
+            "a CA key lies next to the CA certificate; serve never needs it: move it offline (docs/SECURITY.md)"
+        );
+    }
 }
 
 fn mtime(p: &std::path::Path) -> Option<SystemTime> {

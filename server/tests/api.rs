@@ -86,7 +86,7 @@ async fn handshake_refuses_missing_foreign_expired_and_revoked_certificates() {
     assert_eq!(ok.status(), StatusCode::OK);
     let mut reloads = t.running.crl_reloads.clone();
     let seen = *reloads.borrow();
-    pki.revoke("kiosk-b").unwrap();
+    pki.revoke(&"kiosk:kiosk-b".parse().unwrap()).unwrap();
     // The reloader watches the CRL file; wait for its signal, not for a fixed time.
     tokio::time::timeout(std::time::Duration::from_secs(30), async {
         while *reloads.borrow_and_update() == seen {

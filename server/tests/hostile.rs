@@ -685,3 +685,283 @@ async fn three_copies_of_one_random_template_do_not_enroll() {
     let (_, rows) = t.get(&t.admin(), "/v1/admin/accounts?q=judy", None).await;
     assert_eq!(rows[0]["palm_enrolled"], false);
 }
+
+// ------------------------------------------------------------------ 8. PKI
+
+/// Waits until the server has reloaded its CRL `seen` times or more (the reloader's
+/// signal, never a fixed sleep).
+async fn crl_reloaded_after(t: &TestServer, seen: u64) {
+    let mut reloads = t.running.crl_reloads.clone();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while *reloads.borrow_and_update() == seen {
+            reloads.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the CRL was not reloaded");
+}
+
+async fn health(c: Client, t: &TestServer) -> Result<StatusCode, reqwest::Error> {
+    c.get(t.url("/v1/health")).send().await.map(|r| r.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_id_is_reissued_only_by_replacing_and_revoking_the_old_certificate() {
+    let t = TestServer::start().await;
+    let pki = t.pki();
+    let (c, k) = pki.kiosk_paths("kiosk-b");
+    let old_pem = std::fs::read(&c).unwrap();
+    let err = pki.issue_kiosk("kiosk-b", "Shop B", 30).unwrap_err();
+    assert!(err.to_string().contains("--replace"), "{err}");
+    assert_eq!(
+        std::fs::read(&c).unwrap(),
+        old_pem,
+        "a refusal writes nothing"
+    );
+    // Keep the old certificate and key, as a thief of the old kiosk would.
+    let stolen = tempfile::tempdir().unwrap();
+    let (sc, sk) = (stolen.path().join("c.pem"), stolen.path().join("k.pem"));
+    std::fs::copy(&c, &sc).unwrap();
+    std::fs::copy(&k, &sk).unwrap();
+    assert_eq!(
+        health(t.client_for(&sc, &sk), &t).await.unwrap(),
+        StatusCode::OK
+    );
+    let seen = *t.running.crl_reloads.borrow();
+    let r = pki.replace_kiosk("kiosk-b", "Shop B", 30).unwrap();
+    assert_eq!(r.revoked.len(), 1);
+    crl_reloaded_after(&t, seen).await;
+    assert!(
+        health(t.client_for(&sc, &sk), &t).await.is_err(),
+        "the replaced certificate fails the handshake"
+    );
+    assert_eq!(
+        health(t.kiosk("kiosk-b"), &t).await.unwrap(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_kiosk_by_role_leaves_the_admin_of_the_same_name_working() {
+    let t = TestServer::start().await;
+    let pki = t.pki();
+    pki.issue_admin("kiosk-a", 30).unwrap();
+    let (ac, ak) = pki.admin_paths("kiosk-a");
+    assert!(
+        "kiosk-a"
+            .parse::<palmline_server::pki::RevokeTarget>()
+            .is_err(),
+        "a bare name is refused: it could mean either role"
+    );
+    let seen = *t.running.crl_reloads.borrow();
+    let target = "kiosk:kiosk-a".parse().unwrap();
+    assert_eq!(pki.revoke(&target).unwrap().len(), 1);
+    crl_reloaded_after(&t, seen).await;
+    assert!(health(t.kiosk("kiosk-a"), &t).await.is_err());
+    let admin = t.client_for(&ac, &ak);
+    let (s, _) = t.get(&admin, "/v1/admin/kiosks", None).await;
+    assert_eq!(s, StatusCode::OK, "the admin named kiosk-a is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_without_the_ca_key_and_takes_a_crl_signed_offline() {
+    let dir = TestServer::prepared_dir();
+    let pki = palmline_server::pki::Pki::new(dir.path());
+    // The operator's offline copy of the PKI keeps the CA key; the server's has none.
+    let offline = tempfile::tempdir().unwrap();
+    let off_pki = offline.path().join("pki");
+    std::fs::create_dir_all(&off_pki).unwrap();
+    for f in ["ca.pem", "ca.key", "index.json", "crl.pem"] {
+        std::fs::copy(pki.dir().join(f), off_pki.join(f)).unwrap();
+    }
+    std::fs::remove_file(pki.ca_key_path()).unwrap();
+    let t = TestServer::start_in(dir, PalmPolicy::default(), |_| {}).await;
+    assert_eq!(
+        health(t.kiosk("kiosk-b"), &t).await.unwrap(),
+        StatusCode::OK
+    );
+    assert!(
+        t.pki().issue_kiosk("kiosk-c", "Shop C", 30).is_err(),
+        "nothing can be issued where the server runs"
+    );
+    let seen = *t.running.crl_reloads.borrow();
+    let off = palmline_server::pki::Pki::new(offline.path());
+    off.revoke(&"kiosk:kiosk-b".parse().unwrap()).unwrap();
+    std::fs::copy(off.crl_path(), t.pki().crl_path()).unwrap();
+    crl_reloaded_after(&t, seen).await;
+    assert!(health(t.kiosk("kiosk-b"), &t).await.is_err());
+    assert_eq!(
+        health(t.kiosk("kiosk-a"), &t).await.unwrap(),
+        StatusCode::OK
+    );
+    assert!(!t.pki().ca_key_path().exists());
+}
+
+// ------------------------------------------------------------------ 9. start-up
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_does_not_open_is_skipped_at_start_up_and_reported() {
+    let t = TestServer::start().await;
+    let a = t.kiosk("kiosk-a");
+    for (name, seed) in [("kim", 71), ("lee", 72)] {
+        t.register(&a, name, None).await;
+        let tok = t.token(&a, name).await;
+        let r = enroll(&t, &a, &tok, seed).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    drop(a);
+    let dir = t.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join("palmline.db")).unwrap();
+    let damaged = db
+        .execute(
+            "UPDATE palm_templates SET ciphertext = X'01020304' WHERE idx = 1 AND account_id =
+               (SELECT id FROM accounts WHERE name = 'kim')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(damaged, 1);
+    drop(db);
+    let t = TestServer::start_in(dir, PalmPolicy::default(), |_| {}).await;
+    assert_eq!(t.running.loaded.enrolled, 1);
+    assert_eq!(t.running.loaded.skipped, 1);
+    let a = t.kiosk("kiosk-a");
+    let lee = palm_login(&t, &a, &capture(&palm(72), 9_999), None).await;
+    assert_eq!(lee.status, StatusCode::OK, "{:?}", lee.body);
+    let kim = palm_login(&t, &a, &capture(&palm(71), 9_999), None).await;
+    assert_eq!(kim.code.as_deref(), Some("palm_not_recognised"));
+}
+
+// ------------------------------------------------------------------ 10. enrollment races
+
+fn enroll_body(seed: u64) -> Value {
+    let p = palm(seed);
+    let templates: Vec<String> = (0..3).map(|i| b64(&capture(&p, seed * 10 + i))).collect();
+    json!({"templates": templates})
+}
+
+fn count_code(answers: &[Answer], code: &str) -> usize {
+    answers
+        .iter()
+        .filter(|r| r.code.as_deref() == Some(code))
+        .count()
+}
+
+fn delete_palm(t: &TestServer, c: &Client, tok: &str, key: &str) -> reqwest::RequestBuilder {
+    c.delete(t.url("/v1/palms/me"))
+        .header(IDEMPOTENCY_HEADER, key)
+        .bearer_auth(tok)
+}
+
+/// No identification limit gets in the way of the races below.
+async fn roomy() -> TestServer {
+    TestServer::start_tuned(patient(), |api| {
+        api.identify.per_kiosk = 10_000;
+        api.identify.per_merchant = 10_000;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_palm_deletion_never_removes_a_palm_enrolled_since() {
+    let t = roomy().await;
+    let a = t.kiosk("kiosk-a");
+    t.register(&a, "mia", None).await;
+    let tok = t.token(&a, "mia").await;
+    let enroll_url = t.url("/v1/palms");
+    let first = send(post(
+        &a,
+        enroll_url.clone(),
+        Some("e1"),
+        Some(&tok),
+        enroll_body(81),
+    ))
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let gone = send(delete_palm(&t, &a, &tok, "d1")).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let probe = capture(&palm(81), 5_000);
+    let absent = palm_login(&t, &a, &probe, None).await;
+    assert_eq!(absent.code.as_deref(), Some("palm_not_recognised"));
+    // Enroll again while 24 replays of the old deletion arrive, then once more after.
+    let mut reqs: Vec<reqwest::RequestBuilder> =
+        (0..24).map(|_| delete_palm(&t, &a, &tok, "d1")).collect();
+    reqs.insert(
+        12,
+        post(
+            &a,
+            enroll_url.clone(),
+            Some("e2"),
+            Some(&tok),
+            enroll_body(81),
+        ),
+    );
+    let mut answers = join_all(reqs.into_iter().map(send).collect()).await;
+    assert_eq!(answers.remove(12).status, StatusCode::CREATED);
+    // Replays of one key at once: each is replayed or told the key is in flight.
+    let replayed = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::NO_CONTENT)
+        .count();
+    let in_flight = count_code(&answers, "idempotency_in_flight");
+    assert!(replayed >= 1 && replayed + in_flight == 24, "{answers:?}");
+    assert_eq!(
+        send(delete_palm(&t, &a, &tok, "d1")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let back = palm_login(&t, &a, &probe, None).await;
+    assert_eq!(
+        back.status,
+        StatusCode::OK,
+        "the new enrollment stays: {:?}",
+        back.body
+    );
+    // And the other way round: a replayed enrollment does not bring a deleted palm back.
+    assert_eq!(
+        send(delete_palm(&t, &a, &tok, "d2")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let replay = send(post(
+        &a,
+        enroll_url,
+        Some("e2"),
+        Some(&tok),
+        enroll_body(81),
+    ))
+    .await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    let after = palm_login(&t, &a, &probe, None).await;
+    assert_eq!(after.code.as_deref(), Some("palm_not_recognised"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enrollments_of_one_palm_let_exactly_one_through() {
+    let t = roomy().await;
+    let a = t.kiosk("kiosk-a");
+    let mut tokens = Vec::new();
+    for i in 0..16 {
+        let name = format!("twin{i:02}");
+        t.register(&a, &name, None).await;
+        tokens.push(t.token(&a, &name).await);
+    }
+    let url = t.url("/v1/palms");
+    let (counts, answers) = flood(16, |i| {
+        post(
+            &a,
+            url.clone(),
+            Some(&rand_key()),
+            Some(&tokens[i]),
+            enroll_body(91),
+        )
+    })
+    .await;
+    assert_eq!(count(&counts, "ok"), 1, "{answers:?}");
+    assert_eq!(count(&counts, "palm_already_enrolled"), 15, "{counts:?}");
+    let (_, rows) = t.get(&t.admin(), "/v1/admin/accounts?q=twin", None).await;
+    let enrolled = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["palm_enrolled"] == true)
+        .count();
+    assert_eq!(enrolled, 1, "one palm, one account");
+}

@@ -648,3 +648,95 @@ fn template_rekey_goes_page_by_page_and_is_all_or_nothing() {
         .collect();
     assert_eq!(stored(&path), reversed);
 }
+
+#[test]
+fn purge_drops_what_is_past_its_retention_and_keeps_the_rest_and_the_ledger() {
+    use palmline_server::retention::{purge, Retention};
+    use palmline_server::store::sqlite::unix_now;
+    use palmline_server::store::Purged;
+    rt().block_on(async {
+        let (dir, store) = sqlite();
+        let alice = register(&*store, "alice").await;
+        for key in ["old", "new"] {
+            let dep = Command::Deposit {
+                at: kiosk("shop"),
+                username: "alice".into(),
+                amount: eur(1_000),
+            };
+            store.execute(Some(idem(key, key)), dep).await.unwrap();
+        }
+        let now = unix_now();
+        for (token, expires_at) in [([1; 32], now - 10), ([2; 32], now + 3_600)] {
+            let s = Command::CreateSession {
+                token_hash: token,
+                shopper_id: alice,
+                kiosk_id: "k".into(),
+                expires_at,
+            };
+            store.execute(None, s).await.unwrap();
+        }
+        let scan = || Command::LogScan {
+            kiosk_id: "k".into(),
+            purpose: "login".into(),
+            outcome: palmline_shared::api::ScanOutcome::Rejected,
+            score: None,
+            shopper_id: Some(alice),
+        };
+        store.execute(None, scan()).await.unwrap();
+        // Backdate: one idempotency record, 12,000 scans (more than one purge batch) and a
+        // past day's guess count; today's guess count stays.
+        let mut db = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+        let tx = db.transaction().unwrap();
+        let long_ago = "2020-01-01T00:00:00.000000Z";
+        tx.execute(
+            "UPDATE idempotency SET created_at = ?1 WHERE key = 'old'",
+            [long_ago],
+        )
+        .unwrap();
+        for _ in 0..12_000 {
+            tx.execute(
+                "INSERT INTO palm_scans (kiosk_id, at, purpose, outcome) VALUES ('k', ?1, 'login', 'rejected')",
+                [long_ago],
+            )
+            .unwrap();
+        }
+        let today = &palmline_server::store::sqlite::now_text()[..10];
+        for day in ["2020-01-01", today] {
+            tx.execute(
+                "INSERT INTO auth_day (account_id, secret, day, guesses) VALUES (?1, 'password', ?2, 3)",
+                rusqlite::params![alice, day],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let rows = |table: &str| -> i64 {
+            db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let ledger_before = (rows("transactions"), rows("entries"));
+
+        let p = purge(&*store, Retention::default(), unix_now()).await.unwrap();
+        let expected = Purged {
+            idempotency: 1,
+            scans: 12_000,
+            sessions: 1,
+            guess_days: 1,
+        };
+        assert_eq!(p, expected);
+        assert!(store.replay(&idem("old", "old")).await.unwrap().is_none());
+        assert!(store.replay(&idem("new", "new")).await.unwrap().is_some());
+        assert_eq!(rows("palm_scans"), 1, "the recent scan stays");
+        assert_eq!(rows("sessions"), 1, "the live session stays");
+        assert_eq!(rows("auth_day"), 1, "today's guesses stay");
+        assert_eq!((rows("transactions"), rows("entries")), ledger_before);
+        assert!(store.ledger_check().await.unwrap().ok);
+        let again = purge(&*store, Retention::default(), unix_now()).await.unwrap();
+        assert_eq!(again, Purged::default());
+        // A shorter retention reaches the recent rows too.
+        let soon = Retention::from_days(1, 1);
+        let later = unix_now() + 2 * 86_400;
+        let p = purge(&*store, soon, later).await.unwrap();
+        assert_eq!((p.idempotency, p.scans), (1, 1));
+        assert_eq!((rows("transactions"), rows("entries")), ledger_before);
+    });
+}

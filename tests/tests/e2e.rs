@@ -144,7 +144,7 @@ async fn register_deposit_login_pay_history_then_operator_views() {
     // Revoke the kiosk and tell the server (SIGHUP): new connections are refused.
     run(
         &bin("palmline-server"),
-        &["--data-dir", d, "pki", "revoke", "kiosk-1"],
+        &["--data-dir", d, "pki", "revoke", "kiosk:kiosk-1"],
     )
     .unwrap();
     let pid = server.child.id().to_string();
@@ -157,4 +157,39 @@ async fn register_deposit_login_pay_history_then_operator_views() {
         .unwrap();
     let fresh = server.kiosk_client().unwrap();
     assert!(fresh.get(url("/v1/health")).send().await.is_err());
+}
+
+/// `serve` never makes a CA; the PKI commands refuse a second certificate for one kiosk id
+/// (unless replaced) and a bare name to revoke; `purge` runs on a fresh data dir.
+#[test]
+fn serve_needs_issued_certificates_and_the_pki_refuses_ambiguity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let server = bin("palmline-server");
+    let out = std::process::Command::new(&server)
+        .args(["--data-dir", d, "serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pki bootstrap"));
+    assert!(!dir.path().join("pki/ca.key").exists(), "serve made no CA");
+    run(&server, &["--data-dir", d, "pki", "bootstrap"]).unwrap();
+    let kiosk = [
+        "--data-dir",
+        d,
+        "pki",
+        "issue-kiosk",
+        "--kiosk",
+        "k1",
+        "--merchant",
+        "M",
+    ];
+    run(&server, &kiosk).unwrap();
+    assert!(run(&server, &kiosk).is_err(), "a second k1 needs --replace");
+    let replaced = run(&server, &[&kiosk[..], &["--replace"]].concat()).unwrap();
+    assert!(replaced.contains("revoked"), "{replaced}");
+    assert!(run(&server, &["--data-dir", d, "pki", "revoke", "k1"]).is_err());
+    run(&server, &["--data-dir", d, "pki", "revoke", "kiosk:k1"]).unwrap();
+    let purged = run(&server, &["--data-dir", d, "purge"]).unwrap();
+    assert!(purged.contains("purged 0 idempotency records"), "{purged}");
 }

@@ -111,7 +111,9 @@ pub(super) fn respond(outcome: Outcome, status: StatusCode) -> Response {
         Outcome::Receipt(r) => (status, Json(r)).into_response(),
         Outcome::Shopper(s) => (status, Json(s)).into_response(),
         Outcome::Account(a) => (status, Json(a)).into_response(),
-        Outcome::Guess(_) | Outcome::Done => StatusCode::NO_CONTENT.into_response(),
+        Outcome::Guess(_) | Outcome::Palm(_) | Outcome::Purged(_) | Outcome::Done => {
+            StatusCode::NO_CONTENT.into_response()
+        }
     }
 }
 

@@ -288,6 +288,8 @@ pub async fn enroll(
     let shopper = s.shopper_id;
     let count = templates.len() as u32;
     let (kiosk2, templates2) = (kiosk.clone(), templates.clone());
+    // From the duplicate check until the palm is in the index: one enrollment at a time.
+    let turn = state.palm.enrollment_turn().await;
     let outcome = idempotent(&state, idem, async move {
         // Each capture is one 1:N search below: each costs an identification attempt.
         if let Err(e) = st.identification_allowed(&kiosk2, count) {
@@ -328,8 +330,11 @@ pub async fn enroll(
         })
     })
     .await?;
-    if let Outcome::Done = outcome {
-        state.palm.index_insert(shopper, &templates);
+    let applied = outcome
+        .palm_version()
+        .is_some_and(|v| state.palm.index_insert(shopper, v, &templates));
+    drop(turn);
+    if applied {
         log_scan(
             &state,
             &kiosk,
@@ -373,10 +378,13 @@ pub(super) async fn delete_palm(
     idem: crate::store::Idem,
     shopper_id: i64,
 ) -> Result<Response, ApiError> {
-    idempotent(state, idem, async move {
+    let outcome = idempotent(state, idem, async move {
         Ok(Command::DeletePalm { shopper_id })
     })
     .await?;
-    state.palm.index_remove(shopper_id);
+    // A replay carries the version of the first deletion: it removes nothing enrolled since.
+    if let Some(v) = outcome.palm_version() {
+        state.palm.index_remove(shopper_id, v);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -119,6 +119,13 @@ pub enum Command {
     DeletePalm {
         shopper_id: i64,
     },
+    /// Deletes at most `batch` rows of each kind older than the cut-offs: idempotency
+    /// records, palm-scan log rows, expired sessions and past days' guess counts. Never a
+    /// transaction, an entry or an account. Answers [`Outcome::Purged`].
+    Purge {
+        cutoffs: Cutoffs,
+        batch: u32,
+    },
     LogScan {
         kiosk_id: String,
         purpose: String,
@@ -156,7 +163,65 @@ pub enum Outcome {
     Receipt(Receipt),
     Account(AccountRow),
     Guess(Grant),
+    /// An enrollment or deletion of a palm, and the palm's version after it.
+    Palm(PalmVersion),
+    Purged(Purged),
     Done,
+}
+
+impl Outcome {
+    /// The palm version an enrollment or deletion produced. `None` for anything else, and
+    /// for a replay of a change stored before palms had versions (already in the index).
+    pub fn palm_version(&self) -> Option<PalmVersion> {
+        match self {
+            Outcome::Palm(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// The version of one shopper's palm: every enrollment and deletion takes the next number
+/// of one store-wide sequence, so a later change always has a larger version.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct PalmVersion(pub u64);
+
+/// Cut-offs of a purge, in Unix seconds: rows older than these go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cutoffs {
+    /// Idempotency records created before this.
+    pub idempotency: i64,
+    /// Palm-scan log rows written before this.
+    pub scans: i64,
+    /// Sessions expired before this, and guess counts of UTC days before this one's.
+    pub now: i64,
+}
+
+/// Rows a purge deleted, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    pub idempotency: u64,
+    pub scans: u64,
+    pub sessions: u64,
+    pub guess_days: u64,
+}
+
+impl Purged {
+    pub fn add(&mut self, o: Purged) {
+        self.idempotency += o.idempotency;
+        self.scans += o.scans;
+        self.sessions += o.sessions;
+        self.guess_days += o.guess_days;
+    }
+
+    /// Whether any kind filled its batch (so there may be more to purge).
+    pub fn any_at(&self, batch: u32) -> bool {
+        let b = u64::from(batch);
+        [self.idempotency, self.scans, self.sessions, self.guess_days]
+            .iter()
+            .any(|&n| n >= b)
+    }
 }
 
 /// Errors of the ledger. Domain errors are part of the idempotent result; `Storage` is not
@@ -283,6 +348,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(i64, Vec<Vec<u8>>)>, LedgerError>;
     /// Shoppers with an enrolled palm, ascending (to build the index in bounded chunks).
     async fn palm_owners(&self) -> Result<Vec<i64>, LedgerError>;
+    /// The latest palm version (0 before the first enrollment): every change up to it is
+    /// in what [`Store::palm_templates`] returns now.
+    async fn palm_version(&self) -> Result<PalmVersion, LedgerError>;
     /// Sum of all cached balances (the double-entry invariant says zero).
     async fn total_balance(&self) -> Result<i64, LedgerError>;
     fn currency(&self) -> palmline_shared::Currency;

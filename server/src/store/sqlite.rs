@@ -7,7 +7,8 @@
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
 use super::{
-    Command, Idem, KioskRef, LedgerError, Outcome, SessionInfo, ShopperAuth, Store, StoredResult,
+    Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome, PalmVersion, Purged, SessionInfo,
+    ShopperAuth, Store, StoredResult,
 };
 use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
 use async_trait::async_trait;
@@ -27,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema2.sql"),
     include_str!("schema3.sql"),
+    include_str!("schema4.sql"),
 ];
 
 /// Most commands one group commit carries.
@@ -690,7 +692,7 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
                 )
                 .map_err(storage)?;
             }
-            Ok(Outcome::Done)
+            Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
         }
         Command::DeletePalm { shopper_id } => {
             shopper_by_id(c, shopper_id)?;
@@ -699,8 +701,9 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
                 [shopper_id],
             )
             .map_err(storage)?;
-            Ok(Outcome::Done)
+            Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
         }
+        Command::Purge { cutoffs, batch } => Ok(Outcome::Purged(purge(c, cutoffs, batch)?)),
         Command::LogScan {
             kiosk_id,
             purpose,
@@ -716,6 +719,62 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             Ok(Outcome::Done)
         }
     }
+}
+
+// ------------------------------------------------------------------ palms and retention
+
+/// Gives a shopper's palm the next version of the store-wide sequence.
+fn next_palm_version(c: &Connection, account: i64) -> Result<PalmVersion, LedgerError> {
+    let v: i64 = c
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM palm_versions",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(storage)?;
+    c.execute(
+        "INSERT INTO palm_versions (account_id, version) VALUES (?1, ?2)
+         ON CONFLICT (account_id) DO UPDATE SET version = excluded.version",
+        params![account, v],
+    )
+    .map_err(storage)?;
+    Ok(PalmVersion(v as u64))
+}
+
+fn ts_of(unix: i64) -> Result<String, LedgerError> {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix).map_err(storage)?;
+    Ok(format_ts(t))
+}
+
+/// One batch of each kind of purge (see [`Command::Purge`]). The ledger's own tables are
+/// never touched.
+fn purge(c: &Connection, cut: Cutoffs, batch: u32) -> Result<Purged, LedgerError> {
+    let gone = |sql: &str, p: &dyn rusqlite::ToSql| -> Result<u64, LedgerError> {
+        let n = c.execute(sql, params![p, batch]).map_err(storage)?;
+        Ok(n as u64)
+    };
+    let today = ts_of(cut.now)?[..10].to_string();
+    Ok(Purged {
+        idempotency: gone(
+            "DELETE FROM idempotency WHERE (scope, key) IN
+               (SELECT scope, key FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+            &ts_of(cut.idempotency)?,
+        )?,
+        scans: gone(
+            "DELETE FROM palm_scans WHERE id IN (SELECT id FROM palm_scans WHERE at < ?1 LIMIT ?2)",
+            &ts_of(cut.scans)?,
+        )?,
+        sessions: gone(
+            "DELETE FROM sessions WHERE token_hash IN
+               (SELECT token_hash FROM sessions WHERE expires_at < ?1 LIMIT ?2)",
+            &cut.now,
+        )?,
+        guess_days: gone(
+            "DELETE FROM auth_day WHERE (account_id, secret, day) IN
+               (SELECT account_id, secret, day FROM auth_day WHERE day < ?1 LIMIT ?2)",
+            &today,
+        )?,
+    })
 }
 
 // ------------------------------------------------------------------ guesses and limits
@@ -1457,6 +1516,19 @@ impl Store for SqliteStore {
             c.prepare("SELECT DISTINCT account_id FROM palm_templates ORDER BY account_id")
                 .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
                 .map_err(storage)
+        })
+        .await
+    }
+
+    async fn palm_version(&self) -> Result<PalmVersion, LedgerError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM palm_versions",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| PalmVersion(v as u64))
+            .map_err(storage)
         })
         .await
     }

@@ -34,6 +34,12 @@ impl TestServer {
 
     /// A server whose API settings `tune` adjusts (after the cheap test hashes are set).
     pub async fn start_tuned(palm: PalmPolicy, tune: impl FnOnce(&mut ApiConfig)) -> TestServer {
+        TestServer::start_in(TestServer::prepared_dir(), palm, tune).await
+    }
+
+    /// A data dir with a fresh PKI: CA, server, kiosks `kiosk-a` (Shop A) and `kiosk-b`
+    /// (Shop B), admin `ops`.
+    pub fn prepared_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         pki.init("test CA").unwrap();
@@ -41,6 +47,26 @@ impl TestServer {
         pki.issue_kiosk("kiosk-a", "Shop A", 30).unwrap();
         pki.issue_kiosk("kiosk-b", "Shop B", 30).unwrap();
         pki.issue_admin("ops", 30).unwrap();
+        dir
+    }
+
+    /// Stops the server and hands its data dir back (to start another on it).
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.running
+            .shutdown(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        self.dir
+    }
+
+    /// A server on an existing data dir (from [`TestServer::prepared_dir`] or
+    /// [`TestServer::stop`]).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        palm: PalmPolicy,
+        tune: impl FnOnce(&mut ApiConfig),
+    ) -> TestServer {
+        let pki = Pki::new(dir.path());
         let mut api = ApiConfig::defaults(Currency::EUR);
         // Cheap hashes keep the suite fast; the OWASP default is unit-tested in auth.rs.
         api.hash_cost = HashCost {
@@ -55,6 +81,7 @@ impl TestServer {
             api,
             template_key: dir.path().join("template.key"),
             palm,
+            retention: Default::default(),
         };
         let running = start(cfg).await.unwrap();
         let base = format!("https://localhost:{}", running.addr.port());
