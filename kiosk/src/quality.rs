@@ -36,7 +36,7 @@ impl Default for GateConfig {
             max_cover: 0.85,
             no_hand_cover: 0.015,
             min_brightness: 60.0,
-            max_saturated: 0.25,
+            max_saturated: 0.35,
             min_sharpness: 0.35,
             max_motion: 6.0,
             steady_frames: 3,

@@ -1,5 +1,5 @@
 //! `palmline-lab gate-study`: calibrates the quality gate on real frames. Every frame of a
-//! folder of whole hands is measured with the gate's checks relaxed (sharpness off, size
+//! folder of whole hands is measured with the gate's checks relaxed (sharpness and saturation off, size
 //! bounds widened), then matched against its palm's enrollment capture; for each check it
 //! prints and plots the value for frames that then **matched** and for those that did not,
 //! and how many matchable frames the threshold in use would turn away. The threshold belongs
@@ -49,6 +49,7 @@ pub fn run(a: GateStudyArgs) -> Result<()> {
         min_sharpness: 0.0,
         min_radius: 0.03,
         max_radius: 0.7,
+        max_saturated: 1.0,
         ..defaults.clone()
     };
     let mut ex = Extractor::new(relaxed)?;
@@ -76,7 +77,7 @@ pub fn run(a: GateStudyArgs) -> Result<()> {
         a.fmr,
         scores.impostor.len()
     );
-    let checks: [Check; 4] = [
+    let checks: [Check; 5] = [
         ("sharpness", defaults.min_sharpness as f64, |_, r| {
             r.sharpness as f64
         }),
@@ -85,9 +86,13 @@ pub fn run(a: GateStudyArgs) -> Result<()> {
         }),
         ("brightness", 55.0, |_, r| r.brightness as f64),
         ("hand_fraction", 0.9, |_, r| r.hand_fraction as f64),
+        ("saturated", defaults.max_saturated as f64, |_, r| {
+            r.saturated as f64
+        }),
     ];
-    let mut csv =
-        String::from("image,outcome,sharpness,radius,brightness,hand_fraction,score,matched\n");
+    let mut csv = String::from(
+        "image,outcome,sharpness,radius,brightness,hand_fraction,saturated,score,matched\n",
+    );
     for (i, f) in frames.iter().enumerate() {
         let score = scores.by_frame[i];
         let (code, vals) = match &f.outcome {
@@ -174,8 +179,9 @@ fn report(name: &str, limit: f64, yes: &mut [f64], no: &mut [f64]) {
     no.sort_by(f64::total_cmp);
     let q = |v: &[f64], p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).copied();
     let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
-    // The lower limits reject below; hand_fraction is an upper limit (too close above).
-    let upper = name == "hand_fraction";
+    // The lower limits reject below; hand_fraction (too close) and saturated (too bright)
+    // are upper limits.
+    let upper = matches!(name, "hand_fraction" | "saturated");
     let lost = yes
         .iter()
         .filter(|&&v| if upper { v > limit } else { v < limit })

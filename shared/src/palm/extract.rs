@@ -77,6 +77,8 @@ pub struct QualityReport {
     pub hand_fraction: f32,
     /// Mean gray level of the hand.
     pub brightness: f32,
+    /// Fraction of the hand at gray level 250 or more (clipped highlights).
+    pub saturated: f32,
     /// Palm centre and inscribed-circle radius, frame pixels.
     pub palm_center: (f32, f32),
     pub palm_radius: f32,
@@ -117,6 +119,9 @@ pub struct ExtractConfig {
     /// Minimum sharpness of the half-resolution palm square ([`super::sharpness`], 0–1,
     /// independent of the palm's contrast). Calibrated on real frames: docs/PALM.md.
     pub min_sharpness: f32,
+    /// Largest fraction of the hand that may be clipped (≥ 250) before `too_bright`.
+    /// Calibrated on real frames: docs/PALM.md.
+    pub max_saturated: f32,
     /// The input is already a palm ROI (as in data sets that publish crops, e.g. PolyU): skip
     /// the hand mask and ROI steps and use the whole image, resized to `roi_inner`.
     pub input_is_roi: bool,
@@ -139,6 +144,7 @@ impl Default for ExtractConfig {
             highpass_sigma: 5.0,
             edge_margin: 5,
             min_sharpness: 0.35,
+            max_saturated: 0.35,
             input_is_roi: false,
         }
     }
@@ -334,6 +340,7 @@ impl Extractor {
         let report = QualityReport {
             hand_fraction: 1.0,
             brightness,
+            saturated: f32::NAN,
             palm_center: (w / 2.0, h / 2.0),
             palm_radius: w.min(h) / 2.0,
             sharpness: f32::NAN,
@@ -442,7 +449,7 @@ impl Extractor {
         if brightness < 55.0 {
             return Err(QualityError::TooDark);
         }
-        if saturated > 0.2 || brightness > 235.0 {
+        if saturated > c.max_saturated || brightness > 235.0 {
             return Err(QualityError::TooBright);
         }
         if hand_fraction > 0.9 {
@@ -523,6 +530,7 @@ impl Extractor {
             report: QualityReport {
                 hand_fraction,
                 brightness,
+                saturated,
                 palm_center: center,
                 palm_radius: r,
                 sharpness,
