@@ -88,6 +88,10 @@ pub struct Tuning {
     #[arg(long, hide = true)]
     pub highpass: Option<f32>,
     #[arg(long, hide = true)]
+    pub clahe_clip: Option<f64>,
+    #[arg(long, hide = true)]
+    pub clahe_tiles: Option<i32>,
+    #[arg(long, hide = true)]
     pub max_rotation: Option<f32>,
     #[arg(long, hide = true)]
     pub max_shift: Option<f32>,
@@ -107,6 +111,8 @@ impl Tuning {
         set(self.grid, &mut cfg.grid);
         set(self.edge_margin, &mut cfg.edge_margin);
         set(self.highpass, &mut cfg.highpass_sigma);
+        set(self.clahe_clip, &mut cfg.clahe_clip);
+        set(self.clahe_tiles, &mut cfg.clahe_tiles);
     }
 
     fn matcher(&self) -> Matcher {

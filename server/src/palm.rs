@@ -233,8 +233,8 @@ impl Default for PalmPolicy {
     fn default() -> Self {
         PalmPolicy {
             // 1:N needs a stricter threshold than 1:1 (FPIR ≈ N × FMR at the tail).
-            accept: 17,
-            grey: 11,
+            accept: 18,
+            grey: 10,
             margin: 3,
             shortlist: 32,
             free_failures: 5,

@@ -137,7 +137,7 @@ impl Default for ExtractConfig {
             min_keypoints: 30,
             fast_threshold: 5,
             grid: 6,
-            clahe_clip: 2.0,
+            clahe_clip: 2.5,
             clahe_tiles: 4,
             min_radius: 0.09,
             max_radius: 0.49,
