@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod identify;
+pub mod ledger;
 pub mod limits;
 pub mod palm;
 pub mod pki;

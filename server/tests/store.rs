@@ -240,7 +240,7 @@ fn rejected_operations_change_nothing() {
                     }
                 )
                 .await,
-            Err(LedgerError::InvalidAmount(_))
+            Err(LedgerError::UnsupportedCurrency(_))
         ));
         assert!(matches!(
             deposit(&*store, "nobody", 5).await,
@@ -738,5 +738,64 @@ fn purge_drops_what_is_past_its_retention_and_keeps_the_rest_and_the_ledger() {
         let p = purge(&*store, soon, later).await.unwrap();
         assert_eq!((p.idempotency, p.scans), (1, 1));
         assert_eq!((rows("transactions"), rows("entries")), ledger_before);
+    });
+}
+
+// ------------------------------------------------------------------ PostgreSQL (schema only)
+
+#[path = "common/pg.rs"]
+mod pg;
+
+/// Table and column names of a SQLite database (its migrations applied by the store).
+fn sqlite_columns(path: &std::path::Path) -> std::collections::BTreeSet<(String, String)> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut s = c
+        .prepare(
+            "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table'",
+        )
+        .unwrap();
+    let rows = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows
+}
+
+#[test]
+fn postgres_schema_mirrors_sqlite() {
+    rt().block_on(async {
+        let Some(db) = pg::fresh_db("schema").await else {
+            return;
+        };
+        use palmline_server::store::postgres;
+        assert_eq!(postgres::migrate(&db.pool).await.unwrap(), 1);
+        // A second run (another replica starting) finds nothing to do.
+        assert_eq!(postgres::migrate(&db.pool).await.unwrap(), 1);
+        let client = db.pool.get().await.unwrap();
+        let pg: std::collections::BTreeSet<(String, String)> = client
+            .query(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE table_schema = 'public' AND table_name <> 'schema_version'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        drop(client);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        drop(SqliteStore::open(&path, EUR).unwrap());
+        let unused = [("accounts", "failed_auth"), ("accounts", "locked_until")];
+        let lite: std::collections::BTreeSet<(String, String)> = sqlite_columns(&path)
+            .into_iter()
+            .filter(|(t, c)| !unused.contains(&(t.as_str(), c.as_str())))
+            .collect();
+        assert_eq!(pg, lite, "PostgreSQL and SQLite schemas differ");
+        db.drop_db().await;
     });
 }

@@ -346,20 +346,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Checks that an amount from a request is positive and in the server's currency.
+/// Checks an amount from a request before any slow work: the ledger's own check
+/// ([`crate::ledger::check_amount`]), so the API and the store answer with the same code.
 pub fn check_amount(state: &AppState, amount: Money) -> Result<(), ApiError> {
-    if amount.currency() != state.cfg.currency {
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedCurrency,
-            format!("this server keeps {}", state.cfg.currency),
-        ));
-    }
-    if !amount.is_positive() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidAmount,
-            "amount must be greater than zero",
-        ));
-    }
+    crate::ledger::check_amount(amount, state.cfg.currency)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! record, so a retried request can never move money twice. Reads are separate methods.
 //! Nothing here hashes passwords or talks HTTP: callers do the slow or outward work first.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
@@ -246,6 +247,8 @@ pub enum LedgerError {
     IdempotencyMismatch,
     #[error("invalid amount: {0}")]
     InvalidAmount(String),
+    #[error("unsupported currency: {0}")]
+    UnsupportedCurrency(String),
     #[error("over the limit without PIN: the PIN is required")]
     PinRequired,
     #[error("storage failure: {0}")]
@@ -264,6 +267,7 @@ impl LedgerError {
             LedgerError::SameAccount => ErrorCode::SameAccount,
             LedgerError::IdempotencyMismatch => ErrorCode::IdempotencyMismatch,
             LedgerError::InvalidAmount(_) => ErrorCode::InvalidAmount,
+            LedgerError::UnsupportedCurrency(_) => ErrorCode::UnsupportedCurrency,
             LedgerError::PinRequired => ErrorCode::PinRequired,
             LedgerError::Storage(_) => ErrorCode::Internal,
         }

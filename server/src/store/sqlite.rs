@@ -10,6 +10,7 @@ use super::{
     Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome, PalmVersion, Purged, SessionInfo,
     ShopperAuth, Store, StoredResult,
 };
+use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
 use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
 use async_trait::async_trait;
 use palmline_shared::api::{
@@ -220,40 +221,73 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
     }
 }
 
-// ------------------------------------------------------------------ the command logic
+// ------------------------------------------------------------------ loading accounts
 
+/// An account as loaded for the ledger core, with the name receipts show.
 struct Acct {
-    id: i64,
     name: String,
-    frozen: bool,
-    balance: i64,
+    core: ledger::Account,
 }
 
+const ACCOUNT_COLUMNS: &str = "SELECT id, name, kind, status, balance, currency FROM accounts";
+
 fn row_acct(r: &rusqlite::Row<'_>) -> rusqlite::Result<Acct> {
+    let bad = |i: usize, what: &str, v: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("{what} {v:?}").into(),
+        )
+    };
+    let kind: String = r.get(2)?;
+    let status: String = r.get(3)?;
+    let currency: String = r.get(5)?;
     Ok(Acct {
-        id: r.get(0)?,
         name: r.get(1)?,
-        frozen: r.get::<_, String>(2)? == "frozen",
-        balance: r.get(3)?,
+        core: ledger::Account {
+            id: r.get(0)?,
+            kind: AccountKind::parse(&kind).ok_or_else(|| bad(2, "account kind", &kind))?,
+            status: ledger::Status::parse(&status).ok_or_else(|| bad(3, "status", &status))?,
+            balance: r.get(4)?,
+            currency: Currency::from_code(&currency).map_err(|_| bad(5, "currency", &currency))?,
+        },
     })
 }
 
+/// The one account matching `filter` (a `WHERE` clause over `accounts`), if any.
+fn load_account(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Option<Acct>, LedgerError> {
+    c.prepare_cached(&format!("{ACCOUNT_COLUMNS} WHERE {filter}"))
+        .and_then(|mut s| s.query_row(p, row_acct).optional())
+        .map_err(storage)
+}
+
 fn shopper_by_name(c: &Connection, name: &str) -> Result<Acct, LedgerError> {
-    c.prepare_cached(
-        "SELECT id, name, status, balance FROM accounts WHERE kind = 'shopper' AND name = ?1",
-    )
-    .and_then(|mut s| s.query_row([name], row_acct).optional())
-    .map_err(storage)?
-    .ok_or_else(|| LedgerError::UnknownAccount(name.to_string()))
+    load_account(c, "kind = 'shopper' AND name = ?1", [name])?
+        .ok_or_else(|| LedgerError::UnknownAccount(name.to_string()))
 }
 
 fn shopper_by_id(c: &Connection, id: i64) -> Result<Acct, LedgerError> {
-    c.prepare_cached(
-        "SELECT id, name, status, balance FROM accounts WHERE kind = 'shopper' AND id = ?1",
-    )
-    .and_then(|mut s| s.query_row([id], row_acct).optional())
-    .map_err(storage)?
-    .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
+    load_account(c, "kind = 'shopper' AND id = ?1", [id])?
+        .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
+}
+
+/// A merchant's account and its till.
+struct MerchantAccts {
+    account: Acct,
+    till: Acct,
+}
+
+impl MerchantAccts {
+    fn core(&self) -> ledger::Merchant<'_> {
+        ledger::Merchant {
+            account: &self.account.core,
+            till: &self.till.core,
+        }
+    }
 }
 
 /// The merchant's account and its cash till, created on first sight of a kiosk.
@@ -261,66 +295,71 @@ fn merchant_accounts(
     c: &Connection,
     merchant: &str,
     currency: Currency,
-) -> Result<(Acct, i64), LedgerError> {
-    let find = |c: &Connection| {
-        c.prepare_cached(
-            "SELECT id, name, status, balance FROM accounts WHERE kind = 'merchant' AND name = ?1",
-        )
-        .and_then(|mut s| s.query_row([merchant], row_acct).optional())
-        .map_err(storage)
-    };
-    let m = match find(c)? {
+) -> Result<MerchantAccts, LedgerError> {
+    let account = match load_account(c, "kind = 'merchant' AND name = ?1", [merchant])? {
         Some(m) => m,
-        None => {
-            let now = now_text();
-            c.execute(
-                "INSERT INTO accounts (kind, name, currency, created_at) VALUES ('merchant', ?1, ?2, ?3)",
-                params![merchant, currency.code(), now],
-            )
-            .map_err(storage)?;
-            let id = c.last_insert_rowid();
-            c.execute(
-                "INSERT INTO accounts (kind, name, currency, merchant_id, created_at) VALUES ('till', ?1, ?2, ?3, ?4)",
-                params![format!("till:{merchant}"), currency.code(), id, now],
-            )
-            .map_err(storage)?;
-            find(c)?.ok_or_else(|| LedgerError::Storage("merchant vanished".into()))?
-        }
+        None => create_merchant(c, merchant, currency)?,
     };
-    let till: i64 = c
-        .prepare_cached("SELECT id FROM accounts WHERE kind = 'till' AND merchant_id = ?1")
-        .and_then(|mut s| s.query_row([m.id], |r| r.get(0)))
-        .map_err(storage)?;
-    Ok((m, till))
+    let till = load_account(c, "kind = 'till' AND merchant_id = ?1", [account.core.id])?
+        .ok_or_else(|| LedgerError::Storage(format!("merchant {merchant} has no till")))?;
+    Ok(MerchantAccts { account, till })
 }
 
-struct NewTx<'a> {
-    kind: TxKind,
-    amount: Money,
-    shopper_id: i64,
-    other_id: i64,
-    merchant_id: Option<i64>,
-    kiosk_id: Option<&'a str>,
-    ref_tx_id: Option<i64>,
-    description: Option<&'a str>,
-    created_by: Option<&'a str>,
-}
-
-/// Writes one double-entry transaction. `legs` must sum to zero; returns the transaction id,
-/// its timestamp and the balance after of each leg's account.
-fn post(
+fn create_merchant(
     c: &Connection,
-    tx: NewTx<'_>,
-    legs: &[(i64, i64)],
-) -> Result<(i64, String, Vec<i64>), LedgerError> {
-    let sum = legs
-        .iter()
-        .try_fold(0i64, |acc, (_, d)| acc.checked_add(*d))
-        .ok_or(LedgerError::InvalidAmount("overflow".into()))?;
-    if sum != 0 {
-        return Err(LedgerError::Storage("unbalanced transaction".into()));
-    }
+    merchant: &str,
+    currency: Currency,
+) -> Result<Acct, LedgerError> {
     let now = now_text();
+    c.execute(
+        "INSERT INTO accounts (kind, name, currency, created_at) VALUES ('merchant', ?1, ?2, ?3)",
+        params![merchant, currency.code(), now],
+    )
+    .map_err(storage)?;
+    let id = c.last_insert_rowid();
+    c.execute(
+        "INSERT INTO accounts (kind, name, currency, merchant_id, created_at) VALUES ('till', ?1, ?2, ?3, ?4)",
+        params![format!("till:{merchant}"), currency.code(), id, now],
+    )
+    .map_err(storage)?;
+    load_account(c, "id = ?1", [id])?
+        .ok_or_else(|| LedgerError::Storage("merchant vanished".into()))
+}
+
+/// A payment as a refund needs it, with what was already refunded of it.
+fn payment_state(c: &Connection, id: i64, cur: Currency) -> Result<PaymentState, LedgerError> {
+    let (paid, shopper, merchant): (i64, i64, i64) = c
+        .query_row(
+            "SELECT amount, shopper_id, merchant_id FROM transactions WHERE id = ?1 AND kind = 'payment'",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(storage)?
+        .ok_or(LedgerError::UnknownPayment)?;
+    let refunded: i64 = c
+        .query_row(
+            "SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE kind = 'refund' AND ref_tx_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .map_err(storage)?;
+    Ok(PaymentState {
+        id,
+        paid: Money::from_minor(paid, cur),
+        shopper,
+        merchant,
+        refunded,
+    })
+}
+
+// ------------------------------------------------------------------ persisting a plan
+
+/// Writes what the core decided: the transaction, then each leg's entry and balance.
+/// Returns the transaction's id and timestamp.
+fn persist(c: &Connection, plan: &Plan) -> Result<(i64, String), LedgerError> {
+    let now = now_text();
+    let tx = &plan.tx;
     c.prepare_cached(
         "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -330,11 +369,11 @@ fn post(
             tx.kind.as_str(),
             tx.amount.minor(),
             tx.amount.currency().code(),
-            tx.shopper_id,
-            tx.other_id,
-            tx.merchant_id,
+            tx.shopper,
+            tx.other,
+            tx.merchant,
             tx.kiosk_id,
-            tx.ref_tx_id,
+            tx.refers_to,
             tx.description,
             tx.created_by,
             now
@@ -342,56 +381,182 @@ fn post(
     })
     .map_err(storage)?;
     let tx_id = c.last_insert_rowid();
-    let mut after = Vec::with_capacity(legs.len());
-    for (account, delta) in legs {
-        let bal: i64 = c
-            .prepare_cached(
-                "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2 RETURNING balance",
-            )
-            .and_then(|mut s| s.query_row(params![delta, account], |r| r.get(0)))
-            .map_err(|e| match e {
-                // The schema's own guard: a shopper can never go below zero.
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    LedgerError::InsufficientFunds
-                }
-                e => storage(e),
-            })?;
-        c.prepare_cached(
-            "INSERT INTO entries (tx_id, account_id, amount, balance_after) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut s| s.execute(params![tx_id, account, delta, bal]))
-        .map_err(storage)?;
-        after.push(bal);
+    for leg in &plan.legs {
+        persist_leg(c, tx_id, leg)?;
     }
-    Ok((tx_id, now, after))
+    Ok((tx_id, now))
 }
 
-fn check_amount(amount: Money, currency: Currency) -> Result<i64, LedgerError> {
-    if amount.currency() != currency {
-        return Err(LedgerError::InvalidAmount(format!(
-            "this server keeps {currency}, not {}",
-            amount.currency()
+/// One leg: the balance moves from what the core saw to what it decided (compare-and-set:
+/// the writer is alone, so a miss means a bug, never a lost update), and its entry.
+fn persist_leg(c: &Connection, tx_id: i64, leg: &Leg) -> Result<(), LedgerError> {
+    let n = c
+        .prepare_cached("UPDATE accounts SET balance = ?1 WHERE id = ?2 AND balance = ?3")
+        .and_then(|mut s| s.execute(params![leg.after, leg.account, leg.before]))
+        .map_err(|e| match e {
+            // The schema's own guard: a shopper can never go below zero.
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                LedgerError::InsufficientFunds
+            }
+            e => storage(e),
+        })?;
+    if n != 1 {
+        return Err(LedgerError::Storage(format!(
+            "account #{} changed under the ledger",
+            leg.account
         )));
     }
-    if !amount.is_positive() || amount.minor() > palmline_shared::money::MAX_MINOR {
-        return Err(LedgerError::InvalidAmount(
-            "amount must be positive and within bounds".into(),
-        ));
-    }
-    Ok(amount.minor())
-}
-
-fn debitable(a: &Acct, amount: i64) -> Result<(), LedgerError> {
-    if a.frozen {
-        return Err(LedgerError::AccountFrozen);
-    }
-    if a.balance < amount {
-        return Err(LedgerError::InsufficientFunds);
-    }
+    c.prepare_cached(
+        "INSERT INTO entries (tx_id, account_id, amount, balance_after) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![tx_id, leg.account, leg.delta, leg.after]))
+    .map_err(storage)?;
     Ok(())
 }
+
+// ------------------------------------------------------------------ money commands
+
+fn deposit(
+    c: &Connection,
+    cur: Currency,
+    at: KioskRef,
+    username: &str,
+    amount: Money,
+) -> Result<Outcome, LedgerError> {
+    let amount = ledger::check_amount(amount, cur)?;
+    let shopper = shopper_by_name(c, username)?;
+    let m = merchant_accounts(c, &at.merchant, cur)?;
+    let plan = ledger::deposit(amount, &shopper.core, m.core(), &at.kiosk_id)?;
+    kiosk_receipt(c, &plan, shopper.name, m.account.name, at.kiosk_id)
+}
+
+fn withdrawal(
+    c: &Connection,
+    cur: Currency,
+    at: KioskRef,
+    shopper_id: i64,
+    amount: Money,
+) -> Result<Outcome, LedgerError> {
+    let amount = ledger::check_amount(amount, cur)?;
+    let shopper = shopper_by_id(c, shopper_id)?;
+    let m = merchant_accounts(c, &at.merchant, cur)?;
+    let plan = ledger::withdrawal(amount, &shopper.core, m.core(), &at.kiosk_id)?;
+    kiosk_receipt(c, &plan, shopper.name, m.account.name, at.kiosk_id)
+}
+
+fn payment(
+    c: &Connection,
+    cur: Currency,
+    at: KioskRef,
+    shopper_id: i64,
+    amount: Money,
+    description: Option<String>,
+) -> Result<Outcome, LedgerError> {
+    let amount = ledger::check_amount(amount, cur)?;
+    let shopper = shopper_by_id(c, shopper_id)?;
+    let m = merchant_accounts(c, &at.merchant, cur)?;
+    let plan = ledger::payment(amount, &shopper.core, m.core(), &at.kiosk_id, description)?;
+    kiosk_receipt(c, &plan, shopper.name, m.account.name, at.kiosk_id)
+}
+
+fn transfer(
+    c: &Connection,
+    cur: Currency,
+    at: Option<KioskRef>,
+    from_shopper_id: i64,
+    to_username: &str,
+    amount: Money,
+    note: Option<String>,
+) -> Result<Outcome, LedgerError> {
+    let amount = ledger::check_amount(amount, cur)?;
+    let from = shopper_by_id(c, from_shopper_id)?;
+    let to = shopper_by_name(c, to_username)?;
+    let kiosk = at.map(|k| k.kiosk_id);
+    let plan = ledger::transfer(amount, &from.core, &to.core, kiosk.clone(), note)?;
+    let (id, now) = persist(c, &plan)?;
+    let parties = Parties {
+        shopper: from.name,
+        merchant: None,
+        counterparty: Some(to.name),
+        kiosk_id: kiosk,
+    };
+    Ok(Outcome::Receipt(receipt(id, now, &plan, parties)))
+}
+
+fn refund(
+    c: &Connection,
+    cur: Currency,
+    payment_id: i64,
+    amount: Money,
+    reason: Option<String>,
+    operator: String,
+) -> Result<Outcome, LedgerError> {
+    let amount = ledger::check_amount(amount, cur)?;
+    let payment = payment_state(c, payment_id, cur)?;
+    let shopper = shopper_by_id(c, payment.shopper)?;
+    let merchant = load_account(c, "id = ?1", [payment.merchant])?
+        .ok_or_else(|| LedgerError::Storage(format!("payment #{payment_id} has no merchant")))?;
+    let plan = ledger::refund(
+        amount,
+        &payment,
+        &shopper.core,
+        &merchant.core,
+        reason,
+        operator,
+    )?;
+    let (id, now) = persist(c, &plan)?;
+    let parties = Parties {
+        shopper: shopper.name,
+        merchant: Some(merchant.name),
+        counterparty: None,
+        kiosk_id: None,
+    };
+    Ok(Outcome::Receipt(receipt(id, now, &plan, parties)))
+}
+
+/// A movement at a kiosk (deposit, withdrawal, payment), persisted, and its receipt.
+fn kiosk_receipt(
+    c: &Connection,
+    plan: &Plan,
+    shopper: String,
+    merchant: String,
+    kiosk_id: String,
+) -> Result<Outcome, LedgerError> {
+    let (id, now) = persist(c, plan)?;
+    let parties = Parties {
+        shopper,
+        merchant: Some(merchant),
+        counterparty: None,
+        kiosk_id: Some(kiosk_id),
+    };
+    Ok(Outcome::Receipt(receipt(id, now, plan, parties)))
+}
+
+/// Who a receipt names.
+struct Parties {
+    shopper: String,
+    merchant: Option<String>,
+    counterparty: Option<String>,
+    kiosk_id: Option<String>,
+}
+
+fn receipt(transaction_id: i64, created_at: String, plan: &Plan, p: Parties) -> Receipt {
+    Receipt {
+        transaction_id,
+        kind: plan.tx.kind,
+        amount: plan.tx.amount,
+        balance_after: plan.balance_after(plan.tx.shopper),
+        shopper: p.shopper,
+        merchant: p.merchant,
+        counterparty: p.counterparty,
+        kiosk_id: p.kiosk_id,
+        created_at,
+    }
+}
+
+// ------------------------------------------------------------------ other commands
 
 fn shopper_view(c: &Connection, id: i64) -> Result<Shopper, LedgerError> {
     c.prepare_cached(
@@ -425,6 +590,8 @@ fn status_of(s: &str) -> AccountStatus {
     }
 }
 
+/// Applies one command inside the caller's savepoint: money commands go through the ledger
+/// core ([`crate::ledger`]); the rest are plain record keeping.
 fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerError> {
     match cmd {
         Command::RegisterShopper {
@@ -432,277 +599,59 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             email,
             password_hash,
             pin_hash,
-        } => {
-            let r = c.execute(
-                "INSERT INTO accounts (kind, name, email, password_hash, pin_hash, currency, created_at)
-                 VALUES ('shopper', ?1, ?2, ?3, ?4, ?5, ?6)",
-                params![username, email, password_hash, pin_hash, cur.code(), now_text()],
-            );
-            match r {
-                Ok(_) => {}
-                Err(rusqlite::Error::SqliteFailure(f, _))
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    return Err(LedgerError::UsernameTaken)
-                }
-                Err(e) => return Err(storage(e)),
-            }
-            Ok(Outcome::Shopper(shopper_view(c, c.last_insert_rowid())?))
-        }
+        } => register_shopper(
+            c,
+            cur,
+            &username,
+            &email,
+            &password_hash,
+            pin_hash.as_deref(),
+        ),
         Command::Deposit {
             at,
             username,
             amount,
-        } => {
-            let minor = check_amount(amount, cur)?;
-            let shopper = shopper_by_name(c, &username)?;
-            if shopper.frozen {
-                return Err(LedgerError::AccountFrozen);
-            }
-            let (merchant, till) = merchant_accounts(c, &at.merchant, cur)?;
-            let legs = [(shopper.id, minor), (till, -minor)];
-            kiosk_movement(
-                c,
-                TxKind::Deposit,
-                amount,
-                shopper,
-                merchant,
-                at,
-                &legs,
-                None,
-            )
-        }
+        } => deposit(c, cur, at, &username, amount),
         Command::Withdrawal {
             at,
             shopper_id,
             amount,
-        } => {
-            let minor = check_amount(amount, cur)?;
-            let shopper = shopper_by_id(c, shopper_id)?;
-            debitable(&shopper, minor)?;
-            let (merchant, till) = merchant_accounts(c, &at.merchant, cur)?;
-            let legs = [(shopper.id, -minor), (till, minor)];
-            kiosk_movement(
-                c,
-                TxKind::Withdrawal,
-                amount,
-                shopper,
-                merchant,
-                at,
-                &legs,
-                None,
-            )
-        }
+        } => withdrawal(c, cur, at, shopper_id, amount),
         Command::Payment {
             at,
             shopper_id,
             amount,
             description,
-        } => {
-            let minor = check_amount(amount, cur)?;
-            let shopper = shopper_by_id(c, shopper_id)?;
-            debitable(&shopper, minor)?;
-            let (merchant, _) = merchant_accounts(c, &at.merchant, cur)?;
-            if merchant.frozen {
-                return Err(LedgerError::AccountFrozen);
-            }
-            let legs = [(shopper.id, -minor), (merchant.id, minor)];
-            kiosk_movement(
-                c,
-                TxKind::Payment,
-                amount,
-                shopper,
-                merchant,
-                at,
-                &legs,
-                description.as_deref(),
-            )
-        }
+        } => payment(c, cur, at, shopper_id, amount, description),
         Command::Transfer {
             at,
             from_shopper_id,
             to_username,
             amount,
             note,
-        } => {
-            let minor = check_amount(amount, cur)?;
-            let from = shopper_by_id(c, from_shopper_id)?;
-            let to = shopper_by_name(c, &to_username)?;
-            if from.id == to.id {
-                return Err(LedgerError::SameAccount);
-            }
-            debitable(&from, minor)?;
-            if to.frozen {
-                return Err(LedgerError::AccountFrozen);
-            }
-            let kiosk = at.as_ref().map(|k| k.kiosk_id.clone());
-            let (id, now, after) = post(
-                c,
-                NewTx {
-                    kind: TxKind::Transfer,
-                    amount,
-                    shopper_id: from.id,
-                    other_id: to.id,
-                    merchant_id: None,
-                    kiosk_id: kiosk.as_deref(),
-                    ref_tx_id: None,
-                    description: note.as_deref(),
-                    created_by: None,
-                },
-                &[(from.id, -minor), (to.id, minor)],
-            )?;
-            Ok(Outcome::Receipt(receipt(
-                id,
-                TxKind::Transfer,
-                amount,
-                after[0],
-                from.name,
-                None,
-                Some(to.name),
-                kiosk,
-                now,
-            )))
-        }
+        } => transfer(c, cur, at, from_shopper_id, &to_username, amount, note),
         Command::Refund {
             payment_id,
             amount,
             reason,
             operator,
-        } => {
-            let minor = check_amount(amount, cur)?;
-            let payment: Option<(i64, i64, i64)> = c
-                .query_row(
-                    "SELECT amount, shopper_id, merchant_id FROM transactions WHERE id = ?1 AND kind = 'payment'",
-                    [payment_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(storage)?;
-            let (paid, shopper_id, merchant_id) = payment.ok_or(LedgerError::UnknownPayment)?;
-            let refunded: i64 = c
-                .query_row(
-                    "SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE kind = 'refund' AND ref_tx_id = ?1",
-                    [payment_id],
-                    |r| r.get(0),
-                )
-                .map_err(storage)?;
-            let remaining = paid - refunded;
-            if minor > remaining {
-                return Err(LedgerError::RefundExceedsPayment(
-                    Money::from_minor(remaining, cur).to_string(),
-                ));
-            }
-            let shopper = shopper_by_id(c, shopper_id)?;
-            let merchant_name: String = c
-                .query_row(
-                    "SELECT name FROM accounts WHERE id = ?1",
-                    [merchant_id],
-                    |r| r.get(0),
-                )
-                .map_err(storage)?;
-            let (id, now, after) = post(
-                c,
-                NewTx {
-                    kind: TxKind::Refund,
-                    amount,
-                    shopper_id,
-                    other_id: merchant_id,
-                    merchant_id: Some(merchant_id),
-                    kiosk_id: None,
-                    ref_tx_id: Some(payment_id),
-                    description: reason.as_deref(),
-                    created_by: Some(&operator),
-                },
-                &[(shopper_id, minor), (merchant_id, -minor)],
-            )?;
-            Ok(Outcome::Receipt(receipt(
-                id,
-                TxKind::Refund,
-                amount,
-                after[0],
-                shopper.name,
-                Some(merchant_name),
-                None,
-                None,
-                now,
-            )))
-        }
-        Command::SetFrozen { account_id, frozen } => {
-            let n = c
-                .execute(
-                    "UPDATE accounts SET status = ?1 WHERE id = ?2 AND kind IN ('shopper', 'merchant')",
-                    params![if frozen { "frozen" } else { "active" }, account_id],
-                )
-                .map_err(storage)?;
-            if n == 0 {
-                return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
-            }
-            Ok(Outcome::Account(account_row(c, account_id, cur)?))
-        }
+        } => refund(c, cur, payment_id, amount, reason, operator),
+        Command::SetFrozen { account_id, frozen } => set_frozen(c, cur, account_id, frozen),
         Command::CreateSession {
             token_hash,
             shopper_id,
             kiosk_id,
             expires_at,
-        } => {
-            c.execute(
-                "DELETE FROM sessions WHERE expires_at < ?1",
-                [unix_now() - 3600],
-            )
-            .map_err(storage)?;
-            c.execute(
-                "INSERT INTO sessions (token_hash, account_id, kiosk_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![&token_hash[..], shopper_id, kiosk_id, expires_at, now_text()],
-            )
-            .map_err(storage)?;
-            Ok(Outcome::Done)
-        }
+        } => create_session(c, &token_hash, shopper_id, &kiosk_id, expires_at),
         Command::ReserveGuess { key, rules } => reserve_guess(c, &key, rules).map(Outcome::Guess),
         Command::GuessRight { key } => guess_right(c, &key).map(|()| Outcome::Done),
         Command::WithoutPin { guard, debit } => without_pin(c, cur, &guard, *debit),
-        Command::TouchKiosk { at } => {
-            let (merchant, _) = merchant_accounts(c, &at.merchant, cur)?;
-            let now = now_text();
-            c.execute(
-                "INSERT INTO kiosks (kiosk_id, merchant_id, first_seen, last_seen, requests) VALUES (?1, ?2, ?3, ?3, 1)
-                 ON CONFLICT (kiosk_id) DO UPDATE SET last_seen = excluded.last_seen, merchant_id = excluded.merchant_id, requests = requests + 1",
-                params![at.kiosk_id, merchant.id, now],
-            )
-            .map_err(storage)?;
-            Ok(Outcome::Done)
-        }
+        Command::TouchKiosk { at } => touch_kiosk(c, cur, &at),
         Command::EnrollPalm {
             shopper_id,
             ciphertexts,
-        } => {
-            let shopper = shopper_by_id(c, shopper_id)?;
-            if shopper.frozen {
-                return Err(LedgerError::AccountFrozen);
-            }
-            c.execute(
-                "DELETE FROM palm_templates WHERE account_id = ?1",
-                [shopper_id],
-            )
-            .map_err(storage)?;
-            let now = now_text();
-            for (i, ct) in ciphertexts.iter().enumerate() {
-                c.execute(
-                    "INSERT INTO palm_templates (account_id, idx, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![shopper_id, i as i64, ct, now],
-                )
-                .map_err(storage)?;
-            }
-            Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
-        }
-        Command::DeletePalm { shopper_id } => {
-            shopper_by_id(c, shopper_id)?;
-            c.execute(
-                "DELETE FROM palm_templates WHERE account_id = ?1",
-                [shopper_id],
-            )
-            .map_err(storage)?;
-            Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
-        }
+        } => enroll_palm(c, shopper_id, &ciphertexts),
+        Command::DeletePalm { shopper_id } => delete_palm(c, shopper_id),
         Command::Purge { cutoffs, batch } => Ok(Outcome::Purged(purge(c, cutoffs, batch)?)),
         Command::LogScan {
             kiosk_id,
@@ -710,15 +659,145 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             outcome,
             score,
             shopper_id,
-        } => {
-            c.execute(
-                "INSERT INTO palm_scans (kiosk_id, at, purpose, outcome, score, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![kiosk_id, now_text(), purpose, outcome.as_str(), score, shopper_id],
-            )
-            .map_err(storage)?;
-            Ok(Outcome::Done)
-        }
+        } => log_scan(c, &kiosk_id, &purpose, outcome, score, shopper_id),
     }
+}
+
+fn register_shopper(
+    c: &Connection,
+    cur: Currency,
+    username: &str,
+    email: &str,
+    password_hash: &str,
+    pin_hash: Option<&str>,
+) -> Result<Outcome, LedgerError> {
+    let r = c.execute(
+        "INSERT INTO accounts (kind, name, email, password_hash, pin_hash, currency, created_at)
+         VALUES ('shopper', ?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            username,
+            email,
+            password_hash,
+            pin_hash,
+            cur.code(),
+            now_text()
+        ],
+    );
+    match r {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(LedgerError::UsernameTaken)
+        }
+        Err(e) => return Err(storage(e)),
+    }
+    Ok(Outcome::Shopper(shopper_view(c, c.last_insert_rowid())?))
+}
+
+fn set_frozen(
+    c: &Connection,
+    cur: Currency,
+    account_id: i64,
+    frozen: bool,
+) -> Result<Outcome, LedgerError> {
+    let status = if frozen {
+        ledger::Status::Frozen
+    } else {
+        ledger::Status::Active
+    };
+    let n = c
+        .execute(
+            "UPDATE accounts SET status = ?1 WHERE id = ?2 AND kind IN ('shopper', 'merchant')",
+            params![status.as_str(), account_id],
+        )
+        .map_err(storage)?;
+    if n == 0 {
+        return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
+    }
+    Ok(Outcome::Account(account_row(c, account_id, cur)?))
+}
+
+fn create_session(
+    c: &Connection,
+    token_hash: &[u8; 32],
+    shopper_id: i64,
+    kiosk_id: &str,
+    expires_at: i64,
+) -> Result<Outcome, LedgerError> {
+    c.execute(
+        "DELETE FROM sessions WHERE expires_at < ?1",
+        [unix_now() - 3600],
+    )
+    .map_err(storage)?;
+    c.execute(
+        "INSERT INTO sessions (token_hash, account_id, kiosk_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![&token_hash[..], shopper_id, kiosk_id, expires_at, now_text()],
+    )
+    .map_err(storage)?;
+    Ok(Outcome::Done)
+}
+
+fn touch_kiosk(c: &Connection, cur: Currency, at: &KioskRef) -> Result<Outcome, LedgerError> {
+    let merchant = merchant_accounts(c, &at.merchant, cur)?.account.core.id;
+    c.execute(
+        "INSERT INTO kiosks (kiosk_id, merchant_id, first_seen, last_seen, requests) VALUES (?1, ?2, ?3, ?3, 1)
+         ON CONFLICT (kiosk_id) DO UPDATE SET last_seen = excluded.last_seen, merchant_id = excluded.merchant_id, requests = requests + 1",
+        params![at.kiosk_id, merchant, now_text()],
+    )
+    .map_err(storage)?;
+    Ok(Outcome::Done)
+}
+
+fn enroll_palm(
+    c: &Connection,
+    shopper_id: i64,
+    ciphertexts: &[Vec<u8>],
+) -> Result<Outcome, LedgerError> {
+    let shopper = shopper_by_id(c, shopper_id)?;
+    if shopper.core.is_frozen() {
+        return Err(LedgerError::AccountFrozen);
+    }
+    c.execute(
+        "DELETE FROM palm_templates WHERE account_id = ?1",
+        [shopper_id],
+    )
+    .map_err(storage)?;
+    let now = now_text();
+    for (i, ct) in ciphertexts.iter().enumerate() {
+        c.execute(
+            "INSERT INTO palm_templates (account_id, idx, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![shopper_id, i as i64, ct, now],
+        )
+        .map_err(storage)?;
+    }
+    Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
+}
+
+fn delete_palm(c: &Connection, shopper_id: i64) -> Result<Outcome, LedgerError> {
+    shopper_by_id(c, shopper_id)?;
+    c.execute(
+        "DELETE FROM palm_templates WHERE account_id = ?1",
+        [shopper_id],
+    )
+    .map_err(storage)?;
+    Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
+}
+
+fn log_scan(
+    c: &Connection,
+    kiosk_id: &str,
+    purpose: &str,
+    outcome: ScanOutcome,
+    score: Option<f64>,
+    shopper_id: Option<i64>,
+) -> Result<Outcome, LedgerError> {
+    c.execute(
+        "INSERT INTO palm_scans (kiosk_id, at, purpose, outcome, score, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![kiosk_id, now_text(), purpose, outcome.as_str(), score, shopper_id],
+    )
+    .map_err(storage)?;
+    Ok(Outcome::Done)
 }
 
 // ------------------------------------------------------------------ palms and retention
@@ -883,19 +962,23 @@ fn guess_right(c: &Connection, k: &GuessKey) -> Result<(), LedgerError> {
     put_day(c, k, &day, guesses.saturating_sub(1), locks)
 }
 
+/// What the shopper already spent without the PIN today, and in this session (if any).
 fn no_pin_spent(
     c: &Connection,
     shopper_id: i64,
     session: Option<&[u8; 32]>,
-) -> Result<(i64, i64), LedgerError> {
-    let day: i64 = c
+) -> Result<ledger::NoPinSpent, LedgerError> {
+    let today_sum: i64 = c
         .prepare_cached(
             "SELECT COALESCE(SUM(amount), 0) FROM no_pin_debits WHERE account_id = ?1 AND created_at >= ?2",
         )
         .and_then(|mut s| s.query_row(params![shopper_id, today()], |r| r.get(0)))
         .map_err(storage)?;
     let Some(session) = session else {
-        return Ok((day, 0));
+        return Ok(ledger::NoPinSpent {
+            today: today_sum,
+            session: None,
+        });
     };
     let in_session: i64 = c
         .prepare_cached(
@@ -903,7 +986,10 @@ fn no_pin_spent(
         )
         .and_then(|mut s| s.query_row(params![&session[..]], |r| r.get(0)))
         .map_err(storage)?;
-    Ok((day, in_session))
+    Ok(ledger::NoPinSpent {
+        today: today_sum,
+        session: Some(in_session),
+    })
 }
 
 /// A debit without the PIN, within the cumulative limits or refused.
@@ -916,14 +1002,10 @@ fn without_pin(
     let (shopper_id, amount) = debit
         .debit()
         .ok_or_else(|| LedgerError::Storage("only a debit can be made without the PIN".into()))?;
-    let minor = check_amount(amount, cur)?;
-    let (day, session) = no_pin_spent(c, shopper_id, guard.session_hash.as_ref())?;
-    let over = |spent: i64, limit: Money| spent.saturating_add(minor) > limit.minor();
-    if over(day, guard.limits.per_day)
-        || (guard.session_hash.is_some() && over(session, guard.limits.per_session))
-    {
-        return Err(LedgerError::PinRequired);
-    }
+    let amount = ledger::check_amount(amount, cur)?;
+    let minor = amount.minor();
+    let spent = no_pin_spent(c, shopper_id, guard.session_hash.as_ref())?;
+    ledger::within_no_pin_limits(amount, spent, &guard.limits)?;
     let outcome = apply(c, cur, debit)?;
     let Outcome::Receipt(r) = &outcome else {
         return Err(LedgerError::Storage("a debit without a receipt".into()));
@@ -942,72 +1024,6 @@ fn without_pin(
     })
     .map_err(storage)?;
     Ok(outcome)
-}
-
-/// A movement at a kiosk (deposit, withdrawal, payment): one transaction whose first leg is
-/// the shopper's, and its receipt.
-#[allow(clippy::too_many_arguments)]
-fn kiosk_movement(
-    c: &Connection,
-    kind: TxKind,
-    amount: Money,
-    shopper: Acct,
-    merchant: Acct,
-    at: KioskRef,
-    legs: &[(i64, i64)],
-    description: Option<&str>,
-) -> Result<Outcome, LedgerError> {
-    let (id, now, after) = post(
-        c,
-        NewTx {
-            kind,
-            amount,
-            shopper_id: shopper.id,
-            other_id: merchant.id,
-            merchant_id: Some(merchant.id),
-            kiosk_id: Some(&at.kiosk_id),
-            ref_tx_id: None,
-            description,
-            created_by: None,
-        },
-        legs,
-    )?;
-    Ok(Outcome::Receipt(receipt(
-        id,
-        kind,
-        amount,
-        after[0],
-        shopper.name,
-        Some(merchant.name),
-        None,
-        Some(at.kiosk_id),
-        now,
-    )))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn receipt(
-    transaction_id: i64,
-    kind: TxKind,
-    amount: Money,
-    balance_after: i64,
-    shopper: String,
-    merchant: Option<String>,
-    counterparty: Option<String>,
-    kiosk_id: Option<String>,
-    created_at: String,
-) -> Receipt {
-    Receipt {
-        transaction_id,
-        kind,
-        amount,
-        balance_after: Some(Money::from_minor(balance_after, amount.currency())),
-        shopper,
-        merchant,
-        counterparty,
-        kiosk_id,
-        created_at,
-    }
 }
 
 fn account_row(c: &Connection, id: i64, cur: Currency) -> Result<AccountRow, LedgerError> {
@@ -1217,7 +1233,7 @@ impl Store for SqliteStore {
         let cur = self.currency;
         self.read(move |c| {
             let shopper = shopper_view(c, shopper_id)?;
-            let bal = shopper_by_id(c, shopper_id)?.balance;
+            let bal = shopper_by_id(c, shopper_id)?.core.balance;
             Ok(Wallet {
                 shopper,
                 balance: Money::from_minor(bal, cur),
