@@ -8,6 +8,7 @@ pub mod config;
 pub mod identify;
 pub mod ledger;
 pub mod limits;
+pub mod metrics;
 pub mod palm;
 pub mod pki;
 pub mod retention;

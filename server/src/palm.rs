@@ -270,6 +270,8 @@ pub struct PalmService {
     /// One enrollment at a time from its duplicate check to its index insert, so that two
     /// enrollments of one palm cannot both find the other absent.
     enrolling: tokio::sync::Mutex<()>,
+    /// Identification time and shortlist size, for `GET /v1/admin/metrics`.
+    pub metrics: crate::metrics::IdentifyMetrics,
 }
 
 /// What the index has seen: everything up to `floor` (loaded at start-up), and the latest
@@ -327,6 +329,7 @@ impl PalmService {
             cpu: Arc::new(Semaphore::new(threads.max(1))),
             versions: Mutex::new(Versions::default()),
             enrolling: tokio::sync::Mutex::new(()),
+            metrics: Default::default(),
         })
     }
 
@@ -491,6 +494,20 @@ impl PalmService {
         probe: &Template,
         exclude: Option<PalmId>,
     ) -> Result<Identification, LedgerError> {
+        let started = Instant::now();
+        let found = self.identify_inner(store, probe, exclude).await;
+        self.metrics
+            .seconds
+            .observe(started.elapsed().as_secs_f64());
+        found
+    }
+
+    async fn identify_inner(
+        &self,
+        store: &dyn Store,
+        probe: &Template,
+        exclude: Option<PalmId>,
+    ) -> Result<Identification, LedgerError> {
         let candidates: Vec<PalmId> = {
             let index = self.index.read().expect("index lock poisoned");
             index
@@ -500,6 +517,7 @@ impl PalmService {
                 .take(self.policy.shortlist)
                 .collect()
         };
+        self.metrics.shortlist.observe(candidates.len() as f64);
         if candidates.is_empty() {
             return Ok(self.verdict(None, 0));
         }

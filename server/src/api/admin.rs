@@ -1,5 +1,5 @@
 //! Operator endpoints (admin certificate only): accounts, freeze, refunds, kiosks, the
-//! palm-scan log, daily reports and the ledger check.
+//! palm-scan log, daily reports, the ledger check and the Prometheus metrics.
 
 use super::kiosk::{idempotent, respond, Page};
 use super::{
@@ -185,4 +185,25 @@ pub async fn delete_palm(
         b"",
     )?;
     super::palm::delete_palm(&state, idem, id).await
+}
+
+/// `GET /v1/admin/metrics`: every instrument in Prometheus' (OpenMetrics) text format, with
+/// each kiosk's last call read from the store at scrape time.
+pub async fn metrics(
+    State(state): State<SharedState>,
+    AdminCaller(_): AdminCaller,
+) -> Result<Response, ApiError> {
+    for k in state.store.kiosks().await? {
+        if let Some(t) = crate::metrics::unix_of_store_time(&k.last_seen) {
+            state.metrics.kiosk_seen(&k.kiosk_id, t);
+        }
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.encode(),
+    )
+        .into_response())
 }

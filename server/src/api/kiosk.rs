@@ -8,6 +8,7 @@ use super::{
 };
 use crate::auth;
 use crate::limits::{mask_name, Factor, Grant, GuessKey, NoPinGuard};
+use crate::metrics::Lockout;
 use crate::store::sqlite::unix_now;
 use crate::store::{Command, Idem, KioskRef, Outcome, SessionInfo, ShopperAuth};
 use axum::extract::{Query, State};
@@ -171,6 +172,7 @@ pub(super) async fn check_guess(
     match state.store.execute(None, cmd).await? {
         Outcome::Guess(Grant::Granted) => {}
         Outcome::Guess(Grant::LockedHere { until }) => {
+            state.metrics.lockout(key.factor, Lockout::Kiosk);
             let wait = (until - unix_now()).max(1) as u64;
             return Err(ApiError::new(
                 ErrorCode::AccountLocked,
@@ -179,6 +181,7 @@ pub(super) async fn check_guess(
             .retry_after(std::time::Duration::from_secs(wait)));
         }
         Outcome::Guess(Grant::DailyCapReached) => {
+            state.metrics.lockout(key.factor, Lockout::DailyCap);
             return Err(ApiError::new(
                 ErrorCode::AccountLocked,
                 "too many failed attempts today; try again tomorrow or ask the operator",

@@ -17,6 +17,7 @@ pub use error::ApiError;
 
 use crate::auth::{HashCost, Hasher};
 use crate::limits::{GuessRules, IdentifyRates, NoPinLimits, Rate, RateLimiter};
+use crate::metrics::{Metrics, RateLimit};
 use crate::pki::{identity_of, Role};
 use crate::store::{Idem, KioskRef, Store};
 use axum::body::Bytes;
@@ -98,6 +99,8 @@ pub struct AppState {
     pub hasher: Hasher,
     /// Identification attempts per kiosk and per merchant.
     identify_rate: RateLimiter,
+    /// Everything `GET /v1/admin/metrics` shows (the store's and palm's instruments too).
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -107,6 +110,9 @@ impl AppState {
         palm: Arc<crate::palm::PalmService>,
     ) -> Arc<AppState> {
         let dummy_hash = crate::auth::hash_secret("palmline-dummy-password", cfg.hash_cost);
+        let mut metrics = Metrics::new();
+        store.register_metrics(metrics.registry_mut());
+        palm.metrics.register(metrics.registry_mut());
         Arc::new(AppState {
             store,
             palm,
@@ -116,6 +122,7 @@ impl AppState {
             dummy_hash,
             hasher: Hasher::new(cfg.hash_cost, cfg.hash_concurrency),
             identify_rate: RateLimiter::default(),
+            metrics,
             cfg,
         })
     }
@@ -139,6 +146,7 @@ impl AppState {
         self.identify_rate
             .take(&buckets, n, Instant::now())
             .map_err(|wait| {
+                self.metrics.rate_limited(RateLimit::IdentifyRate);
                 tracing::warn!(kiosk = %kiosk.kiosk_id, merchant = %kiosk.merchant, "identification rate limit reached");
                 ApiError::new(
                     ErrorCode::RateLimited,
@@ -189,9 +197,41 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/palm-scans", get(admin::palm_scans))
         .route("/v1/admin/ledger-check", get(admin::ledger_check))
         .route("/v1/admin/reports/daily", get(admin::daily_report))
+        .route("/v1/admin/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Counts every answered request by method, route *template* (never the raw path, which
+/// carries account ids) and status, and times it to the response head.
+async fn observe(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = Instant::now();
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        _ => "other",
+    };
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or(crate::metrics::UNMATCHED_ROUTE.to_string(), |p| {
+            p.as_str().to_string()
+        });
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .http(method, &route, resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 /// The authenticated caller, from the client certificate.

@@ -66,14 +66,19 @@ pub(super) async fn log_scan(
 /// kiosk's or merchant's rate (every attempt counts, whatever its outcome).
 async fn admit(state: &SharedState, kiosk: &KioskRef, purpose: &str) -> Result<(), ApiError> {
     let refused = match state.palm.slowed_down(&kiosk.kiosk_id) {
-        Some(wait) => Err(ApiError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "too many unrecognised palms at this kiosk; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        )
-        .retry_after(wait)),
+        Some(wait) => Err({
+            state
+                .metrics
+                .rate_limited(crate::metrics::RateLimit::KioskSlowDown);
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many unrecognised palms at this kiosk; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
+            .retry_after(wait)
+        }),
         None => state.identification_allowed(kiosk, 1),
     };
     if refused.is_err() {

@@ -305,6 +305,10 @@ pub struct SessionInfo {
 /// the SQLite implementation runs its work off the async runtime.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Registers the store's own instruments (the writer's batches and commits) for
+    /// `GET /v1/admin/metrics`. Called once at start-up; a store with none does nothing.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
     /// Applies one command atomically. With `idem`, a repeat of the same request returns
     /// the first result and changes nothing; the same key with another request is
     /// [`LedgerError::IdempotencyMismatch`].

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
 use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
+use crate::metrics::WriterMetrics;
 use async_trait::async_trait;
 use palmline_shared::api::{
     AccountRow, AccountStatus, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage,
@@ -45,6 +46,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     currency: Currency,
+    /// Shared with the writer thread, which observes every group commit.
+    metrics: WriterMetrics,
 }
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
@@ -111,12 +114,15 @@ impl SqliteStore {
         let mut conn = open(path, false).map_err(storage)?;
         migrate(&mut conn).map_err(storage)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        let metrics = WriterMetrics::default();
+        let observed = metrics.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch.max(1)))
+            .spawn(move || writer_loop(conn, rx, max_batch.max(1), observed))
             .map_err(storage)?;
         Ok(SqliteStore {
             writer: tx,
+            metrics,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_path_buf(),
             currency,
@@ -176,7 +182,12 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    metrics: WriterMetrics,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -185,6 +196,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
+        metrics.batch_size.observe(batch.len() as f64);
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in batch {
@@ -211,7 +223,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, max_batch: usize) {
             }
             replies.push(reply);
         }
+        let started = std::time::Instant::now();
         let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -1145,6 +1161,10 @@ fn merchant_day_totals(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
+    }
+
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let cur = self.currency;
         match idem {
