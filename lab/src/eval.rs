@@ -566,7 +566,7 @@ pub fn evaluate(a: &EvalArgs) -> Result<Evaluation> {
 
 /// CPU time of the calling thread, seconds: unlike wall time, it does not count the time
 /// other processes on a shared machine take from us.
-fn thread_cpu() -> f64 {
+pub(crate) fn thread_cpu() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

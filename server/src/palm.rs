@@ -398,22 +398,24 @@ impl PalmService {
     /// a later change of that palm (a replayed enrollment after a deletion). Returns whether
     /// it was applied.
     pub fn index_insert(&self, account: PalmId, v: PalmVersion, templates: &[Template]) -> bool {
-        let mut index = self.index.write().expect("index lock poisoned");
-        let newer = self
-            .versions
-            .lock()
-            .expect("versions lock poisoned")
-            .admit(account, v);
-        if newer {
-            index.insert(account, templates);
-        }
-        newer
+        self.index_change(account, v, |index| index.insert(account, templates))
     }
 
     /// Takes a palm deleted at version `v` out of the index, unless the index has seen a
     /// later change of it (a replayed deletion after a new enrollment). Returns whether it
     /// was applied.
     pub fn index_remove(&self, account: PalmId, v: PalmVersion) -> bool {
+        self.index_change(account, v, |index| index.remove(account))
+    }
+
+    /// Applies `change` under the index's write lock if version `v` is the newest seen of
+    /// `account`; returns whether it was applied.
+    fn index_change(
+        &self,
+        account: PalmId,
+        v: PalmVersion,
+        change: impl FnOnce(&mut Box<dyn CandidateIndex>),
+    ) -> bool {
         let mut index = self.index.write().expect("index lock poisoned");
         let newer = self
             .versions
@@ -421,7 +423,7 @@ impl PalmService {
             .expect("versions lock poisoned")
             .admit(account, v);
         if newer {
-            index.remove(account);
+            change(&mut index);
         }
         newer
     }

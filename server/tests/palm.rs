@@ -7,103 +7,17 @@
 
 mod common;
 
-use base64::Engine;
+use common::palms::{b64, capture, palm, Palm};
 use common::{eur, rand_key, TestServer};
 use palmline_server::identify::ExhaustiveIndex;
 use palmline_server::palm::{PalmPolicy, PalmService, TemplateKey, Verdict};
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::{Command, Store};
-use palmline_shared::palm::{Keypoint, Template};
+use palmline_shared::palm::Template;
 use palmline_shared::Currency;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-const ROI: f32 = 256.0;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() % 1_000_000) as f32 / 1_000_000.0
-    }
-}
-
-type Palm = Vec<(f32, f32, f32, [u8; 32])>;
-
-fn palm(seed: u64) -> Palm {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    (0..300)
-        .map(|_| {
-            let mut d = [0u8; 32];
-            for b in d.iter_mut() {
-                *b = r.next() as u8;
-            }
-            (
-                16.0 + r.unit() * (ROI - 32.0),
-                16.0 + r.unit() * (ROI - 32.0),
-                r.unit() * 360.0,
-                d,
-            )
-        })
-        .collect()
-}
-
-fn capture(p: &Palm, seed: u64) -> Template {
-    let mut r = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
-    let rot = (r.unit() - 0.5) * 10f32.to_radians();
-    let scale = 0.95 + r.unit() * 0.1;
-    let (tx, ty) = ((r.unit() - 0.5) * 10.0, (r.unit() - 0.5) * 10.0);
-    let c = ROI / 2.0;
-    let mut kps = Vec::new();
-    let mut descs = Vec::new();
-    for &(x, y, a, d) in p {
-        if r.unit() < 0.3 {
-            continue;
-        }
-        let (dx, dy) = (x - c, y - c);
-        let nx = c + scale * (dx * rot.cos() - dy * rot.sin()) + tx + (r.unit() - 0.5) * 2.0;
-        let ny = c + scale * (dx * rot.sin() + dy * rot.cos()) + ty + (r.unit() - 0.5) * 2.0;
-        if !(0.0..ROI - 1.0).contains(&nx) || !(0.0..ROI - 1.0).contains(&ny) {
-            continue;
-        }
-        let mut d = d;
-        for _ in 0..20 {
-            let bit = r.next() % 256;
-            d[(bit / 8) as usize] ^= 1 << (bit % 8);
-        }
-        kps.push(Keypoint {
-            x: nx,
-            y: ny,
-            angle: (a + rot.to_degrees()).rem_euclid(360.0),
-            octave: 0,
-        });
-        descs.push(d);
-    }
-    for _ in 0..90 {
-        let mut d = [0u8; 32];
-        for b in d.iter_mut() {
-            *b = r.next() as u8;
-        }
-        kps.push(Keypoint {
-            x: r.unit() * (ROI - 1.0),
-            y: r.unit() * (ROI - 1.0),
-            angle: r.unit() * 360.0,
-            octave: 0,
-        });
-        descs.push(d);
-    }
-    Template::new(ROI as u16, kps, descs).unwrap()
-}
-
-fn b64(t: &Template) -> String {
-    base64::engine::general_purpose::STANDARD.encode(t.encode())
-}
 
 async fn enroll(
     t: &TestServer,

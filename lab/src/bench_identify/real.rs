@@ -24,7 +24,7 @@ use super::{
     build_index, captures, distractor, fnir_rows, good, index_config, pct, verify,
     BenchIdentifyArgs, FnirRow, Job, Outcome, Store, POOL_BASE,
 };
-use crate::eval::{detect_input, list_images, load_gray, Input};
+use crate::eval::{detect_input, list_images, load_gray, thread_cpu, Input};
 use anyhow::{bail, Context, Result};
 use palmline_server::identify::{CandidateIndex, PalmId};
 use palmline_shared::palm::extract::{set_opencv_threads, ExtractConfig, Extractor};
@@ -76,16 +76,6 @@ const FNV0: u64 = 0xCBF2_9CE4_8422_2325;
 pub(crate) fn stranger_ids(n: usize, s: usize) -> Vec<usize> {
     let s = s.min(n);
     (0..s).map(|j| (2 * j + 1) * n / (2 * s)).collect()
-}
-
-fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// Every image's template (None: rejected), from the cache or extracted on `threads` threads.

@@ -1,4 +1,4 @@
-//! A small synthetic template model (copied from `tests/palm.rs`): a palm is a set of
+//! A small synthetic template model shared by the palm tests: a palm is a set of
 //! keypoints with descriptors; a capture is that set under a small similarity transform
 //! with jitter, bit noise, dropped and spurious points.
 
