@@ -210,6 +210,7 @@ async fn main() {
     assert_eq!(ids.len(), SHOPPERS);
     let cfg = ServerConfig {
         data_dir: data.clone(),
+        database: palmline_server::config::Database::Sqlite,
         listen: "127.0.0.1:0".into(),
         tls: TlsPaths::from_pki(&pki),
         api,

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:8443"
+//! database = "postgres://palmline@db.example:5432/palmline"  # default: SQLite in DATA/palmline.db
 //! currency = "EUR"
 //! pin_threshold = "50.00"
 //! session_ttl_secs = 300
@@ -40,6 +41,8 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// `postgres://…` (or `postgresql://…`) for PostgreSQL; unset or `"sqlite"` for SQLite.
+    pub database: Option<String>,
     pub currency: Option<String>,
     pub pin_threshold: Option<String>,
     pub session_ttl_secs: Option<u64>,
@@ -100,6 +103,8 @@ pub struct FileTls {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// Where the ledger lives.
+    pub database: Database,
     pub listen: String,
     pub tls: TlsPaths,
     pub api: ApiConfig,
@@ -107,6 +112,67 @@ pub struct ServerConfig {
     pub palm: crate::palm::PalmPolicy,
     /// How long idempotency records and the palm-scan log are kept.
     pub retention: Retention,
+}
+
+/// Where the ledger lives: SQLite in the data dir (the default) or a PostgreSQL database.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum Database {
+    /// `DATA/palmline.db`.
+    #[default]
+    Sqlite,
+    /// A `postgres://` or `postgresql://` URL (tokio-postgres syntax).
+    Postgres(String),
+}
+
+impl Database {
+    /// `"sqlite"`, or a PostgreSQL URL; anything else is refused naming what is accepted.
+    /// Errors never repeat the value (it may hold a password).
+    pub fn parse(s: &str) -> Result<Database> {
+        let s = s.trim();
+        if s == "sqlite" {
+            return Ok(Database::Sqlite);
+        }
+        let Some((scheme, _)) = s.split_once("://") else {
+            bail!("database must be a postgres://… URL or \"sqlite\" (the default: DATA/palmline.db); the value given is neither");
+        };
+        if scheme != "postgres" && scheme != "postgresql" {
+            bail!("database URL scheme {scheme:?} is not supported: use postgres:// or postgresql://, or \"sqlite\" (the default)");
+        }
+        s.parse::<tokio_postgres::Config>()
+            .map_err(|e| anyhow::anyhow!("database URL is not a valid postgres:// URL: {e}"))?;
+        Ok(Database::Postgres(s.to_string()))
+    }
+}
+
+/// For logs and errors: a PostgreSQL URL with its password hidden.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite => f.write_str("sqlite"),
+            Database::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -144,6 +210,10 @@ impl ServerConfig {
             api.session_ttl = Duration::from_secs(s);
         }
         apply_limits(&mut api, &file)?;
+        let database = match env("PALMLINE_DATABASE").or(file.database.clone()) {
+            Some(d) => Database::parse(&d)?,
+            None => Database::Sqlite,
+        };
         let retention = retention(&file)?;
         let listen = env("PALMLINE_LISTEN")
             .or(file.listen)
@@ -188,6 +258,7 @@ impl ServerConfig {
         }
         Ok(ServerConfig {
             data_dir: data_dir.to_path_buf(),
+            database,
             listen,
             tls,
             api,
@@ -363,6 +434,41 @@ mod tests {
             "session over day"
         );
         assert!(load("identify_per_kiosk_per_minute = 1000").is_err());
+    }
+
+    #[test]
+    fn selects_the_database_by_url_scheme_and_hides_passwords() {
+        assert_eq!(load("").unwrap().database, Database::Sqlite, "the default");
+        assert_eq!(
+            load("database = \"sqlite\"").unwrap().database,
+            Database::Sqlite
+        );
+        let url = "postgres://palm:s3cret@db.example:5432/ledger";
+        let c = load(&format!("database = \"{url}\"")).unwrap();
+        assert_eq!(c.database, Database::Postgres(url.into()));
+        assert_eq!(
+            c.database.to_string(),
+            "postgres://palm:***@db.example:5432/ledger"
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug hides the password"
+        );
+        let c = load("database = \"postgresql://palm@localhost/ledger\"").unwrap();
+        assert!(matches!(c.database, Database::Postgres(_)));
+        for bad in [
+            "mysql://u:pw@h/db",
+            "./palmline.db",
+            "sqlite:///x.db",
+            "postgres://h:notaport/db",
+        ] {
+            let e = Database::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains("postgres"), "{bad}: {e}");
+            assert!(
+                !e.contains("pw@"),
+                "{bad}: the error does not repeat the value: {e}"
+            );
+        }
     }
 
     #[test]

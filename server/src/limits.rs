@@ -96,6 +96,59 @@ pub enum Grant {
     DailyCapReached,
 }
 
+/// The guess counts of one factor of one shopper: at one kiosk (consecutive failures and
+/// its lock) and for the secret today (wrong guesses and locks at every kiosk together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuessCounts {
+    pub failures: u32,
+    pub locked_until: Option<i64>,
+    pub guesses_today: u32,
+    pub locks_today: u32,
+}
+
+/// Decides one guess reservation at `now` (Unix seconds) from the counts as they stand:
+/// the answer, and the counts to write when the guess is granted (`None`: write nothing).
+/// Every store calls this with the counts it holds locked, so the rule exists once.
+pub fn reserve_guess(
+    key: &GuessKey,
+    rules: GuessRules,
+    now: i64,
+    c: GuessCounts,
+) -> (Grant, Option<GuessCounts>) {
+    if let Some(until) = c.locked_until.filter(|t| *t > now) {
+        return (Grant::LockedHere { until }, None);
+    }
+    if c.guesses_today >= rules.max_per_day {
+        return (Grant::DailyCapReached, None);
+    }
+    let guesses_today = c.guesses_today + 1;
+    let failures = c.failures + 1;
+    if guesses_today == rules.max_per_day {
+        tracing::warn!(account = key.account_id, kiosk = %key.kiosk_id, factor = key.factor.as_str(), guesses = guesses_today,
+            "day's budget of guesses spent: factor locked at every kiosk until the end of the UTC day");
+    }
+    let after = if failures >= rules.lock_after {
+        let locks_today = c.locks_today + 1;
+        let secs = rules.lock_length(locks_today);
+        tracing::warn!(account = key.account_id, kiosk = %key.kiosk_id, factor = key.factor.as_str(), secs, locks_today,
+            "too many wrong guesses: factor locked at this kiosk");
+        GuessCounts {
+            failures: 0,
+            locked_until: Some(now + secs),
+            guesses_today,
+            locks_today,
+        }
+    } else {
+        GuessCounts {
+            failures,
+            locked_until: None,
+            guesses_today,
+            locks_today: c.locks_today,
+        }
+    };
+    (Grant::Granted, Some(after))
+}
+
 /// Debits without the PIN, per session and per UTC day, per shopper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoPinLimits {

@@ -2,10 +2,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use palmline_server::config::ServerConfig;
+use palmline_server::config::{Database, ServerConfig};
 use palmline_server::pki::{IssuedCert, Pki, Replaced, RevokeTarget};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -22,6 +22,10 @@ struct Cli {
     /// TOML configuration file (environment variables PALMLINE_* override it).
     #[arg(long, global = true, env = "PALMLINE_CONFIG")]
     config: Option<PathBuf>,
+    /// The ledger's database: `postgres://user@host:port/db` for PostgreSQL, or `sqlite`
+    /// (the default: DATA/palmline.db). Wins over PALMLINE_DATABASE and `database` in TOML.
+    #[arg(long, global = true)]
+    database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
@@ -234,25 +238,55 @@ fn list_certs(pki: &Pki, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The configuration, with `--database` (when given) over the file and the environment.
+fn load_config(
+    data_dir: &Path,
+    config: Option<&Path>,
+    database: Option<&str>,
+) -> Result<ServerConfig> {
+    let mut cfg = ServerConfig::load(data_dir, config)?;
+    if let Some(d) = database {
+        cfg.database = Database::parse(d).context("--database")?;
+    }
+    Ok(cfg)
+}
+
+/// Refuses a command that only exists for the SQLite file.
+fn sqlite_only(cfg: &ServerConfig, what: &str, instead: &str) -> Result<()> {
+    if cfg.database != Database::Sqlite {
+        anyhow::bail!("{what} works on the SQLite file only; for PostgreSQL, {instead}");
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let pki = Pki::new(&cli.data_dir);
+    let load = || {
+        load_config(
+            &cli.data_dir,
+            cli.config.as_deref(),
+            cli.database.as_deref(),
+        )
+    };
     match cli.command {
         Command::Pki { command } => run_pki(&pki, cli.json, command)?,
         Command::Migrate => {
-            let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
-            palmline_server::store::sqlite::open_in(&cli.data_dir, cfg.api.currency)?;
-            println!(
-                "database ready: {}",
-                cli.data_dir.join("palmline.db").display()
-            );
+            let cfg = load()?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(palmline_server::serve::open_store(&cfg))?;
+            match cfg.database {
+                Database::Sqlite => println!(
+                    "database ready: {}",
+                    cli.data_dir.join("palmline.db").display()
+                ),
+                db => println!("database ready: {db}"),
+            }
         }
         Command::LedgerCheck => {
-            let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
+            let cfg = load()?;
             let rt = tokio::runtime::Runtime::new()?;
             let report = rt.block_on(async {
-                use palmline_server::store::Store;
-                let store =
-                    palmline_server::store::sqlite::open_in(&cli.data_dir, cfg.api.currency)?;
+                let store = palmline_server::serve::open_store(&cfg).await?;
                 store.ledger_check().await.map_err(anyhow::Error::from)
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -261,15 +295,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Purge => {
-            let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
-            let store = palmline_server::store::sqlite::open_in(&cli.data_dir, cfg.api.currency)?;
-            let now = palmline_server::store::sqlite::unix_now();
+            let cfg = load()?;
+            let now = palmline_server::store::clock::unix_now();
             let rt = tokio::runtime::Runtime::new()?;
-            let p = rt.block_on(palmline_server::retention::purge(
-                &store,
-                cfg.retention,
-                now,
-            ))?;
+            let p = rt.block_on(async {
+                let store = palmline_server::serve::open_store(&cfg).await?;
+                palmline_server::retention::purge(&*store, cfg.retention, now)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })?;
             if cli.json {
                 println!("{}", serde_json::to_string(&p)?);
             } else {
@@ -280,13 +314,20 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Backup { out } => {
+            let cfg = load()?;
+            sqlite_only(&cfg, "backup", "use pg_dump or the database's own backups")?;
             palmline_server::store::sqlite::backup(&cli.data_dir.join("palmline.db"), &out)?;
             println!("backup written to {}", out.display());
         }
         Command::Templates {
             command: TemplatesCommand::Rekey { new_key },
         } => {
-            let cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
+            let cfg = load()?;
+            sqlite_only(
+                &cfg,
+                "templates rekey",
+                "it is not implemented yet (issue 13)",
+            )?;
             let old = palmline_server::palm::TemplateKey::load(&cfg.template_key)?;
             let new = palmline_server::palm::TemplateKey::load(&new_key)?;
             let n = palmline_server::palm::rekey(&cli.data_dir, &old, &new)?;
@@ -299,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Serve { listen } => {
-            let mut cfg = ServerConfig::load(&cli.data_dir, cli.config.as_deref())?;
+            let mut cfg = load()?;
             if let Some(l) = listen {
                 cfg.listen = l;
             }

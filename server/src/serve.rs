@@ -2,8 +2,9 @@
 //! of the CRL file), so that a revoked kiosk is refused without a restart.
 
 use crate::api::{router, AppState};
-use crate::config::ServerConfig;
+use crate::config::{Database, ServerConfig};
 use crate::palm::{PalmService, TemplateKey};
+use crate::store::postgres::{PgStore, SERVE_POOL_SIZE};
 use crate::store::sqlite::open_in;
 use crate::store::Store;
 use crate::tls::server_config;
@@ -35,8 +36,22 @@ impl Running {
 
 /// Starts the server with its own store.
 pub async fn start(cfg: ServerConfig) -> Result<Running> {
-    let store: Arc<dyn Store> = Arc::new(open_in(&cfg.data_dir, cfg.api.currency)?);
+    let store = open_store(&cfg).await?;
     start_with_store(cfg, store).await
+}
+
+/// The configured store, opened and migrated: SQLite in the data dir, or PostgreSQL.
+pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>> {
+    let cur = cfg.api.currency;
+    tracing::info!(database = %cfg.database, "opening the ledger store");
+    Ok(match &cfg.database {
+        Database::Sqlite => Arc::new(open_in(&cfg.data_dir, cur)?),
+        Database::Postgres(url) => Arc::new(
+            PgStore::open(url, cur, SERVE_POOL_SIZE)
+                .await
+                .with_context(|| format!("opening the PostgreSQL ledger {}", cfg.database))?,
+        ),
+    })
 }
 
 pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running> {

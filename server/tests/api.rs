@@ -692,3 +692,43 @@ async fn login_lockout_pin_policy_history_and_refunds() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(t.ledger().await.ok);
 }
+
+/// The real server on a PostgreSQL ledger (`database = postgres://…`): money moves over
+/// mTLS, a retried key replays, and a restarted server finds it all; no SQLite file is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_a_postgres_ledger() {
+    use palmline_server::config::Database;
+    let Some(db) = common::pg::fresh_db("serve").await else {
+        return;
+    };
+    let database = Database::parse(&db.url).unwrap();
+    let dir = TestServer::prepared_dir();
+    let policy = palmline_server::palm::PalmPolicy::default;
+    let t = TestServer::start_on(dir, database.clone(), policy(), |_| {}).await;
+    let a = t.kiosk("kiosk-a");
+    t.register(&a, "alice", None).await;
+    t.register(&a, "bob", None).await;
+    let (s, v) = t.deposit(&a, "alice", "100.00").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let tok = t.token(&a, "alice").await;
+    let body = json!({"amount": eur("7.50")}).to_string().into_bytes();
+    let pay = || t.post_raw(&a, "/v1/payments", Some("pg-1"), Some(&tok), body.clone());
+    let (s1, r1) = pay().await;
+    assert_eq!(s1, StatusCode::OK, "{r1}");
+    assert_eq!(pay().await, (s1, r1), "a retry replays the first answer");
+    assert_eq!(t.balance_of("alice").await, 9_250);
+    assert!(t.ledger().await.ok);
+    assert!(!t.dir.path().join("palmline.db").exists(), "no SQLite file");
+
+    let dir = t.stop().await;
+    let t = TestServer::start_on(dir, database, policy(), |_| {}).await;
+    assert_eq!(t.balance_of("alice").await, 9_250);
+    assert_eq!(t.balance_of("bob").await, 0);
+    let (s, _) = t.login(&t.kiosk("kiosk-b"), "alice", "password123").await;
+    assert_eq!(s, StatusCode::OK, "the shopper is still there");
+    let ledger = t.ledger().await;
+    assert!(ledger.ok);
+    assert_eq!(ledger.transactions_checked, 2);
+    t.stop().await;
+    db.drop_db().await;
+}

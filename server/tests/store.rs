@@ -1,6 +1,10 @@
-//! The ledger store's contract, written once against `dyn Store` (SQLite now; the
-//! PostgreSQL backend will run the same functions).
+//! The ledger store's contract, written once against `dyn Store` and run on both stores:
+//! each contract function takes a runtime and a store, and `on_both_stores!` makes a
+//! `sqlite_store::NAME` and a `postgres_store::NAME` test of it. The PostgreSQL ones get a
+//! fresh database each (`common/pg.rs`): without a server they are skipped loudly, except
+//! under `CI=true`, where they fail.
 
+use palmline_server::store::postgres::PgStore;
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::{Command, Idem, KioskRef, LedgerError, Outcome, Store};
 use palmline_shared::api::{Receipt, TxKind};
@@ -19,6 +23,53 @@ fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let store = SqliteStore::open(&dir.path().join("ledger.db"), EUR).unwrap();
     (dir, Arc::new(store))
 }
+
+type Rt = tokio::runtime::Runtime;
+
+/// Runs a contract on a fresh SQLite store.
+fn on_sqlite(test: impl FnOnce(&Rt, Arc<dyn Store>)) {
+    let (_dir, store) = sqlite();
+    test(&rt(), store);
+}
+
+/// Runs a contract on a fresh PostgreSQL database (skipped loudly when there is no server,
+/// outside CI). A failing test leaves its database behind, named with its process id.
+fn on_postgres(tag: &str, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
+    let rt = rt();
+    // Database names stay well under PostgreSQL's 63 bytes.
+    let Some(db) = rt.block_on(pg::fresh_db(&tag[..tag.len().min(24)])) else {
+        return;
+    };
+    let store = rt
+        .block_on(PgStore::with_pool(db.pool.clone(), EUR))
+        .unwrap();
+    test(&rt, Arc::new(store));
+    rt.block_on(db.drop_db());
+}
+
+/// One `#[test]` per store for each contract function.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $( #[test] fn $name() { super::on_sqlite(super::$name) } )*
+        }
+        mod postgres_store {
+            $( #[test] fn $name() { super::on_postgres(stringify!($name), super::$name) } )*
+        }
+    };
+}
+
+on_both_stores!(
+    money_moves_and_balances_follow,
+    rejected_operations_change_nothing,
+    idempotent_retries_move_nothing,
+    concurrent_duplicates_have_one_effect,
+    thirty_two_threads_keep_the_invariants,
+    guesses_are_counted_once_each_under_concurrency,
+    no_pin_limits_hold_under_concurrency,
+    palm_changes_take_increasing_versions,
+    reads_report_what_was_written,
+);
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -117,10 +168,8 @@ async fn assert_invariants(store: &dyn Store, shoppers: &[i64]) {
     }
 }
 
-#[test]
-fn money_moves_and_balances_follow() {
-    let (_d, store) = sqlite();
-    rt().block_on(async {
+fn money_moves_and_balances_follow(rt: &Rt, store: Arc<dyn Store>) {
+    rt.block_on(async {
         let a = register(&*store, "alice").await;
         let b = register(&*store, "bob").await;
         let r = receipt(deposit(&*store, "alice", 10_000).await.unwrap());
@@ -202,10 +251,8 @@ fn money_moves_and_balances_follow() {
     });
 }
 
-#[test]
-fn rejected_operations_change_nothing() {
-    let (_d, store) = sqlite();
-    rt().block_on(async {
+fn rejected_operations_change_nothing(rt: &Rt, store: Arc<dyn Store>) {
+    rt.block_on(async {
         let a = register(&*store, "alice").await;
         register(&*store, "bob").await;
         deposit(&*store, "alice", 1_000).await.unwrap();
@@ -300,10 +347,8 @@ fn rejected_operations_change_nothing() {
     });
 }
 
-#[test]
-fn idempotent_retries_move_nothing() {
-    let (_d, store) = sqlite();
-    rt().block_on(async {
+fn idempotent_retries_move_nothing(rt: &Rt, store: Arc<dyn Store>) {
+    rt.block_on(async {
         register(&*store, "alice").await;
         let cmd = || Command::Deposit {
             at: kiosk("shop"),
@@ -345,10 +390,7 @@ fn idempotent_retries_move_nothing() {
     });
 }
 
-#[test]
-fn concurrent_duplicates_have_one_effect() {
-    let (_d, store) = sqlite();
-    let rt = rt();
+fn concurrent_duplicates_have_one_effect(rt: &Rt, store: Arc<dyn Store>) {
     let a = rt.block_on(async {
         let a = register(&*store, "alice").await;
         deposit(&*store, "alice", 100_000).await.unwrap();
@@ -385,10 +427,7 @@ fn concurrent_duplicates_have_one_effect() {
     });
 }
 
-#[test]
-fn thirty_two_threads_keep_the_invariants() {
-    let (_d, store) = sqlite();
-    let rt = rt();
+fn thirty_two_threads_keep_the_invariants(rt: &Rt, store: Arc<dyn Store>) {
     let names: Vec<String> = (0..16).map(|i| format!("shopper{i:02}")).collect();
     let ids: Vec<i64> = rt.block_on(async {
         let mut ids = Vec::new();
@@ -483,40 +522,78 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_operation_sequences_keep_the_books(ops in proptest::collection::vec(op(), 1..60)) {
-        let (_d, store) = sqlite();
-        rt().block_on(async {
-            let names = ["ann", "ben", "cat", "dan"];
-            let mut ids = Vec::new();
-            for n in names {
-                ids.push(register(&*store, n).await);
-            }
-            let merchants = ["shop", "bakery"];
-            let mut payments: Vec<i64> = Vec::new();
-            for op in ops {
-                let cmd = match op {
-                    Op::Deposit(s, a) => Command::Deposit { at: kiosk("shop"), username: names[s].into(), amount: eur(a) },
-                    Op::Withdraw(s, a) => Command::Withdrawal { at: kiosk("bakery"), shopper_id: ids[s], amount: eur(a) },
-                    Op::Pay(s, m, a) => Command::Payment { at: kiosk(merchants[m]), shopper_id: ids[s], amount: eur(a), description: None },
-                    Op::Transfer(s, t, a) => Command::Transfer { at: None, from_shopper_id: ids[s], to_username: names[t].into(), amount: eur(a), note: None },
-                    Op::Refund(p, a) => match payments.get(p) {
-                        Some(&id) => Command::Refund { payment_id: id, amount: eur(a), reason: None, operator: "ops".into() },
-                        None => continue,
-                    },
-                    Op::Freeze(s, f) => Command::SetFrozen { account_id: ids[s], frozen: f },
-                };
-                match store.execute(None, cmd).await {
-                    Ok(Outcome::Receipt(r)) => {
-                        if r.kind == TxKind::Payment { payments.push(r.transaction_id); }
-                    }
-                    Ok(_) => {}
-                    Err(LedgerError::Storage(e)) => panic!("storage error: {e}"),
-                    Err(_) => {}
-                }
-            }
-            assert_invariants(&*store, &ids).await;
-        });
+    fn random_operation_sequences_keep_the_books_sqlite(ops in proptest::collection::vec(op(), 1..60)) {
+        on_sqlite(|rt, store| keeps_the_books(rt, store, ops));
     }
+
+    #[test]
+    fn random_operation_sequences_keep_the_books_postgres(ops in proptest::collection::vec(op(), 1..60)) {
+        on_postgres("ops", |rt, store| keeps_the_books(rt, store, ops));
+    }
+}
+
+/// The books balance after any sequence of operations, whatever each one's answer.
+fn keeps_the_books(rt: &Rt, store: Arc<dyn Store>, ops: Vec<Op>) {
+    rt.block_on(async {
+        let names = ["ann", "ben", "cat", "dan"];
+        let mut ids = Vec::new();
+        for n in names {
+            ids.push(register(&*store, n).await);
+        }
+        let merchants = ["shop", "bakery"];
+        let mut payments: Vec<i64> = Vec::new();
+        for op in ops {
+            let cmd = match op {
+                Op::Deposit(s, a) => Command::Deposit {
+                    at: kiosk("shop"),
+                    username: names[s].into(),
+                    amount: eur(a),
+                },
+                Op::Withdraw(s, a) => Command::Withdrawal {
+                    at: kiosk("bakery"),
+                    shopper_id: ids[s],
+                    amount: eur(a),
+                },
+                Op::Pay(s, m, a) => Command::Payment {
+                    at: kiosk(merchants[m]),
+                    shopper_id: ids[s],
+                    amount: eur(a),
+                    description: None,
+                },
+                Op::Transfer(s, t, a) => Command::Transfer {
+                    at: None,
+                    from_shopper_id: ids[s],
+                    to_username: names[t].into(),
+                    amount: eur(a),
+                    note: None,
+                },
+                Op::Refund(p, a) => match payments.get(p) {
+                    Some(&id) => Command::Refund {
+                        payment_id: id,
+                        amount: eur(a),
+                        reason: None,
+                        operator: "ops".into(),
+                    },
+                    None => continue,
+                },
+                Op::Freeze(s, f) => Command::SetFrozen {
+                    account_id: ids[s],
+                    frozen: f,
+                },
+            };
+            match store.execute(None, cmd).await {
+                Ok(Outcome::Receipt(r)) => {
+                    if r.kind == TxKind::Payment {
+                        payments.push(r.transaction_id);
+                    }
+                }
+                Ok(_) => {}
+                Err(LedgerError::Storage(e)) => panic!("storage error: {e}"),
+                Err(_) => {}
+            }
+        }
+        assert_invariants(&*store, &ids).await;
+    });
 }
 
 #[test]
@@ -649,13 +726,68 @@ fn template_rekey_goes_page_by_page_and_is_all_or_nothing() {
     assert_eq!(stored(&path), reversed);
 }
 
+/// SQL on a store's database behind the store's back, for what no command does
+/// (backdating rows); the statements are written to run on both.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(deadpool_postgres::Pool),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                c.execute_batch(sql).unwrap();
+            }
+            Raw::Postgres(pool) => pool.get().await.unwrap().batch_execute(sql).await.unwrap(),
+        }
+    }
+
+    async fn rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match self {
+            Raw::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(&sql, [], |r| r.get(0))
+                .unwrap(),
+            Raw::Postgres(pool) => pool
+                .get()
+                .await
+                .unwrap()
+                .query_one(&sql, &[])
+                .await
+                .unwrap()
+                .get(0),
+        }
+    }
+}
+
 #[test]
-fn purge_drops_what_is_past_its_retention_and_keeps_the_rest_and_the_ledger() {
+fn purge_drops_what_is_past_its_retention_and_keeps_the_rest_and_the_ledger_sqlite() {
+    let (dir, store) = sqlite();
+    purge_contract(&rt(), store, Raw::Sqlite(dir.path().join("ledger.db")));
+}
+
+#[test]
+fn purge_drops_what_is_past_its_retention_and_keeps_the_rest_and_the_ledger_postgres() {
+    let rt = rt();
+    let Some(db) = rt.block_on(pg::fresh_db("purge")) else {
+        return;
+    };
+    let store = rt
+        .block_on(PgStore::with_pool(db.pool.clone(), EUR))
+        .unwrap();
+    purge_contract(&rt, Arc::new(store), Raw::Postgres(db.pool.clone()));
+    rt.block_on(db.drop_db());
+}
+
+fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
     use palmline_server::retention::{purge, Retention};
-    use palmline_server::store::sqlite::unix_now;
+    use palmline_server::store::clock::{now_text, unix_now};
     use palmline_server::store::Purged;
-    rt().block_on(async {
-        let (dir, store) = sqlite();
+    rt.block_on(async {
         let alice = register(&*store, "alice").await;
         for key in ["old", "new"] {
             let dep = Command::Deposit {
@@ -685,37 +817,23 @@ fn purge_drops_what_is_past_its_retention_and_keeps_the_rest_and_the_ledger() {
         store.execute(None, scan()).await.unwrap();
         // Backdate: one idempotency record, 12,000 scans (more than one purge batch) and a
         // past day's guess count; today's guess count stays.
-        let mut db = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
-        let tx = db.transaction().unwrap();
         let long_ago = "2020-01-01T00:00:00.000000Z";
-        tx.execute(
-            "UPDATE idempotency SET created_at = ?1 WHERE key = 'old'",
-            [long_ago],
-        )
-        .unwrap();
-        for _ in 0..12_000 {
-            tx.execute(
-                "INSERT INTO palm_scans (kiosk_id, at, purpose, outcome) VALUES ('k', ?1, 'login', 'rejected')",
-                [long_ago],
-            )
-            .unwrap();
-        }
-        let today = &palmline_server::store::sqlite::now_text()[..10];
-        for day in ["2020-01-01", today] {
-            tx.execute(
-                "INSERT INTO auth_day (account_id, secret, day, guesses) VALUES (?1, 'password', ?2, 3)",
-                rusqlite::params![alice, day],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-        let rows = |table: &str| -> i64 {
-            db.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-                .unwrap()
-        };
-        let ledger_before = (rows("transactions"), rows("entries"));
+        let today = &now_text()[..10];
+        raw.exec(&format!(
+            "UPDATE idempotency SET created_at = '{long_ago}' WHERE key = 'old';
+             INSERT INTO palm_scans (kiosk_id, at, purpose, outcome)
+               WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000)
+               SELECT 'k', '{long_ago}', 'login', 'rejected' FROM n;
+             INSERT INTO auth_day (account_id, secret, day, guesses)
+               VALUES ({alice}, 'password', '2020-01-01', 3), ({alice}, 'password', '{today}', 3);"
+        ))
+        .await;
+        let ledger_before = (raw.rows("transactions").await, raw.rows("entries").await);
+        assert_eq!(raw.rows("palm_scans").await, 12_001);
 
-        let p = purge(&*store, Retention::default(), unix_now()).await.unwrap();
+        let p = purge(&*store, Retention::default(), unix_now())
+            .await
+            .unwrap();
         let expected = Purged {
             idempotency: 1,
             scans: 12_000,
@@ -725,19 +843,343 @@ fn purge_drops_what_is_past_its_retention_and_keeps_the_rest_and_the_ledger() {
         assert_eq!(p, expected);
         assert!(store.replay(&idem("old", "old")).await.unwrap().is_none());
         assert!(store.replay(&idem("new", "new")).await.unwrap().is_some());
-        assert_eq!(rows("palm_scans"), 1, "the recent scan stays");
-        assert_eq!(rows("sessions"), 1, "the live session stays");
-        assert_eq!(rows("auth_day"), 1, "today's guesses stay");
-        assert_eq!((rows("transactions"), rows("entries")), ledger_before);
+        assert_eq!(raw.rows("palm_scans").await, 1, "the recent scan stays");
+        assert_eq!(raw.rows("sessions").await, 1, "the live session stays");
+        assert_eq!(raw.rows("auth_day").await, 1, "today's guesses stay");
+        let ledger_now = (raw.rows("transactions").await, raw.rows("entries").await);
+        assert_eq!(ledger_now, ledger_before);
         assert!(store.ledger_check().await.unwrap().ok);
-        let again = purge(&*store, Retention::default(), unix_now()).await.unwrap();
+        let again = purge(&*store, Retention::default(), unix_now())
+            .await
+            .unwrap();
         assert_eq!(again, Purged::default());
         // A shorter retention reaches the recent rows too.
         let soon = Retention::from_days(1, 1);
         let later = unix_now() + 2 * 86_400;
         let p = purge(&*store, soon, later).await.unwrap();
         assert_eq!((p.idempotency, p.scans), (1, 1));
-        assert_eq!((rows("transactions"), rows("entries")), ledger_before);
+        let ledger_now = (raw.rows("transactions").await, raw.rows("entries").await);
+        assert_eq!(ledger_now, ledger_before);
+    });
+}
+
+/// Runs `n` commands at once (made by `cmd(i)`) and returns their answers in order.
+async fn all_at_once(
+    store: &Arc<dyn Store>,
+    n: usize,
+    cmd: impl Fn(usize) -> Command,
+) -> Vec<Result<Outcome, LedgerError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (s, c) = (store.clone(), cmd(i));
+            tokio::spawn(async move { s.execute(None, c).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn guesses_are_counted_once_each_under_concurrency(rt: &Rt, store: Arc<dyn Store>) {
+    use palmline_server::limits::{Factor, Grant, GuessKey, GuessRules};
+    rt.block_on(async {
+        let a = register(&*store, "alice").await;
+        let key = |account_id, kiosk: &str| GuessKey {
+            account_id,
+            factor: Factor::Pin,
+            kiosk_id: kiosk.into(),
+        };
+        let rules = |lock_after| GuessRules {
+            lock_after,
+            lock_secs: 60,
+            max_lock_secs: 600,
+            max_per_day: 7,
+        };
+        let reserve = |k: GuessKey, r: GuessRules| Command::ReserveGuess { key: k, rules: r };
+        let grant = |o: Result<Outcome, LedgerError>| match o {
+            Ok(Outcome::Guess(g)) => g,
+            o => panic!("not a grant: {o:?}"),
+        };
+        // 24 guesses at once from three kiosks: exactly the day's budget of 7 is granted.
+        let kiosks = ["k1", "k2", "k3"];
+        let answers = all_at_once(&store, 24, |i| reserve(key(a, kiosks[i % 3]), rules(100))).await;
+        let granted = answers
+            .into_iter()
+            .map(grant)
+            .filter(|g| {
+                assert!(matches!(g, Grant::Granted | Grant::DailyCapReached), "{g:?}");
+                *g == Grant::Granted
+            })
+            .count();
+        assert_eq!(granted, 7);
+        // A right guess gives one back to the day's budget, and only one.
+        let right = Command::GuessRight { key: key(a, "k1") };
+        assert_eq!(store.execute(None, right).await, Ok(Outcome::Done));
+        let again = |k| store.execute(None, reserve(k, rules(100)));
+        assert_eq!(grant(again(key(a, "k2")).await), Grant::Granted);
+        assert_eq!(grant(again(key(a, "k3")).await), Grant::DailyCapReached);
+
+        // Three wrong guesses at once at one kiosk lock it there, and only there.
+        let b = register(&*store, "bob").await;
+        let answers = all_at_once(&store, 3, |_| reserve(key(b, "k1"), rules(3))).await;
+        assert!(answers.into_iter().all(|o| grant(o) == Grant::Granted));
+        let locked = grant(store.execute(None, reserve(key(b, "k1"), rules(3))).await);
+        assert!(matches!(locked, Grant::LockedHere { until } if until > palmline_server::store::clock::unix_now()));
+        let elsewhere = store.execute(None, reserve(key(b, "k2"), rules(3))).await;
+        assert_eq!(grant(elsewhere), Grant::Granted);
+    });
+}
+
+fn no_pin_limits_hold_under_concurrency(rt: &Rt, store: Arc<dyn Store>) {
+    use palmline_server::limits::{NoPinGuard, NoPinLimits};
+    rt.block_on(async {
+        let a = register(&*store, "alice").await;
+        deposit(&*store, "alice", 100_000).await.unwrap();
+        let limits = NoPinLimits {
+            per_session: eur(3_000),
+            per_day: eur(5_000),
+        };
+        let pay = |session_hash| Command::WithoutPin {
+            guard: NoPinGuard {
+                session_hash,
+                limits,
+            },
+            debit: Box::new(Command::Payment {
+                at: kiosk("shop"),
+                shopper_id: a,
+                amount: eur(1_000),
+                description: None,
+            }),
+        };
+        let count = |answers: Vec<Result<Outcome, LedgerError>>| {
+            let mut ok = 0;
+            for a in answers {
+                match a {
+                    Ok(Outcome::Receipt(_)) => ok += 1,
+                    Err(LedgerError::PinRequired) => {}
+                    o => panic!("unexpected {o:?}"),
+                }
+            }
+            ok
+        };
+        // Eight payments of 10.00 at once in one session limited to 30.00: three pass.
+        let in_session = all_at_once(&store, 8, |_| pay(Some([7; 32]))).await;
+        assert_eq!(count(in_session), 3);
+        // Palm payments (no session) count toward the day's 50.00: two more pass.
+        let by_palm = all_at_once(&store, 6, |_| pay(None)).await;
+        assert_eq!(count(by_palm), 2);
+        assert_eq!(store.wallet(a).await.unwrap().balance, eur(95_000));
+        // Only a debit can be made without the PIN.
+        let not_a_debit = Command::WithoutPin {
+            guard: NoPinGuard {
+                session_hash: None,
+                limits,
+            },
+            debit: Box::new(Command::Deposit {
+                at: kiosk("shop"),
+                username: "alice".into(),
+                amount: eur(1),
+            }),
+        };
+        assert!(matches!(
+            store.execute(None, not_a_debit).await,
+            Err(LedgerError::Storage(_))
+        ));
+        assert_invariants(&*store, &[a]).await;
+    });
+}
+
+fn palm_changes_take_increasing_versions(rt: &Rt, store: Arc<dyn Store>) {
+    use palmline_server::store::PalmVersion;
+    rt.block_on(async {
+        let mut ids = Vec::new();
+        for n in 0..6 {
+            ids.push(register(&*store, &format!("palm{n}")).await);
+        }
+        assert_eq!(store.palm_version().await.unwrap(), PalmVersion(0));
+        let cts = |id: i64| vec![vec![id as u8, 1], vec![id as u8, 2]];
+        let enroll = |i: usize| Command::EnrollPalm {
+            shopper_id: ids[i],
+            ciphertexts: cts(ids[i]),
+        };
+        let mut versions: Vec<u64> = all_at_once(&store, ids.len(), enroll)
+            .await
+            .into_iter()
+            .map(|o| o.unwrap().palm_version().expect("a palm version").0)
+            .collect();
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=6).collect::<Vec<u64>>(), "one version each");
+        assert_eq!(store.palm_version().await.unwrap(), PalmVersion(6));
+        assert_eq!(store.palm_owners().await.unwrap(), ids);
+        let some = store
+            .palm_templates(Some(vec![ids[2], ids[0]]))
+            .await
+            .unwrap();
+        assert_eq!(some, vec![(ids[2], cts(ids[2])), (ids[0], cts(ids[0]))]);
+        let gone = store
+            .execute(None, Command::DeletePalm { shopper_id: ids[0] })
+            .await;
+        assert_eq!(gone.unwrap().palm_version(), Some(PalmVersion(7)));
+        assert_eq!(store.palm_templates(None).await.unwrap().len(), 5);
+        assert!(!store.wallet(ids[0]).await.unwrap().shopper.palm_enrolled);
+        assert!(store.wallet(ids[1]).await.unwrap().shopper.palm_enrolled);
+        let freeze = Command::SetFrozen {
+            account_id: ids[1],
+            frozen: true,
+        };
+        store.execute(None, freeze).await.unwrap();
+        assert_eq!(
+            store.execute(None, enroll(1)).await,
+            Err(LedgerError::AccountFrozen)
+        );
+        let nobody = Command::EnrollPalm {
+            shopper_id: 999_999,
+            ciphertexts: vec![vec![1]],
+        };
+        assert!(matches!(
+            store.execute(None, nobody).await,
+            Err(LedgerError::UnknownAccount(_))
+        ));
+        assert_eq!(store.palm_version().await.unwrap(), PalmVersion(7));
+    });
+}
+
+fn reads_report_what_was_written(rt: &Rt, store: Arc<dyn Store>) {
+    use palmline_server::store::clock::{now_text, unix_now};
+    use palmline_shared::api::ScanOutcome;
+    rt.block_on(async {
+        let a = register(&*store, "alice").await;
+        register(&*store, "bob").await;
+        deposit(&*store, "alice", 5_000).await.unwrap();
+        for _ in 0..2 {
+            let touch = Command::TouchKiosk { at: kiosk("shop") };
+            store.execute(None, touch).await.unwrap();
+        }
+        let pay = Command::Payment {
+            at: kiosk("bakery"),
+            shopper_id: a,
+            amount: eur(1_200),
+            description: Some("bread".into()),
+        };
+        store.execute(None, pay).await.unwrap();
+
+        let kiosks = store.kiosks().await.unwrap();
+        assert_eq!(kiosks.len(), 1);
+        assert_eq!(
+            (kiosks[0].kiosk_id.as_str(), kiosks[0].merchant.as_str()),
+            ("k-shop", "shop")
+        );
+        assert_eq!(kiosks[0].requests, 2);
+        let found = store.accounts(Some("ali"), 10).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].name.as_str(), found[0].balance),
+            ("alice", eur(3_800))
+        );
+        assert!(
+            store.accounts(Some("%"), 10).await.unwrap().is_empty(),
+            "% is literal"
+        );
+        let kinds: Vec<String> = store
+            .accounts(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["shopper", "shopper", "merchant", "merchant"],
+            "no tills"
+        );
+        let frozen = store
+            .execute(
+                None,
+                Command::SetFrozen {
+                    account_id: a,
+                    frozen: true,
+                },
+            )
+            .await;
+        match frozen.unwrap() {
+            Outcome::Account(row) => {
+                assert_eq!(row.status, palmline_shared::api::AccountStatus::Frozen)
+            }
+            o => panic!("not an account: {o:?}"),
+        }
+        assert!(store.shopper_auth("alice").await.unwrap().unwrap().frozen);
+        assert_eq!(
+            store.shopper_auth_by_id(a).await.unwrap().unwrap().username,
+            "alice"
+        );
+        assert!(store.shopper_auth("nobody").await.unwrap().is_none());
+
+        let today = &now_text()[..10];
+        let report = store.daily_report(today).await.unwrap();
+        let names: Vec<&str> = report
+            .merchants
+            .iter()
+            .map(|m| m.merchant.as_str())
+            .collect();
+        assert_eq!(names, ["bakery", "shop"]);
+        assert_eq!(report.merchants[0].payments_total, eur(1_200));
+        assert_eq!(report.merchants[1].deposits_total, eur(5_000));
+        assert_eq!(report.merchants[1].cash_net, eur(5_000));
+        let unseen = store.merchant_day("nowhere", today).await.unwrap();
+        assert_eq!((unseen.payments_count, unseen.payments_total), (0, eur(0)));
+        assert!(store.merchant_day("shop", "yesterday").await.is_err());
+
+        let now = unix_now();
+        let session = Command::CreateSession {
+            token_hash: [9; 32],
+            shopper_id: a,
+            kiosk_id: "k-shop".into(),
+            expires_at: now + 60,
+        };
+        store.execute(None, session).await.unwrap();
+        let s = store
+            .session([9; 32], now)
+            .await
+            .unwrap()
+            .expect("a live session");
+        assert_eq!((s.shopper_id, s.kiosk_id.as_str()), (a, "k-shop"));
+        assert!(
+            store.session([9; 32], now + 120).await.unwrap().is_none(),
+            "expired"
+        );
+        assert!(store.session([8; 32], now).await.unwrap().is_none());
+
+        for (outcome, who) in [
+            (ScanOutcome::Rejected, None),
+            (ScanOutcome::Accepted, Some(a)),
+        ] {
+            let scan = Command::LogScan {
+                kiosk_id: "k-shop".into(),
+                purpose: "payment".into(),
+                outcome,
+                score: who.map(|_| 42.5),
+                shopper_id: who,
+            };
+            store.execute(None, scan).await.unwrap();
+        }
+        let scans = store.palm_scans(None, 10).await.unwrap();
+        assert_eq!(scans.len(), 2);
+        assert_eq!(
+            (
+                scans[0].outcome,
+                scans[0].account.as_deref(),
+                scans[0].score
+            ),
+            (ScanOutcome::Accepted, Some("alice"), Some(42.5))
+        );
+        let older = store.palm_scans(Some(scans[0].id), 10).await.unwrap();
+        assert_eq!(older.len(), 1);
+        assert_eq!(
+            (older[0].outcome, older[0].account.as_deref()),
+            (ScanOutcome::Rejected, None)
+        );
     });
 }
 
@@ -796,6 +1238,106 @@ fn postgres_schema_mirrors_sqlite() {
             .filter(|(t, c)| !unused.contains(&(t.as_str(), c.as_str())))
             .collect();
         assert_eq!(pg, lite, "PostgreSQL and SQLite schemas differ");
+        db.drop_db().await;
+    });
+}
+
+// ------------------------------------------------------------------ PostgreSQL only
+
+/// Two stores on one database stand for two server replicas: a key retried at both at once
+/// runs once, because the in-flight guard is a row, not a process's memory.
+#[test]
+fn postgres_replicas_share_the_in_flight_guard() {
+    rt().block_on(async {
+        let Some(db) = pg::fresh_db("replicas").await else {
+            return;
+        };
+        let a: Arc<dyn Store> = Arc::new(PgStore::with_pool(db.pool.clone(), EUR).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PgStore::open(&db.url, EUR, 4).await.unwrap());
+        let alice = register(&*a, "alice").await;
+        deposit(&*b, "alice", 10_000).await.unwrap();
+        let pay = || Command::Payment {
+            at: kiosk("shop"),
+            shopper_id: alice,
+            amount: eur(1_000),
+            description: None,
+        };
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let cmd = pay();
+                tokio::spawn(async move { s.execute(Some(idem("once", "body")), cmd).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap().unwrap());
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "one answer");
+        assert_eq!(a.wallet(alice).await.unwrap().balance, eur(9_000));
+        assert_eq!(
+            b.execute(Some(idem("once", "other body")), pay()).await,
+            Err(LedgerError::IdempotencyMismatch)
+        );
+        assert_invariants(&*b, &[alice]).await;
+        db.drop_db().await;
+    });
+}
+
+#[test]
+fn postgres_unreachable_is_a_stable_storage_error() {
+    rt().block_on(async {
+        // Port 1 of this machine: nobody listens there.
+        let url = "postgres://postgres@127.0.0.1:1/palmline";
+        let err = PgStore::open(url, EUR, 1).await.err().expect("no server");
+        match err {
+            LedgerError::Storage(m) => {
+                assert!(
+                    m.starts_with(palmline_server::store::postgres::UNAVAILABLE),
+                    "{m}"
+                )
+            }
+            e => panic!("not a storage error: {e:?}"),
+        }
+    });
+}
+
+#[test]
+fn postgres_ledger_check_catches_tampering_and_schema_refuses_negative_shoppers() {
+    rt().block_on(async {
+        let Some(db) = pg::fresh_db("tamper").await else {
+            return;
+        };
+        let store = PgStore::with_pool(db.pool.clone(), EUR).await.unwrap();
+        let a = register(&store, "alice").await;
+        deposit(&store, "alice", 1_000).await.unwrap();
+        assert!(store.ledger_check().await.unwrap().ok);
+        let raw = db.pool.get().await.unwrap();
+        // The schema itself refuses a negative shopper balance.
+        let err = raw
+            .execute("UPDATE accounts SET balance = -1 WHERE id = $1", &[&a])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
+        );
+        raw.execute(
+            "UPDATE accounts SET balance = balance + 5 WHERE id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap();
+        drop(raw);
+        let check = store.ledger_check().await.unwrap();
+        assert!(!check.ok);
+        assert_eq!(check.total_balance_minor, 5);
+        assert_eq!(check.mismatches.len(), 1);
+        assert_eq!(check.mismatches[0].account_id, a);
+        assert_eq!(
+            check.mismatches[0].cached_minor - check.mismatches[0].from_entries_minor,
+            5
+        );
         db.drop_db().await;
     });
 }

@@ -1,11 +1,13 @@
-//! The ledger's store: one async trait, implemented by SQLite now and PostgreSQL later.
+//! The ledger's store: one async trait, implemented by SQLite (the default) and PostgreSQL.
 //!
 //! Every mutation is a [`Command`] passed to [`Store::execute`], which applies it as one
 //! database transaction (or savepoint inside a group commit) together with its idempotency
 //! record, so a retried request can never move money twice. Reads are separate methods.
 //! Nothing here hashes passwords or talks HTTP: callers do the slow or outward work first.
 
+pub mod clock;
 pub mod postgres;
+pub mod receipt;
 pub mod sqlite;
 
 use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
@@ -301,8 +303,8 @@ pub struct SessionInfo {
     pub expires_at: i64,
 }
 
-/// The store of the ledger. Async-shaped so that a PostgreSQL implementation fits as is;
-/// the SQLite implementation runs its work off the async runtime.
+/// The store of the ledger, implemented by [`sqlite::SqliteStore`] (its work runs off the
+/// async runtime) and [`postgres::PgStore`]; `server/tests/store.rs` runs one contract on both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Registers the store's own instruments (the writer's batches and commits) for

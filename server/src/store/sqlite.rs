@@ -11,12 +11,12 @@ use super::{
     ShopperAuth, Store, StoredResult,
 };
 use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
-use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
+use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
 use crate::metrics::WriterMetrics;
 use async_trait::async_trait;
 use palmline_shared::api::{
-    AccountRow, AccountStatus, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage,
-    KioskRow, LedgerCheck, PalmScanRow, Receipt, ScanOutcome, Shopper, TxKind, Wallet,
+    AccountRow, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow,
+    LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
 };
 use palmline_shared::{Currency, Money};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -54,23 +54,10 @@ fn storage(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Storage(e.to_string())
 }
 
-/// Current UTC time in a fixed-width format that sorts lexically.
-pub fn now_text() -> String {
-    format_ts(time::OffsetDateTime::now_utc())
-}
-
-pub fn format_ts(t: time::OffsetDateTime) -> String {
-    let f = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&f)
-        .expect("formatting a UTC time cannot fail")
-}
-
-pub fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+// The clock moved to `store::clock` (both stores use it); these paths stay for callers.
+use super::clock::{day_bounds, today, ts_of};
+pub use super::clock::{format_ts, now_text, unix_now};
+use super::receipt::{receipt, status_of, Parties};
 
 fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
@@ -550,28 +537,6 @@ fn kiosk_receipt(
     Ok(Outcome::Receipt(receipt(id, now, plan, parties)))
 }
 
-/// Who a receipt names.
-struct Parties {
-    shopper: String,
-    merchant: Option<String>,
-    counterparty: Option<String>,
-    kiosk_id: Option<String>,
-}
-
-fn receipt(transaction_id: i64, created_at: String, plan: &Plan, p: Parties) -> Receipt {
-    Receipt {
-        transaction_id,
-        kind: plan.tx.kind,
-        amount: plan.tx.amount,
-        balance_after: plan.balance_after(plan.tx.shopper),
-        shopper: p.shopper,
-        merchant: p.merchant,
-        counterparty: p.counterparty,
-        kiosk_id: p.kiosk_id,
-        created_at,
-    }
-}
-
 // ------------------------------------------------------------------ other commands
 
 fn shopper_view(c: &Connection, id: i64) -> Result<Shopper, LedgerError> {
@@ -596,14 +561,6 @@ fn shopper_view(c: &Connection, id: i64) -> Result<Shopper, LedgerError> {
     })
     .map_err(storage)?
     .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
-}
-
-fn status_of(s: &str) -> AccountStatus {
-    if s == "frozen" {
-        AccountStatus::Frozen
-    } else {
-        AccountStatus::Active
-    }
 }
 
 /// Applies one command inside the caller's savepoint: money commands go through the ledger
@@ -836,11 +793,6 @@ fn next_palm_version(c: &Connection, account: i64) -> Result<PalmVersion, Ledger
     Ok(PalmVersion(v as u64))
 }
 
-fn ts_of(unix: i64) -> Result<String, LedgerError> {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix).map_err(storage)?;
-    Ok(format_ts(t))
-}
-
 /// One batch of each kind of purge (see [`Command::Purge`]). The ledger's own tables are
 /// never touched.
 fn purge(c: &Connection, cut: Cutoffs, batch: u32) -> Result<Purged, LedgerError> {
@@ -873,10 +825,6 @@ fn purge(c: &Connection, cut: Cutoffs, batch: u32) -> Result<Purged, LedgerError
 }
 
 // ------------------------------------------------------------------ guesses and limits
-
-fn today() -> String {
-    now_text()[..10].to_string()
-}
 
 /// `(failures, locked_until)` of one factor of one shopper at one kiosk.
 fn kiosk_guesses(c: &Connection, k: &GuessKey) -> Result<(u32, Option<i64>), LedgerError> {
@@ -939,36 +887,25 @@ fn put_kiosk(
     Ok(())
 }
 
-/// Counts a guess before it is checked. The writer runs one command at a time, so no two
-/// concurrent guesses can both see the last free slot.
+/// Counts a guess before it is checked ([`crate::limits::reserve_guess`] decides). The
+/// writer runs one command at a time, so no two concurrent guesses can both see the last
+/// free slot.
 fn reserve_guess(c: &Connection, k: &GuessKey, rules: GuessRules) -> Result<Grant, LedgerError> {
-    let (now, day) = (unix_now(), today());
+    let day = today();
     let (failures, locked_until) = kiosk_guesses(c, k)?;
-    if let Some(until) = locked_until.filter(|t| *t > now) {
-        return Ok(Grant::LockedHere { until });
+    let (guesses_today, locks_today) = day_guesses(c, k, &day)?;
+    let counts = GuessCounts {
+        failures,
+        locked_until,
+        guesses_today,
+        locks_today,
+    };
+    let (grant, after) = limits::reserve_guess(k, rules, unix_now(), counts);
+    if let Some(a) = after {
+        put_kiosk(c, k, a.failures, a.locked_until)?;
+        put_day(c, k, &day, a.guesses_today, a.locks_today)?;
     }
-    let (guesses, locks) = day_guesses(c, k, &day)?;
-    if guesses >= rules.max_per_day {
-        return Ok(Grant::DailyCapReached);
-    }
-    let guesses = guesses + 1;
-    let failures = failures + 1;
-    if guesses == rules.max_per_day {
-        tracing::warn!(account = k.account_id, kiosk = %k.kiosk_id, factor = k.factor.as_str(), guesses,
-            "day's budget of guesses spent: factor locked at every kiosk until the end of the UTC day");
-    }
-    if failures >= rules.lock_after {
-        let locks = locks + 1;
-        let secs = rules.lock_length(locks);
-        tracing::warn!(account = k.account_id, kiosk = %k.kiosk_id, factor = k.factor.as_str(), secs, locks_today = locks,
-            "too many wrong guesses: factor locked at this kiosk");
-        put_kiosk(c, k, 0, Some(now + secs))?;
-        put_day(c, k, &day, guesses, locks)?;
-    } else {
-        put_kiosk(c, k, failures, None)?;
-        put_day(c, k, &day, guesses, locks)?;
-    }
-    Ok(Grant::Granted)
+    Ok(grant)
 }
 
 fn guess_right(c: &Connection, k: &GuessKey) -> Result<(), LedgerError> {
@@ -1093,16 +1030,6 @@ fn lookup_idem(c: &Connection, idem: &Idem) -> Result<Option<StoredResult>, Ledg
         Some((hash, _)) if hash != idem.request_hash => Err(LedgerError::IdempotencyMismatch),
         Some((_, result)) => serde_json::from_str(&result).map(Some).map_err(storage),
     }
-}
-
-fn day_bounds(date: &str) -> Result<(String, String), LedgerError> {
-    let f = time::macros::format_description!("[year]-[month]-[day]");
-    let d = time::Date::parse(date, &f)
-        .map_err(|_| LedgerError::InvalidAmount(format!("bad date {date:?}, want YYYY-MM-DD")))?;
-    let next = d
-        .next_day()
-        .ok_or_else(|| LedgerError::InvalidAmount("date out of range".into()))?;
-    Ok((format!("{d}T00:00:00"), format!("{next}T00:00:00")))
 }
 
 fn merchant_day_totals(

@@ -2,11 +2,12 @@
 #![allow(dead_code)]
 
 pub mod palms;
+pub mod pg;
 
 use palmline_server::api::ApiConfig;
 use palmline_server::auth::HashCost;
 use palmline_server::client::mtls_client;
-use palmline_server::config::ServerConfig;
+use palmline_server::config::{Database, ServerConfig};
 use palmline_server::palm::PalmPolicy;
 use palmline_server::pki::Pki;
 use palmline_server::serve::{start, Running};
@@ -66,6 +67,16 @@ impl TestServer {
         palm: PalmPolicy,
         tune: impl FnOnce(&mut ApiConfig),
     ) -> TestServer {
+        TestServer::start_on(dir, Database::Sqlite, palm, tune).await
+    }
+
+    /// A server on an existing data dir whose ledger lives in `database`.
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        database: Database,
+        palm: PalmPolicy,
+        tune: impl FnOnce(&mut ApiConfig),
+    ) -> TestServer {
         let pki = Pki::new(dir.path());
         let mut api = ApiConfig::defaults(Currency::EUR);
         // Cheap hashes keep the suite fast; the OWASP default is unit-tested in auth.rs.
@@ -76,6 +87,7 @@ impl TestServer {
         tune(&mut api);
         let cfg = ServerConfig {
             data_dir: dir.path().to_path_buf(),
+            database,
             listen: "127.0.0.1:0".into(),
             tls: TlsPaths::from_pki(&pki),
             api,

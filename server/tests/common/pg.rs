@@ -14,8 +14,7 @@ const BASE_URL: &str = "postgres://postgres@127.0.0.1:5432";
 /// A database of this test's own, dropped by [`PgDb::drop_db`].
 pub struct PgDb {
     pub name: String,
-    /// For tests that start a server on this database (not yet: `serve` is SQLite only).
-    #[allow(dead_code)]
+    /// For a second store or a server on this database.
     pub url: String,
     pub pool: Pool,
 }

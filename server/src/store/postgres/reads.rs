@@ -1,0 +1,418 @@
+//! The read queries: each one statement (one snapshot) outside any write transaction,
+//! except `ledger_check`, which reads everything from one REPEATABLE READ snapshot so that
+//! movements committed while it runs cannot look like mismatches.
+
+use super::{pg_err, query, query_one, query_opt, storage};
+use crate::store::clock::day_bounds;
+use crate::store::receipt::status_of;
+use crate::store::{LedgerError, PalmVersion, SessionInfo, ShopperAuth};
+use deadpool_postgres::{GenericClient, Object};
+use palmline_shared::api::{
+    AccountRow, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow,
+    LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
+};
+use palmline_shared::{Currency, Money};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::IsolationLevel;
+
+/// `filter` is a fixed condition over `accounts` with one parameter.
+pub(super) async fn shopper_auth(
+    c: &impl GenericClient,
+    filter: &str,
+    p: &(dyn ToSql + Sync),
+) -> Result<Option<ShopperAuth>, LedgerError> {
+    let sql = format!(
+        "SELECT id, name, password_hash, pin_hash, status FROM accounts WHERE kind = 'shopper' AND {filter}"
+    );
+    Ok(query_opt(c, &sql, &[p]).await?.map(|r| ShopperAuth {
+        id: r.get(0),
+        username: r.get(1),
+        password_hash: r.get(2),
+        pin_hash: r.get(3),
+        frozen: r.get::<_, &str>(4) == "frozen",
+    }))
+}
+
+pub(super) async fn session(
+    c: &impl GenericClient,
+    token_hash: &[u8; 32],
+    now: i64,
+) -> Result<Option<SessionInfo>, LedgerError> {
+    let row = query_opt(
+        c,
+        "SELECT account_id, kiosk_id, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
+        &[&&token_hash[..], &now],
+    )
+    .await?;
+    Ok(row.map(|r| SessionInfo {
+        shopper_id: r.get(0),
+        kiosk_id: r.get(1),
+        expires_at: r.get(2),
+    }))
+}
+
+pub(super) async fn shopper_view(c: &impl GenericClient, id: i64) -> Result<Shopper, LedgerError> {
+    let row = query_opt(
+        c,
+        "SELECT id, name, email, status, pin_hash IS NOT NULL, created_at,
+                EXISTS (SELECT 1 FROM palm_templates p WHERE p.account_id = accounts.id)
+         FROM accounts WHERE id = $1 AND kind = 'shopper'",
+        &[&id],
+    )
+    .await?
+    .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))?;
+    Ok(Shopper {
+        id: row.get(0),
+        username: row.get(1),
+        email: row.get::<_, Option<String>>(2).unwrap_or_default(),
+        status: status_of(row.get(3)),
+        has_pin: row.get(4),
+        palm_enrolled: row.get(6),
+        created_at: row.get(5),
+    })
+}
+
+pub(super) async fn wallet(
+    c: &impl GenericClient,
+    shopper_id: i64,
+    cur: Currency,
+) -> Result<Wallet, LedgerError> {
+    let shopper = shopper_view(c, shopper_id).await?;
+    let sql = "SELECT balance FROM accounts WHERE id = $1";
+    let balance = query_one(c, sql, &[&shopper_id]).await?.get(0);
+    Ok(Wallet {
+        shopper,
+        balance: Money::from_minor(balance, cur),
+    })
+}
+
+pub(super) async fn history(
+    c: &impl GenericClient,
+    shopper_id: i64,
+    before: Option<i64>,
+    limit: u32,
+    cur: Currency,
+) -> Result<HistoryPage, LedgerError> {
+    let limit = limit.clamp(1, 200) as usize;
+    let rows = query(
+        c,
+        "SELECT e.id, t.id, t.kind, e.amount, e.balance_after, t.description, t.created_at,
+                CASE WHEN t.shopper_id = e.account_id THEN o.name ELSE s.name END
+         FROM entries e
+         JOIN transactions t ON t.id = e.tx_id
+         JOIN accounts o ON o.id = t.other_id
+         JOIN accounts s ON s.id = t.shopper_id
+         WHERE e.account_id = $1 AND e.id < $2
+         ORDER BY e.id DESC LIMIT $3",
+        &[
+            &shopper_id,
+            &before.unwrap_or(i64::MAX),
+            &(limit as i64 + 1),
+        ],
+    )
+    .await?;
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(limit);
+    let mut last_entry = None;
+    for r in rows.iter().take(limit) {
+        last_entry = Some(r.get::<_, i64>(0));
+        items.push(HistoryItem {
+            transaction_id: r.get(1),
+            kind: TxKind::parse(r.get(2)).unwrap_or(TxKind::Transfer),
+            amount: Money::from_minor(r.get(3), cur),
+            balance_after: Money::from_minor(r.get(4), cur),
+            description: r.get(5),
+            created_at: r.get(6),
+            counterparty: r.get(7),
+        });
+    }
+    Ok(HistoryPage {
+        items,
+        next_before: if more { last_entry } else { None },
+    })
+}
+
+pub(super) async fn merchant_day(
+    c: &impl GenericClient,
+    merchant: &str,
+    date: &str,
+    cur: Currency,
+) -> Result<DailyTotals, LedgerError> {
+    let sql = "SELECT id FROM accounts WHERE kind = 'merchant' AND name = $1";
+    let id: Option<i64> = query_opt(c, sql, &[&merchant]).await?.map(|r| r.get(0));
+    // A merchant whose kiosk has not been seen yet has sold nothing.
+    merchant_day_totals(c, id.unwrap_or(-1), merchant, date, cur).await
+}
+
+pub(super) async fn daily_report(
+    c: &impl GenericClient,
+    date: &str,
+    cur: Currency,
+) -> Result<DailyReport, LedgerError> {
+    let sql = "SELECT id, name FROM accounts WHERE kind = 'merchant' ORDER BY name";
+    let mut merchants = Vec::new();
+    for r in query(c, sql, &[]).await? {
+        merchants.push(merchant_day_totals(c, r.get(0), r.get(1), date, cur).await?);
+    }
+    Ok(DailyReport {
+        date: date.to_string(),
+        merchants,
+    })
+}
+
+async fn merchant_day_totals(
+    c: &impl GenericClient,
+    merchant_id: i64,
+    merchant: &str,
+    date: &str,
+    cur: Currency,
+) -> Result<DailyTotals, LedgerError> {
+    let (from, to) = day_bounds(date)?;
+    let zero = Money::zero(cur);
+    let mut t = DailyTotals {
+        merchant: merchant.to_string(),
+        date: date.to_string(),
+        payments_count: 0,
+        payments_total: zero,
+        refunds_total: zero,
+        deposits_total: zero,
+        withdrawals_total: zero,
+        cash_net: zero,
+    };
+    let rows = query(
+        c,
+        "SELECT kind, COUNT(*), SUM(amount)::BIGINT FROM transactions
+         WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY kind",
+        &[&merchant_id, &from, &to],
+    )
+    .await?;
+    for r in rows {
+        let (count, m): (i64, Money) = (r.get(1), Money::from_minor(r.get(2), cur));
+        match r.get::<_, &str>(0) {
+            "payment" => (t.payments_count, t.payments_total) = (count, m),
+            "refund" => t.refunds_total = m,
+            "deposit" => t.deposits_total = m,
+            "withdrawal" => t.withdrawals_total = m,
+            _ => {}
+        }
+    }
+    t.cash_net = t
+        .deposits_total
+        .checked_sub(t.withdrawals_total)
+        .map_err(storage)?;
+    Ok(t)
+}
+
+const ACCOUNT_ROWS: &str = "SELECT id, kind, name, email, status, balance, created_at,
+    EXISTS (SELECT 1 FROM palm_templates p WHERE p.account_id = accounts.id) FROM accounts";
+
+fn account_of(r: &tokio_postgres::Row, cur: Currency) -> AccountRow {
+    AccountRow {
+        id: r.get(0),
+        kind: r.get(1),
+        name: r.get(2),
+        email: r.get(3),
+        status: status_of(r.get(4)),
+        balance: Money::from_minor(r.get(5), cur),
+        palm_enrolled: r.get(7),
+        created_at: r.get(6),
+    }
+}
+
+pub(super) async fn account_row(
+    c: &impl GenericClient,
+    id: i64,
+    cur: Currency,
+) -> Result<AccountRow, LedgerError> {
+    let sql = format!("{ACCOUNT_ROWS} WHERE id = $1");
+    let row = query_opt(c, &sql, &[&id]).await?;
+    row.map(|r| account_of(&r, cur))
+        .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
+}
+
+pub(super) async fn accounts(
+    c: &impl GenericClient,
+    search: Option<&str>,
+    limit: u32,
+    cur: Currency,
+) -> Result<Vec<AccountRow>, LedgerError> {
+    let limit = i64::from(limit.clamp(1, 1000));
+    let rows = match search {
+        Some(q) => {
+            let escaped = q
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let sql = format!(
+                "{ACCOUNT_ROWS} WHERE kind <> 'till' AND (name LIKE $1 ESCAPE '\\' OR email LIKE $1 ESCAPE '\\')
+                 ORDER BY id LIMIT $2"
+            );
+            query(c, &sql, &[&format!("%{escaped}%"), &limit]).await?
+        }
+        None => {
+            let sql = format!("{ACCOUNT_ROWS} WHERE kind <> 'till' ORDER BY id LIMIT $1");
+            query(c, &sql, &[&limit]).await?
+        }
+    };
+    Ok(rows.iter().map(|r| account_of(r, cur)).collect())
+}
+
+pub(super) async fn kiosks(c: &impl GenericClient) -> Result<Vec<KioskRow>, LedgerError> {
+    let rows = query(
+        c,
+        "SELECT k.kiosk_id, a.name, k.first_seen, k.last_seen, k.requests
+         FROM kiosks k JOIN accounts a ON a.id = k.merchant_id ORDER BY k.kiosk_id",
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| KioskRow {
+            kiosk_id: r.get(0),
+            merchant: r.get(1),
+            first_seen: r.get(2),
+            last_seen: r.get(3),
+            requests: r.get(4),
+        })
+        .collect())
+}
+
+pub(super) async fn palm_scans(
+    c: &impl GenericClient,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<PalmScanRow>, LedgerError> {
+    let limit = i64::from(limit.clamp(1, 1000));
+    let rows = query(
+        c,
+        "SELECT p.id, p.kiosk_id, p.at, p.purpose, p.outcome, p.score, a.name
+         FROM palm_scans p LEFT JOIN accounts a ON a.id = p.account_id
+         WHERE p.id < $1 ORDER BY p.id DESC LIMIT $2",
+        &[&before.unwrap_or(i64::MAX), &limit],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PalmScanRow {
+            id: r.get(0),
+            kiosk_id: r.get(1),
+            at: r.get(2),
+            purpose: r.get(3),
+            outcome: ScanOutcome::parse(r.get(4)).unwrap_or(ScanOutcome::Rejected),
+            score: r.get(5),
+            account: r.get(6),
+        })
+        .collect())
+}
+
+/// Recomputes every balance from the entries, from one snapshot.
+pub(super) async fn ledger_check(client: &mut Object) -> Result<LedgerCheck, LedgerError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err)?;
+    let one = |sql: &'static str| {
+        let tx = &tx;
+        async move { Ok::<i64, LedgerError>(query_one(tx, sql, &[]).await?.get(0)) }
+    };
+    let accounts_checked = one("SELECT COUNT(*) FROM accounts").await?;
+    let transactions_checked = one("SELECT COUNT(*) FROM transactions").await?;
+    let total_balance_minor = one("SELECT COALESCE(SUM(balance), 0)::BIGINT FROM accounts").await?;
+    let ids = |sql: &'static str| {
+        let tx = &tx;
+        async move {
+            let rows = query(tx, sql, &[]).await?;
+            Ok::<Vec<i64>, LedgerError>(rows.iter().map(|r| r.get(0)).collect())
+        }
+    };
+    let mut unbalanced =
+        ids("SELECT tx_id FROM entries GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id")
+            .await?;
+    // A transaction without entries moved nothing yet claims an amount: also wrong.
+    unbalanced.extend(
+        ids("SELECT t.id FROM transactions t WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.tx_id = t.id) ORDER BY t.id")
+            .await?,
+    );
+    let negative_shoppers =
+        ids("SELECT id FROM accounts WHERE kind = 'shopper' AND balance < 0 ORDER BY id").await?;
+    let mismatches = query(
+        &tx,
+        "SELECT id, balance, s FROM (
+           SELECT a.id, a.balance,
+                  COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account_id = a.id), 0)::BIGINT AS s
+           FROM accounts a) x
+         WHERE balance <> s ORDER BY id",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| BalanceMismatch {
+        account_id: r.get(0),
+        cached_minor: r.get(1),
+        from_entries_minor: r.get(2),
+    })
+    .collect::<Vec<_>>();
+    tx.commit().await.map_err(pg_err)?;
+    Ok(LedgerCheck {
+        ok: unbalanced.is_empty()
+            && mismatches.is_empty()
+            && negative_shoppers.is_empty()
+            && total_balance_minor == 0,
+        accounts_checked,
+        transactions_checked,
+        total_balance_minor,
+        unbalanced_transactions: unbalanced,
+        mismatches,
+        negative_shoppers,
+    })
+}
+
+pub(super) async fn palm_templates(
+    c: &impl GenericClient,
+    ids: Option<Vec<i64>>,
+) -> Result<Vec<(i64, Vec<Vec<u8>>)>, LedgerError> {
+    let rows = match &ids {
+        None => {
+            let sql = "SELECT account_id, ciphertext FROM palm_templates ORDER BY account_id, idx";
+            query(c, sql, &[]).await?
+        }
+        Some(ids) => {
+            // In the order asked for (ids may repeat, as SQLite's per-id loop allows).
+            query(
+                c,
+                "SELECT p.account_id, p.ciphertext FROM unnest($1::BIGINT[]) WITH ORDINALITY AS w(id, n)
+                 JOIN palm_templates p ON p.account_id = w.id ORDER BY w.n, p.idx",
+                &[ids],
+            )
+            .await?
+        }
+    };
+    let mut out: Vec<(i64, Vec<Vec<u8>>)> = Vec::new();
+    for r in rows {
+        let (id, ct): (i64, Vec<u8>) = (r.get(0), r.get(1));
+        match out.last_mut() {
+            Some((last, v)) if *last == id => v.push(ct),
+            _ => out.push((id, vec![ct])),
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn palm_owners(c: &impl GenericClient) -> Result<Vec<i64>, LedgerError> {
+    let sql = "SELECT DISTINCT account_id FROM palm_templates ORDER BY account_id";
+    Ok(query(c, sql, &[]).await?.iter().map(|r| r.get(0)).collect())
+}
+
+pub(super) async fn palm_version(c: &impl GenericClient) -> Result<PalmVersion, LedgerError> {
+    let sql = "SELECT COALESCE(MAX(version), 0)::BIGINT FROM palm_versions";
+    let v: i64 = query_one(c, sql, &[]).await?.get(0);
+    Ok(PalmVersion(u64::try_from(v).map_err(storage)?))
+}
+
+pub(super) async fn total_balance(c: &impl GenericClient) -> Result<i64, LedgerError> {
+    let sql = "SELECT COALESCE(SUM(balance), 0)::BIGINT FROM accounts";
+    Ok(query_one(c, sql, &[]).await?.get(0))
+}
