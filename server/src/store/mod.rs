@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod postgres;
 pub mod receipt;
+pub mod relocate;
 pub mod sqlite;
 
 use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Migrations, applied in order; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema2.sql"),
     include_str!("schema3.sql"),
@@ -59,7 +59,7 @@ use super::clock::{day_bounds, today, ts_of};
 pub use super::clock::{format_ts, now_text, unix_now};
 use super::receipt::{receipt, status_of, Parties};
 
-fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+pub(crate) fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -73,7 +73,7 @@ fn open(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -1380,57 +1380,7 @@ impl Store for SqliteStore {
     }
 
     async fn ledger_check(&self) -> Result<LedgerCheck, LedgerError> {
-        self.read(|c| {
-            let q = |sql: &str| -> Result<i64, LedgerError> {
-                c.query_row(sql, [], |r| r.get(0)).map_err(storage)
-            };
-            let accounts_checked = q("SELECT COUNT(*) FROM accounts")?;
-            let transactions_checked = q("SELECT COUNT(*) FROM transactions")?;
-            let total_balance_minor = q("SELECT COALESCE(SUM(balance), 0) FROM accounts")?;
-            let ids = |sql: &str| -> Result<Vec<i64>, LedgerError> {
-                c.prepare(sql)
-                    .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                    .map_err(storage)
-            };
-            let mut unbalanced = ids(
-                "SELECT tx_id FROM entries GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id",
-            )?;
-            // A transaction without entries moved nothing yet claims an amount: also wrong.
-            unbalanced.extend(ids(
-                "SELECT t.id FROM transactions t WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.tx_id = t.id)",
-            )?);
-            let negative_shoppers =
-                ids("SELECT id FROM accounts WHERE kind = 'shopper' AND balance < 0")?;
-            let mismatches = c
-                .prepare(
-                    "SELECT a.id, a.balance, COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account_id = a.id), 0) AS s
-                     FROM accounts a WHERE a.balance <> s ORDER BY a.id",
-                )
-                .and_then(|mut s| {
-                    s.query_map([], |r| {
-                        Ok(BalanceMismatch {
-                            account_id: r.get(0)?,
-                            cached_minor: r.get(1)?,
-                            from_entries_minor: r.get(2)?,
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()
-                })
-                .map_err(storage)?;
-            Ok(LedgerCheck {
-                ok: unbalanced.is_empty()
-                    && mismatches.is_empty()
-                    && negative_shoppers.is_empty()
-                    && total_balance_minor == 0,
-                accounts_checked,
-                transactions_checked,
-                total_balance_minor,
-                unbalanced_transactions: unbalanced,
-                mismatches,
-                negative_shoppers,
-            })
-        })
-        .await
+        self.read(check_ledger).await
     }
 
     async fn palm_templates(
@@ -1509,6 +1459,56 @@ impl Store for SqliteStore {
     fn currency(&self) -> Currency {
         self.currency
     }
+}
+
+/// Recomputes every balance from the entries on `c` (in whatever transaction it is in).
+pub(crate) fn check_ledger(c: &Connection) -> Result<LedgerCheck, LedgerError> {
+    let q = |sql: &str| -> Result<i64, LedgerError> {
+        c.query_row(sql, [], |r| r.get(0)).map_err(storage)
+    };
+    let accounts_checked = q("SELECT COUNT(*) FROM accounts")?;
+    let transactions_checked = q("SELECT COUNT(*) FROM transactions")?;
+    let total_balance_minor = q("SELECT COALESCE(SUM(balance), 0) FROM accounts")?;
+    let ids = |sql: &str| -> Result<Vec<i64>, LedgerError> {
+        c.prepare(sql)
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(storage)
+    };
+    let mut unbalanced =
+        ids("SELECT tx_id FROM entries GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id")?;
+    // A transaction without entries moved nothing yet claims an amount: also wrong.
+    unbalanced.extend(ids(
+            "SELECT t.id FROM transactions t WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.tx_id = t.id)",
+        )?);
+    let negative_shoppers = ids("SELECT id FROM accounts WHERE kind = 'shopper' AND balance < 0")?;
+    let mismatches = c
+            .prepare(
+                "SELECT a.id, a.balance, COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account_id = a.id), 0) AS s
+                 FROM accounts a WHERE a.balance <> s ORDER BY a.id",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok(BalanceMismatch {
+                        account_id: r.get(0)?,
+                        cached_minor: r.get(1)?,
+                        from_entries_minor: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(storage)?;
+    Ok(LedgerCheck {
+        ok: unbalanced.is_empty()
+            && mismatches.is_empty()
+            && negative_shoppers.is_empty()
+            && total_balance_minor == 0,
+        accounts_checked,
+        transactions_checked,
+        total_balance_minor,
+        unbalanced_transactions: unbalanced,
+        mismatches,
+        negative_shoppers,
+    })
 }
 
 fn auth_query(

@@ -18,6 +18,8 @@ mod commands;
 mod reads;
 mod records;
 
+pub(crate) use reads::ledger_check_in;
+
 use super::{
     Command, Idem, LedgerError, PalmVersion, SessionInfo, ShopperAuth, Store, StoredResult,
 };
@@ -61,7 +63,7 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> LedgerError {
     }
 }
 
-fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
+pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_err(e),
         e => LedgerError::Storage(format!("{UNAVAILABLE}: {e}")),

@@ -314,15 +314,23 @@ pub(super) async fn ledger_check(client: &mut Object) -> Result<LedgerCheck, Led
         .start()
         .await
         .map_err(pg_err)?;
+    let check = ledger_check_in(&tx).await?;
+    tx.commit().await.map_err(pg_err)?;
+    Ok(check)
+}
+
+/// Recomputes every balance from the entries on `c`, in whatever transaction it is in
+/// (`migrate-store` checks its copy before committing it).
+pub(crate) async fn ledger_check_in(c: &impl GenericClient) -> Result<LedgerCheck, LedgerError> {
     let one = |sql: &'static str| {
-        let tx = &tx;
+        let tx = c;
         async move { Ok::<i64, LedgerError>(query_one(tx, sql, &[]).await?.get(0)) }
     };
     let accounts_checked = one("SELECT COUNT(*) FROM accounts").await?;
     let transactions_checked = one("SELECT COUNT(*) FROM transactions").await?;
     let total_balance_minor = one("SELECT COALESCE(SUM(balance), 0)::BIGINT FROM accounts").await?;
     let ids = |sql: &'static str| {
-        let tx = &tx;
+        let tx = c;
         async move {
             let rows = query(tx, sql, &[]).await?;
             Ok::<Vec<i64>, LedgerError>(rows.iter().map(|r| r.get(0)).collect())
@@ -339,7 +347,7 @@ pub(super) async fn ledger_check(client: &mut Object) -> Result<LedgerCheck, Led
     let negative_shoppers =
         ids("SELECT id FROM accounts WHERE kind = 'shopper' AND balance < 0 ORDER BY id").await?;
     let mismatches = query(
-        &tx,
+        c,
         "SELECT id, balance, s FROM (
            SELECT a.id, a.balance,
                   COALESCE((SELECT SUM(e.amount) FROM entries e WHERE e.account_id = a.id), 0)::BIGINT AS s
@@ -355,7 +363,6 @@ pub(super) async fn ledger_check(client: &mut Object) -> Result<LedgerCheck, Led
         from_entries_minor: r.get(2),
     })
     .collect::<Vec<_>>();
-    tx.commit().await.map_err(pg_err)?;
     Ok(LedgerCheck {
         ok: unbalanced.is_empty()
             && mismatches.is_empty()
