@@ -51,6 +51,19 @@ enum Command {
     Migrate,
     /// Recompute every balance from the entries (offline, on the local database).
     LedgerCheck,
+    /// Move a shop's ledger to another store (server stopped): every account, transaction,
+    /// entry, kiosk, sealed palm template, scan log, idempotency record and guess counter
+    /// (open sessions are dropped) into an EMPTY destination in one transaction, committed
+    /// only once `ledger-check` passes on both sides and every balance, total, row count and
+    /// table digest matches. Exit 2 on a mismatch (nothing committed).
+    MigrateStore {
+        /// `sqlite` (DATA/palmline.db), `sqlite:PATH` or `postgres://…`.
+        #[arg(long)]
+        from: String,
+        /// The same forms; a PostgreSQL database must exist (its schema is created).
+        #[arg(long)]
+        to: String,
+    },
     /// Delete idempotency records and palm-scan log rows older than their retention
     /// (`idempotency_retention_days`, `scan_retention_days`), expired sessions and past
     /// days' guess counts; never a transaction or an entry. Safe while the server runs,
@@ -294,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(2);
             }
         }
+        Command::MigrateStore { from, to } => migrate_store(&cli.data_dir, cli.json, &from, &to)?,
         Command::Purge => {
             let cfg = load()?;
             let now = palmline_server::store::clock::unix_now();
@@ -356,6 +370,79 @@ fn run(cli: Cli) -> Result<()> {
             rt.block_on(serve(cfg))?;
         }
     }
+    Ok(())
+}
+
+/// `migrate-store`: the move, then both sides' summaries; exit 2 when they differ.
+fn migrate_store(data_dir: &Path, json: bool, from: &str, to: &str) -> Result<()> {
+    use palmline_server::store::relocate::{move_ledger, Endpoint, MoveError};
+    let from = Endpoint::parse(from, data_dir).context("--from")?;
+    let to = Endpoint::parse(to, data_dir).context("--to")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    match rt.block_on(move_ledger(&from, &to)) {
+        Ok(report) => {
+            print_move(json, &report)?;
+            if !json {
+                println!("moved and committed: {from} -> {to}");
+            }
+            Ok(())
+        }
+        Err(MoveError::Mismatch(report)) => {
+            print_move(json, &report)?;
+            eprintln!("palmline-server: {}", MoveError::Mismatch(report));
+            std::process::exit(2);
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_move(json: bool, r: &palmline_server::store::relocate::Report) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let (a, b) = (&r.source, &r.destination);
+    println!("{:<24} {:<40} {}", "", "source", "destination");
+    println!("{:<24} {:<40} {}", "store", a.store, b.store);
+    let row = |what: &str, x: String, y: String| println!("{what:<24} {x:<40} {y}");
+    let verdict = |ok: bool| if ok { "ok" } else { "FAILED" }.to_string();
+    row("ledger-check", verdict(a.check.ok), verdict(b.check.ok));
+    row(
+        "accounts",
+        a.check.accounts_checked.to_string(),
+        b.check.accounts_checked.to_string(),
+    );
+    row(
+        "transactions",
+        a.check.transactions_checked.to_string(),
+        b.check.transactions_checked.to_string(),
+    );
+    row(
+        "total balance (minor)",
+        a.check.total_balance_minor.to_string(),
+        b.check.total_balance_minor.to_string(),
+    );
+    for (x, y) in a.tables.iter().zip(&b.tables) {
+        let same = if x == y { "same rows" } else { "DIFFERENT" };
+        row(
+            x.table,
+            format!("{} rows", x.rows),
+            format!("{} rows, {same}", y.rows),
+        );
+    }
+    for d in &r.balance_differences {
+        println!(
+            "balance of account {} differs: {:?} vs {:?}",
+            d.account_id, d.source, d.destination
+        );
+    }
+    if r.balance_differences.is_empty() {
+        println!(
+            "every balance matches ({} accounts)",
+            a.check.accounts_checked
+        );
+    }
+    println!("open sessions dropped: {}", r.sessions_dropped);
     Ok(())
 }
 

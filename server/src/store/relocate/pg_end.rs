@@ -105,7 +105,7 @@ impl PgEnd {
         after: Option<&[Value]>,
         limit: usize,
     ) -> Result<Vec<Row>, MoveError> {
-        let sql = t.page_sql(after.is_some(), |i| format!("${i}"));
+        let sql = t.page_sql(after.is_some(), " COLLATE \"C\"", |i| format!("${i}"));
         let mut params: Vec<Param> = match after {
             Some(key) => t.cols.iter().zip(key).map(|(c, v)| param(c.1, v)).collect(),
             None => Vec::new(),

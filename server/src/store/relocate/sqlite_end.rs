@@ -59,7 +59,7 @@ impl SqliteEnd {
         after: Option<&[Value]>,
         limit: usize,
     ) -> Result<Vec<Row>, MoveError> {
-        let sql = t.page_sql(after.is_some(), |i| format!("?{i}"));
+        let sql = t.page_sql(after.is_some(), "", |i| format!("?{i}"));
         let mut params: Vec<Value> = after.map(<[Value]>::to_vec).unwrap_or_default();
         params.push(Value::Integer(limit as i64));
         let err = |e| self.role.storage(e);

@@ -190,26 +190,37 @@ impl Table {
         quoted(self.cols.iter().map(|c| c.0))
     }
 
-    /// `"k1", "k2"`: the primary key's columns.
-    pub fn key_list(&self) -> String {
-        quoted(self.cols[..self.key].iter().map(|c| c.0))
+    /// `"k1", "k2"`: the primary key's columns, text ones with `collate` after them.
+    pub fn key_list(&self, collate: &str) -> String {
+        let keys = self.cols[..self.key].iter().map(|&(name, col)| match col {
+            Text => format!("\"{name}\"{collate}"),
+            _ => format!("\"{name}\""),
+        });
+        keys.collect::<Vec<_>>().join(", ")
     }
 
     /// The SELECT of one page of rows in key order, after the key given as parameters
-    /// numbered `$1…` (`placeholder(i)` spells parameter `i`, from 1), or from the start.
-    pub fn page_sql(&self, after: bool, placeholder: impl Fn(usize) -> String) -> String {
-        let filter = if after {
+    /// numbered from 1 (`placeholder(i)` spells parameter `i`), or from the start. Text keys
+    /// compare with `collate` (PostgreSQL: `COLLATE "C"`), so both stores order them
+    /// byte-wise alike and their digests agree whatever the database's locale.
+    pub fn page_sql(
+        &self,
+        after: bool,
+        collate: &str,
+        placeholder: impl Fn(usize) -> String,
+    ) -> String {
+        let keys = self.key_list(collate);
+        let (filter, limit) = if after {
             let ps: Vec<String> = (1..=self.key).map(&placeholder).collect();
-            format!("WHERE ({}) > ({})", self.key_list(), ps.join(", "))
+            let filter = format!("WHERE ({keys}) > ({})", ps.join(", "));
+            (filter, placeholder(self.key + 1))
         } else {
-            String::new()
+            (String::new(), placeholder(1))
         };
         format!(
-            "SELECT {} FROM {} {filter} ORDER BY {} LIMIT {}",
+            "SELECT {} FROM {} {filter} ORDER BY {keys} LIMIT {limit}",
             self.col_list(),
             self.name,
-            self.key_list(),
-            placeholder(self.key + 1)
         )
     }
 }
@@ -287,10 +298,10 @@ mod tests {
     fn pages_follow_the_key_after_the_last_row() {
         let t = TABLES.iter().find(|t| t.name == "auth_day").unwrap();
         assert_eq!(
-            t.page_sql(true, |i| format!("${i}")),
+            t.page_sql(true, " COLLATE \"C\"", |i| format!("${i}")),
             "SELECT \"account_id\", \"secret\", \"day\", \"guesses\", \"locks\" FROM auth_day \
-             WHERE (\"account_id\", \"secret\", \"day\") > ($1, $2, $3) \
-             ORDER BY \"account_id\", \"secret\", \"day\" LIMIT $4"
+             WHERE (\"account_id\", \"secret\" COLLATE \"C\", \"day\" COLLATE \"C\") > ($1, $2, $3) \
+             ORDER BY \"account_id\", \"secret\" COLLATE \"C\", \"day\" COLLATE \"C\" LIMIT $4"
         );
     }
 
