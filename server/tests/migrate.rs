@@ -455,26 +455,32 @@ fn a_source_that_fails_its_ledger_check_is_not_moved() {
     )
     .unwrap();
     drop(c);
-    let copy = dir.path().join("copy.db");
-    let err = rt
-        .block_on(move_ledger(
-            &Endpoint::Sqlite(path),
-            &Endpoint::Sqlite(copy.clone()),
-        ))
-        .unwrap_err();
-    let MoveError::Mismatch(report) = err else {
-        panic!("expected a mismatch, got {err:?}");
+    // An empty ledger that exists already: the copy into it is rolled back.
+    let empty = dir.path().join("empty.db");
+    drop(SqliteStore::open(&empty, EUR).unwrap());
+    let refused = |to: &Path| {
+        let to = Endpoint::Sqlite(to.to_path_buf());
+        match rt.block_on(move_ledger(&Endpoint::Sqlite(path.clone()), &to)) {
+            Err(MoveError::Mismatch(report)) => report,
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
     };
+    let report = refused(&empty);
     assert!(!report.ok && !report.source.check.ok);
     assert_eq!(report.source.check.mismatches.len(), 1);
-    let c = rusqlite::Connection::open(&copy).unwrap();
-    let rows: i64 = c
-        .query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))
+    let accounts = rusqlite::Connection::open(&empty)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get::<_, i64>(0))
         .unwrap();
-    assert_eq!(rows, 0, "the destination's transaction was rolled back");
+    assert_eq!(accounts, 0, "the destination's transaction was rolled back");
+    // A destination the move created is removed again.
+    let absent = dir.path().join("absent.db");
+    refused(&absent);
+    assert!(!absent.exists());
 }
 
-/// The command line: both summaries on stdout, exit 0; a missing source exits 1, naming it.
+/// The command line: both summaries on stdout, exit 0; a used destination or a missing
+/// source exits 1 and says why.
 #[test]
 fn the_cli_prints_both_summaries() {
     let rt = rt();
@@ -500,6 +506,9 @@ fn the_cli_prints_both_summaries() {
         "{stdout}"
     );
     assert!(stdout.contains("moved and committed"), "{stdout}");
+    let out = run(&path);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("destination is not empty"));
     let out = run(&dir.path().join("missing.db"));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));

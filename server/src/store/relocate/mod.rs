@@ -85,8 +85,8 @@ impl Role {
     }
 }
 
-/// Why a move did not happen. Whatever the error, the destination is as it was (an absent
-/// SQLite destination may be left as an empty migrated file) and the source is untouched.
+/// Why a move did not happen. Whatever the error, the destination is as it was (a SQLite
+/// file the move created is removed) and the source is untouched.
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
     #[error("the source and the destination are the same store")]
@@ -225,11 +225,28 @@ impl End {
 }
 
 /// Copies the ledger at `from` into the empty store at `to`, proves the copy and commits
-/// it; see the module's documentation.
+/// it; see the module's documentation. A SQLite destination this created is removed again
+/// when the move fails.
 pub async fn move_ledger(from: &Endpoint, to: &Endpoint) -> Result<Report, MoveError> {
     if same_store(from, to) {
         return Err(MoveError::SameStore);
     }
+    let created = match to {
+        Endpoint::Sqlite(p) if !p.exists() => Some(p),
+        _ => None,
+    };
+    let result = copy_and_prove(from, to).await;
+    if let (Err(_), Some(path)) = (&result, created) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    result
+}
+
+async fn copy_and_prove(from: &Endpoint, to: &Endpoint) -> Result<Report, MoveError> {
     let src = End::open(from, Role::Source).await?;
     let dst = End::open(to, Role::Destination).await?;
     require_empty(&dst).await?;
