@@ -402,9 +402,9 @@ fn print_move(json: bool, r: &palmline_server::store::relocate::Report) -> Resul
         return Ok(());
     }
     let (a, b) = (&r.source, &r.destination);
-    println!("{:<24} {:<40} {}", "", "source", "destination");
-    println!("{:<24} {:<40} {}", "store", a.store, b.store);
     let row = |what: &str, x: String, y: String| println!("{what:<24} {x:<40} {y}");
+    row("", "source".into(), "destination".into());
+    row("store", a.store.clone(), b.store.clone());
     let verdict = |ok: bool| if ok { "ok" } else { "FAILED" }.to_string();
     row("ledger-check", verdict(a.check.ok), verdict(b.check.ok));
     row(
@@ -422,28 +422,31 @@ fn print_move(json: bool, r: &palmline_server::store::relocate::Report) -> Resul
         a.check.total_balance_minor.to_string(),
         b.check.total_balance_minor.to_string(),
     );
-    for (x, y) in a.tables.iter().zip(&b.tables) {
+    print_move_tables(r);
+    Ok(())
+}
+
+/// Each table's rows on both sides, the accounts whose balance differs, the dropped sessions.
+fn print_move_tables(r: &palmline_server::store::relocate::Report) {
+    for (x, y) in r.source.tables.iter().zip(&r.destination.tables) {
         let same = if x == y { "same rows" } else { "DIFFERENT" };
-        row(
-            x.table,
-            format!("{} rows", x.rows),
-            format!("{} rows, {same}", y.rows),
-        );
+        let (x_rows, y_rows) = (format!("{} rows", x.rows), format!("{} rows", y.rows));
+        println!("{:<24} {x_rows:<40} {y_rows}, {same}", x.table);
     }
+    let shown = |b: Option<i64>| b.map_or("absent".to_string(), |b| b.to_string());
     for d in &r.balance_differences {
         println!(
-            "balance of account {} differs: {:?} vs {:?}",
-            d.account_id, d.source, d.destination
+            "balance of account {} differs: {} vs {}",
+            d.account_id,
+            shown(d.source),
+            shown(d.destination)
         );
     }
     if r.balance_differences.is_empty() {
-        println!(
-            "every balance matches ({} accounts)",
-            a.check.accounts_checked
-        );
+        let n = r.source.check.accounts_checked;
+        println!("every balance matches ({n} accounts)");
     }
     println!("open sessions dropped: {}", r.sessions_dropped);
-    Ok(())
 }
 
 /// The first set-up: the CA, the server certificate and an `operator` certificate, each
