@@ -147,6 +147,8 @@ async fn build_ledger(store: &dyn Store) -> Built {
         ciphertexts: vec![vec![0xA5; 700], (0..=255u8).collect(), vec![0; 3]],
     };
     store.execute(None, enroll).await.unwrap();
+    let touch = Command::TouchKiosk { at: at("Shop A") };
+    store.execute(None, touch).await.unwrap();
     let scans = log_scans(store, ids[0]).await;
     let guess = Command::ReserveGuess {
         key: GuessKey {
@@ -326,6 +328,36 @@ fn moves_back_to_sqlite(
         rt.block_on(snapshot(pg, &built.shoppers)),
         rt.block_on(snapshot(&sqlite, &built.shoppers))
     );
+}
+
+/// Text keys sort differently under a language's collation ("a_1" < "A1" < "b-1" in
+/// English, byte-wise "A1" < "a_1" < "b-1"): the move and its digests compare them byte-wise
+/// on both stores, so a database with such a default collation checks out the same.
+#[test]
+fn text_keys_compare_alike_under_a_language_collation() {
+    let rt = rt();
+    let (dir, path, _) = sqlite_ledger(&rt);
+    let store = SqliteStore::open(&path, EUR).unwrap();
+    for key in ["b-1", "A1", "a_1", "a 2", "B0", "ä1"] {
+        let dep = Command::Deposit {
+            at: at("Shop A"),
+            username: "alice".into(),
+            amount: eur(1),
+        };
+        rt.block_on(store.execute(Some(idem(key)), dep)).unwrap();
+    }
+    drop(store);
+    let locale = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'";
+    let Some(db) = rt.block_on(pg::fresh_db_with("collate", locale)) else {
+        return;
+    };
+    let to = Endpoint::Postgres(db.url.clone());
+    let report = rt.block_on(move_ledger(&Endpoint::Sqlite(path), &to));
+    let report = report.unwrap_or_else(|e| panic!("{e}: {e:?}"));
+    assert!(report.ok, "{report:#?}");
+    let back = Endpoint::Sqlite(dir.path().join("back.db"));
+    assert!(rt.block_on(move_ledger(&to, &back)).unwrap().ok);
+    rt.block_on(db.drop_db());
 }
 
 #[test]

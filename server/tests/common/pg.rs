@@ -22,6 +22,11 @@ pub struct PgDb {
 /// A new empty database named after `tag`, or `None` (test skipped) when no PostgreSQL
 /// listens and this is not CI.
 pub async fn fresh_db(tag: &str) -> Option<PgDb> {
+    fresh_db_with(tag, "").await
+}
+
+/// As [`fresh_db`], with `options` after `CREATE DATABASE name` (a locale, say).
+pub async fn fresh_db_with(tag: &str, options: &str) -> Option<PgDb> {
     let admin = match admin().await {
         Ok(c) => c,
         Err(e) => return absent(e),
@@ -31,7 +36,7 @@ pub async fn fresh_db(tag: &str) -> Option<PgDb> {
         .map_or(0, |d| d.subsec_nanos());
     let name = format!("palmline_{tag}_{}_{nanos}", std::process::id());
     admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&format!("CREATE DATABASE {name} {options}"))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
     let url = format!("{BASE_URL}/{name}");
