@@ -100,6 +100,10 @@ pub struct Tuning {
     /// Quality-gate override, for calibration (`--min-sharpness 0` turns the check off).
     #[arg(long, hide = true)]
     pub min_sharpness: Option<f32>,
+    /// How far from upright the hand may be turned before the ROI is cut upright
+    /// (`--max-hand-rotation 40` behaves like the valley-only orientation before it).
+    #[arg(long, hide = true)]
+    pub max_hand_rotation: Option<f32>,
 }
 
 impl Tuning {
@@ -113,6 +117,7 @@ impl Tuning {
         set(self.highpass, &mut cfg.highpass_sigma);
         set(self.clahe_clip, &mut cfg.clahe_clip);
         set(self.clahe_tiles, &mut cfg.clahe_tiles);
+        set(self.max_hand_rotation, &mut cfg.max_hand_rotation_deg);
     }
 
     fn matcher(&self) -> Matcher {

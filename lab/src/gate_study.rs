@@ -91,17 +91,21 @@ pub fn run(a: GateStudyArgs) -> Result<()> {
         }),
     ];
     let mut csv = String::from(
-        "image,outcome,sharpness,radius,brightness,hand_fraction,saturated,score,matched\n",
+        "image,outcome,sharpness,radius,brightness,hand_fraction,saturated,score,matched,rotation_deg,orientation\n",
     );
     for (i, f) in frames.iter().enumerate() {
         let score = scores.by_frame[i];
-        let (code, vals) = match &f.outcome {
-            Ok((r, _)) => ("ok", checks.map(|c| format!("{}", (c.2)(f, r)))),
-            Err(c) => (c.as_str(), checks.map(|_| String::new())),
+        let (code, vals, turn) = match &f.outcome {
+            Ok((r, _)) => (
+                "ok",
+                checks.map(|c| format!("{}", (c.2)(f, r))),
+                format!("{:.1},{:?}", r.rotation_deg, r.orientation),
+            ),
+            Err(c) => (c.as_str(), checks.map(|_| String::new()), ",".into()),
         };
         let s = score.map_or(String::new(), |s| s.to_string());
         let m = score.is_some_and(|s| s >= threshold) as u8;
-        writeln!(csv, "{},{code},{},{s},{m}", f.name, vals.join(","))?;
+        writeln!(csv, "{},{code},{},{s},{m},{turn}", f.name, vals.join(","))?;
     }
     std::fs::write(a.out.join("gate.csv"), csv)?;
     for (name, limit, value) in checks {

@@ -4,9 +4,9 @@
 //! - **Quality gate** ([`Extractor::quality`], cheap enough for live guidance): works on a
 //!   4× downscaled frame. Every failure is a typed [`QualityError`] the kiosk can show.
 //! - **ROI**: centred and scaled on the largest inscribed circle of the hand mask (distance
-//!   transform), which stays put when fingers touch or leave the frame; oriented from the
-//!   finger valleys (convexity defects of the hand contour) when at least one is found,
-//!   otherwise the frame's "up" (the kiosk's guide shows the hand upright).
+//!   transform), which stays put when fingers touch or leave the frame; turned upright at
+//!   any angle from the fingers' direction, refined by the finger valleys
+//!   ([`super::orient`]); the frame's "up" only when no finger is seen.
 //! - **Features**: CLAHE, then ORB with a low FAST threshold (palm skin is smooth) and the
 //!   strongest keypoints of each grid cell, so that they cover the whole palm.
 //!
@@ -61,14 +61,7 @@ impl From<opencv::Error> for QualityError {
     }
 }
 
-/// Where the ROI orientation came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Orientation {
-    /// From `n` finger valleys.
-    Valleys(u8),
-    /// No usable valley: the frame's up.
-    Fallback,
-}
+pub use super::orient::Orientation;
 
 /// What the quality gate measured on an accepted frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +118,9 @@ pub struct ExtractConfig {
     /// The input is already a palm ROI (as in data sets that publish crops, e.g. PolyU): skip
     /// the hand mask and ROI steps and use the whole image, resized to `roi_inner`.
     pub input_is_roi: bool,
+    /// The hand may be turned this many degrees from the frame's up (180 = any angle);
+    /// beyond it the ROI is cut upright ([`Orientation::Fallback`]).
+    pub max_hand_rotation_deg: f32,
 }
 
 impl Default for ExtractConfig {
@@ -146,6 +142,7 @@ impl Default for ExtractConfig {
             min_sharpness: 0.35,
             max_saturated: 0.35,
             input_is_roi: false,
+            max_hand_rotation_deg: 180.0,
         }
     }
 }
@@ -488,8 +485,12 @@ impl Extractor {
         if r > c.max_radius * h as f32 {
             return Err(QualityError::TooClose);
         }
+        let palm = super::orient::Palm {
+            center: (maxp.x as f32, maxp.y as f32),
+            radius: maxv as f32,
+        };
         let (rotation_deg, orientation) =
-            valley_orientation(&contour, (maxp.x as f32, maxp.y as f32), maxv as f32)?;
+            super::orient::orientation(&mask, &contour, palm, c.max_hand_rotation_deg)?;
         // Sharpness on the palm square at half resolution (noise-robust), contrast-free.
         let side = (r * 1.4) as i32;
         let rect = Rect::new(
@@ -721,98 +722,6 @@ impl Extractor {
         Template::new(side, keypoints, descriptors)
             .map_err(|e| QualityError::Internal(e.to_string()))
     }
-}
-
-/// Orientation from the finger valleys: convexity defects of the hand contour that are deep,
-/// lie above the palm centre, and at a plausible distance. Returns degrees clockwise from
-/// the frame's up. Works on the downscaled mask; `center` and `radius` in its pixels.
-fn valley_orientation(
-    contour: &Vector<Point>,
-    center: (f32, f32),
-    radius: f32,
-) -> Result<(f32, Orientation), QualityError> {
-    if contour.len() < 8 {
-        return Ok((0.0, Orientation::Fallback));
-    }
-    let mut hull = Vector::<i32>::new();
-    imgproc::convex_hull(contour, &mut hull, false, false)?;
-    let mut defects = Vector::<opencv::core::Vec4i>::new();
-    if imgproc::convexity_defects(contour, &hull, &mut defects).is_err() {
-        return Ok((0.0, Orientation::Fallback));
-    }
-    let mut valleys: Vec<(f32, f32, f32)> = Vec::new(); // (x, y, angle from up)
-    for d in defects.iter() {
-        let depth = d[3] as f32 / 256.0;
-        if depth < 0.3 * radius {
-            continue;
-        }
-        let p = contour.get(d[2] as usize)?;
-        let (dx, dy) = (p.x as f32 - center.0, p.y as f32 - center.1);
-        let dist = (dx * dx + dy * dy).sqrt();
-        if dist < 0.6 * radius || dist > 2.6 * radius {
-            continue;
-        }
-        let ang = dx.atan2(-dy).to_degrees();
-        valleys.push((p.x as f32, p.y as f32, ang));
-    }
-    // Two passes: around the frame's up, then around the valleys' own mean direction.
-    let mut dir = 0f32;
-    let mut chosen: Vec<(f32, f32, f32)> = Vec::new();
-    for window in [40.0f32, 30.0] {
-        chosen = valleys
-            .iter()
-            .copied()
-            .filter(|v| angle_dist(v.2, dir) <= window)
-            .collect();
-        if chosen.is_empty() {
-            return Ok((0.0, Orientation::Fallback));
-        }
-        let (sx, sy) = chosen.iter().fold((0.0, 0.0), |(sx, sy), v| {
-            (sx + v.2.to_radians().sin(), sy + v.2.to_radians().cos())
-        });
-        dir = sx.atan2(sy).to_degrees();
-    }
-    if chosen.len() < 2 {
-        // One valley cannot say which one it is (thumb side, between two fingers, little
-        // finger side): its direction is off by up to ±30°, worse than assuming upright.
-        return Ok((0.0, Orientation::Fallback));
-    }
-    let rot = {
-        // The valleys lie on a line across the hand: its normal, away from the palm, is up.
-        chosen.sort_by(|a, b| a.2.total_cmp(&b.2));
-        let (a, b) = (chosen[0], chosen[chosen.len() - 1]);
-        let (lx, ly) = (b.0 - a.0, b.1 - a.1);
-        let len = (lx * lx + ly * ly).sqrt();
-        if len < 0.4 * radius {
-            return Ok((0.0, Orientation::Fallback));
-        } else {
-            // Normal candidates (ly, -lx) and (-ly, lx); pick the one pointing from the centre
-            // towards the valleys.
-            let (mx, my) = ((a.0 + b.0) / 2.0 - center.0, (a.1 + b.1) / 2.0 - center.1);
-            let (nx, ny) = if ly * mx - lx * my >= 0.0 {
-                (ly, -lx)
-            } else {
-                (-ly, lx)
-            };
-            let normal = nx.atan2(-ny).to_degrees();
-            // Valleys that are not one row across the hand (a thumb valley, a notch at the
-            // palm's edge) give a line whose normal disagrees with where they lie.
-            if angle_dist(normal, dir) <= 15.0 {
-                normal
-            } else {
-                return Ok((0.0, Orientation::Fallback));
-            }
-        }
-    };
-    if rot.abs() > 40.0 {
-        return Ok((0.0, Orientation::Fallback));
-    }
-    Ok((rot, Orientation::Valleys(chosen.len().min(255) as u8)))
-}
-
-fn angle_dist(a: f32, b: f32) -> f32 {
-    let d = (a - b).rem_euclid(360.0);
-    d.min(360.0 - d)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ pub mod extract;
 pub mod hamming;
 pub mod matcher;
 pub mod metrics;
+#[cfg(feature = "opencv")]
+pub mod orient;
 pub mod rng;
 pub mod sharpness;
 pub mod synth;
