@@ -1,16 +1,18 @@
 //! Which way the hand points, from its mask (feature `opencv`), so that the ROI is cut the
 //! same way whatever angle the shopper holds the hand at.
 //!
-//! Two cues, coarse then fine:
-//! 1. **Fingers**: the mask minus its opening by a disk a little smaller than the palm's
-//!    inscribed circle leaves the fingers (and thumb) as separate blobs; their area-weighted
-//!    direction from the palm centre is "up" to within about 15° (the thumb pulls it aside).
-//!    It works at any angle and needs no valley to be visible.
-//! 2. **Valleys**: the convexity defects between the fingers lie on one row across the hand;
-//!    its normal is a finer "up". Searched only near the finger direction, and used only when
-//!    it agrees with it (a thumb valley or a notch at the palm's edge does not).
+//! In order:
+//! 1. **Valleys near upright** (the kiosk's guide asks for an upright hand): the convexity
+//!    defects between the fingers within ±40° of the frame's up, lying on one row across the
+//!    hand; its normal is "up". The most repeatable cue.
+//! 2. **Fingers**, for a hand turned further: the mask minus its opening by a disk a little
+//!    smaller than the palm's inscribed circle leaves the fingers (and thumb) as separate
+//!    blobs; their area-weighted direction from the palm centre is "up" to within about 15°.
+//!    If that direction is itself within ±40° of upright, the frame's up is kept instead
+//!    (more repeatable from capture to capture than the fingers' direction).
+//! 3. **Valleys near the fingers' direction** refine it when their row agrees.
 //!
-//! With neither, the frame's up is assumed (the kiosk's guide shows the hand upright).
+//! With no cue, the frame's up is assumed.
 //! All coordinates are the gate's downscaled mask pixels. Angles are degrees clockwise from
 //! the frame's up.
 
@@ -37,6 +39,9 @@ pub struct Palm {
     pub radius: f32,
 }
 
+/// How far from the frame's up valleys found without the fingers' help are trusted.
+const UPRIGHT: f32 = 40.0;
+
 /// The hand's up direction (degrees clockwise from the frame's up) and where it came from.
 /// A direction more than `max_rotation` degrees from upright is not trusted: the frame's up
 /// is returned instead (`Fallback`).
@@ -46,8 +51,19 @@ pub fn orientation(
     palm: Palm,
     max_rotation: f32,
 ) -> Result<(f32, Orientation), QualityError> {
-    let Some(seed) = finger_direction(mask, palm)? else {
-        return Ok((0.0, Orientation::Fallback));
+    // A hand held about upright, as the kiosk's guide asks: its valleys near the frame's up
+    // are the most repeatable cue; on generated hands (wrist in view, fingers cut by the
+    // frame) the fingers' direction instead made the EER 2.0 → 5.4 %.
+    if let Some((rot, n)) = valley_row(&valleys(contour, palm, 0.0)?, palm, 0.0) {
+        if angle_dist(rot, 0.0) <= UPRIGHT.min(max_rotation) {
+            return Ok((rot, Orientation::Valleys(n)));
+        }
+    }
+    // Near upright without valleys, the frame's up beats the fingers' direction (which the
+    // thumb and the spread of the fingers move by 10° and more from capture to capture).
+    let seed = match finger_direction(mask, palm)? {
+        Some(seed) if angle_dist(seed, 0.0) > UPRIGHT => seed,
+        _ => return Ok((0.0, Orientation::Fallback)),
     };
     let valleys = valleys(contour, palm, seed)?;
     let (rot, source) = match valley_row(&valleys, palm, seed) {
@@ -339,9 +355,18 @@ mod tests {
         ] {
             let (m, contour, palm) = hand(deg, 28.0, true);
             let (rot, source) = orientation(&m, &contour, palm, 180.0).unwrap();
-            assert_ne!(source, Orientation::Fallback, "at {deg}°");
+            // Near upright the frame's up may stand (the matcher absorbs ±30°); beyond
+            // UPRIGHT the hand's own direction must be found.
+            if angle_dist(deg, 0.0) > UPRIGHT {
+                assert_ne!(source, Orientation::Fallback, "at {deg}°");
+            }
+            let tolerance = if source == Orientation::Fallback {
+                30.0
+            } else {
+                15.0
+            };
             assert!(
-                angle_dist(rot, deg) <= 15.0,
+                angle_dist(rot, deg) <= tolerance,
                 "turned {deg}°, found {rot}° ({source:?})"
             );
         }
