@@ -7,7 +7,7 @@
 //! templates exist only for the duration of one identification.
 
 use crate::identify::{CandidateIndex, PalmId};
-use crate::store::{LedgerError, PalmVersion, Store};
+use crate::store::{LedgerError, PalmChange, PalmState, PalmVersion, Store};
 use anyhow::{bail, Context, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -301,7 +301,12 @@ impl Versions {
 pub struct LoadReport {
     pub enrolled: usize,
     pub skipped: usize,
+    /// The palm version the index holds every change up to (where following starts).
+    pub through: PalmVersion,
 }
+
+/// Palm changes read per query while catching up.
+const CATCH_UP_PAGE: u32 = 256;
 
 /// A kiosk's failures are forgotten after this long without one (never by a success: an
 /// attacker's own palm must not wash the count away).
@@ -362,7 +367,10 @@ impl PalmService {
         let floor = store.palm_version().await?;
         self.versions.lock().expect("versions lock poisoned").floor = floor;
         let owners = store.palm_owners().await?;
-        let mut report = LoadReport::default();
+        let mut report = LoadReport {
+            through: floor,
+            ..LoadReport::default()
+        };
         for chunk in owners.chunks(1024) {
             let sealed = store.palm_templates(Some(chunk.to_vec())).await?;
             let mut index = self.index.write().expect("index lock poisoned");
@@ -426,6 +434,61 @@ impl PalmService {
             change(&mut index);
         }
         newer
+    }
+
+    /// Applies every palm change committed after `after` (through any replica) to the index,
+    /// a page at a time; returns the version it is now complete up to. Changes the index
+    /// already has (its own, or replays) are skipped by their version.
+    pub async fn catch_up(
+        &self,
+        store: &dyn Store,
+        mut after: PalmVersion,
+    ) -> Result<PalmVersion, LedgerError> {
+        loop {
+            let changes = store.palm_changes(after, CATCH_UP_PAGE).await?;
+            let more = changes.len() == CATCH_UP_PAGE as usize;
+            for change in changes {
+                after = after.max(change.version);
+                self.apply(change);
+            }
+            if !more {
+                return Ok(after);
+            }
+        }
+    }
+
+    /// Puts one palm's change into the index if it is newer than what the index has of it.
+    /// Templates that do not open take the palm out (as at start-up, it is reported).
+    fn apply(&self, change: PalmChange) {
+        let PalmChange {
+            account,
+            version,
+            state,
+        } = change;
+        if !self.is_newer(account, version) {
+            return;
+        }
+        let opened = match state {
+            PalmState::Deleted => None,
+            PalmState::Enrolled(sealed) => match self.open_all(account, &sealed) {
+                Ok(templates) => Some(templates),
+                Err(e) => {
+                    tracing::warn!(account, error = %e, "followed palm left out of the index: its templates do not open or decode");
+                    None
+                }
+            },
+        };
+        match opened {
+            Some(templates) => self.index_insert(account, version, &templates),
+            None => self.index_remove(account, version),
+        };
+    }
+
+    /// Whether the index has seen nothing of `account` as recent as `v` (a cheap look before
+    /// decrypting; [`Versions::admit`] decides under the index lock).
+    fn is_newer(&self, account: PalmId, v: PalmVersion) -> bool {
+        let versions = self.versions.lock().expect("versions lock poisoned");
+        v > *versions.latest.get(&account).unwrap_or(&versions.floor)
     }
 
     /// Waits for the enrollment turn: hold it from the duplicate check until the new palm

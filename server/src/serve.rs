@@ -6,7 +6,7 @@ use crate::config::{Database, ServerConfig};
 use crate::palm::{PalmService, TemplateKey};
 use crate::store::postgres::{PgStore, SERVE_POOL_SIZE};
 use crate::store::sqlite::open_in;
-use crate::store::Store;
+use crate::store::{PalmVersion, Store};
 use crate::tls::server_config;
 use anyhow::{Context, Result};
 use axum_server::tls_rustls::RustlsConfig;
@@ -23,6 +23,9 @@ pub struct Running {
     pub crl_reloads: tokio::sync::watch::Receiver<u64>,
     /// What start-up found in the store (palms indexed and skipped).
     pub loaded: crate::palm::LoadReport,
+    /// With PostgreSQL: the palm version this replica's index is complete up to, following
+    /// changes made through every replica ([`crate::follow`]). `None` with SQLite.
+    pub followed: Option<tokio::sync::watch::Receiver<PalmVersion>>,
 }
 
 impl Running {
@@ -87,6 +90,7 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
             "palms left out of the index because their templates do not open (see the warnings above)"
         );
     }
+    let followed = follow_palms(&cfg.database, &palm, &store, loaded.through);
     let state = AppState::new(store, cfg.api.clone(), palm);
     state.set_revoked(crate::tls::revoked_serials(&cfg.tls.crl)?);
     let app = router(state.clone());
@@ -117,7 +121,22 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         server,
         crl_reloads: rx,
         loaded,
+        followed,
     })
+}
+
+/// With PostgreSQL, other replicas change palms too: follow them (LISTEN plus catch-up).
+fn follow_palms(
+    database: &Database,
+    palm: &Arc<PalmService>,
+    store: &Arc<dyn Store>,
+    from: PalmVersion,
+) -> Option<tokio::sync::watch::Receiver<PalmVersion>> {
+    let Database::Postgres(url) = database else {
+        return None;
+    };
+    let wakes = crate::store::postgres::notify::listen(url.clone());
+    Some(crate::follow::spawn(palm.clone(), store.clone(), from, wakes))
 }
 
 /// The server never reads the CA key; one lying next to the CA certificate could let

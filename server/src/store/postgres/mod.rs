@@ -15,13 +15,14 @@
 
 mod accounts;
 mod commands;
+pub mod notify;
 mod reads;
 mod records;
 
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    Command, Idem, LedgerError, PalmVersion, SessionInfo, ShopperAuth, Store, StoredResult,
+    Command, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store, StoredResult,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
@@ -263,6 +264,14 @@ impl Store for PgStore {
 
     async fn palm_version(&self) -> Result<PalmVersion, LedgerError> {
         reads::palm_version(&self.client().await?).await
+    }
+
+    async fn palm_changes(
+        &self,
+        after: PalmVersion,
+        limit: u32,
+    ) -> Result<Vec<PalmChange>, LedgerError> {
+        reads::palm_changes(&self.client().await?, after, limit).await
     }
 
     async fn total_balance(&self) -> Result<i64, LedgerError> {
