@@ -12,10 +12,12 @@ use common::pg::{fresh_db, PgDb};
 use common::{eur, TestServer};
 use palmline_server::config::Database;
 use palmline_server::palm::PalmPolicy;
+use palmline_server::store::{Command, Outcome, PalmVersion, Store};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// The promise: a replica's index follows a change made through another within this.
 const FOLLOW_WITHIN: Duration = Duration::from_secs(1);
@@ -119,10 +121,91 @@ async fn an_enrollment_through_a_pays_through_b_and_a_deletion_through_a_stops_b
         millis(&enrolled),
         millis(&deleted)
     );
+    // Each enrollment is logged once, though A's own follower may index it first.
+    let (_, log) = b
+        .get(&b.admin(), "/v1/admin/palm-scans?limit=100", None)
+        .await;
+    let logged = log.as_array().unwrap().iter();
+    let enrollments = logged.filter(|r| r["outcome"] == "enrolled").count();
+    assert_eq!(enrollments, shoppers.len(), "{log}");
     assert!(a.ledger().await.ok && b.ledger().await.ok);
     a.stop().await;
     b.stop().await;
     db.drop_db().await;
+}
+
+/// The figure docs/SCALING.md quotes: from a palm change's commit at A to B's index holding
+/// it, over `n` enrollments and `n` deletions written straight through A's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follow_latency_from_a_commit_to_the_other_replicas_index() {
+    let Some((db, a, b)) = replicas("latency").await else {
+        return;
+    };
+    let n = 40;
+    let store = a.running.state.store.clone();
+    let mut shoppers = Vec::new();
+    for i in 0..n {
+        shoppers.push(register(&*store, &format!("s{i}")).await);
+    }
+    let mut followed = b.running.followed.clone().expect("B follows palm changes");
+    let mut latencies = Vec::new();
+    for (i, &id) in shoppers.iter().enumerate() {
+        let templates: Vec<_> = (0..3).map(|k| capture(&palm(300 + i as u64), k)).collect();
+        let ciphertexts = a.running.state.palm.seal_all(id, &templates);
+        let enroll = Command::EnrollPalm {
+            shopper_id: id,
+            ciphertexts,
+        };
+        latencies.push(change_followed(&*store, &mut followed, enroll).await);
+    }
+    assert_eq!(b.running.state.palm.enrolled(), n);
+    for &id in &shoppers {
+        let delete = Command::DeletePalm { shopper_id: id };
+        latencies.push(change_followed(&*store, &mut followed, delete).await);
+    }
+    assert_eq!(b.running.state.palm.enrolled(), 0);
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "follow latency over {} changes (commit at A -> B's index): p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    );
+    a.stop().await;
+    b.stop().await;
+    db.drop_db().await;
+}
+
+async fn register(store: &dyn Store, name: &str) -> i64 {
+    let cmd = Command::RegisterShopper {
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        password_hash: "not used".into(),
+        pin_hash: None,
+    };
+    match store.execute(None, cmd).await.unwrap() {
+        Outcome::Shopper(s) => s.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Commits `cmd` (a palm change) and waits until B's index holds it: the time from the
+/// commit to then, at most [`FOLLOW_WITHIN`].
+async fn change_followed(
+    store: &dyn Store,
+    followed: &mut watch::Receiver<PalmVersion>,
+    cmd: Command,
+) -> Duration {
+    let v = store.execute(None, cmd).await.unwrap().palm_version().unwrap();
+    let committed = Instant::now();
+    tokio::time::timeout(FOLLOW_WITHIN, followed.wait_for(|seen| *seen >= v))
+        .await
+        .expect("B's index followed the change in time")
+        .unwrap();
+    committed.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

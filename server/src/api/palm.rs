@@ -3,7 +3,9 @@
 //! (never given back by a success); a kiosk that keeps failing is slowed down.
 
 use super::input::{self, Pin};
-use super::kiosk::{idempotent, open_session, pin_gate, respond, session, subject};
+use super::kiosk::{
+    idempotent, idempotent_run, open_session, pin_gate, respond, session, subject, Ran,
+};
 use super::{check_amount, idempotency, parse_json, ApiError, KioskCaller, RawBody, SharedState};
 use crate::limits::{Factor, GuessKey};
 use crate::palm::{Identification, Verdict};
@@ -295,7 +297,7 @@ pub async fn enroll(
     let (kiosk2, templates2) = (kiosk.clone(), templates.clone());
     // From the duplicate check until the palm is in the index: one enrollment at a time.
     let turn = state.palm.enrollment_turn().await;
-    let outcome = idempotent(&state, idem, async move {
+    let (outcome, ran) = idempotent_run(&state, idem, async move {
         // Each capture is one 1:N search below: each costs an identification attempt.
         if let Err(e) = st.identification_allowed(&kiosk2, count) {
             let limited = ScanOutcome::RateLimited;
@@ -335,11 +337,13 @@ pub async fn enroll(
         })
     })
     .await?;
+    // This replica's follower may have put the palm in first (the change is announced at
+    // commit): the enrollment is logged once, by the request that ran it.
     let applied = outcome
         .palm_version()
         .is_some_and(|v| state.palm.index_insert(shopper, v, &templates));
     drop(turn);
-    if applied {
+    if applied || ran == Ran::Now {
         log_scan(
             &state,
             &kiosk,
