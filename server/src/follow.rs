@@ -48,7 +48,9 @@ async fn follow(
                 through.send_replace(v);
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "following palm changes failed; retrying on the next wake-up"),
+            Err(e) => {
+                tracing::warn!(error = %e, "following palm changes failed; retrying on the next wake-up")
+            }
         }
     }
 }

@@ -136,7 +136,12 @@ fn follow_palms(
         return None;
     };
     let wakes = crate::store::postgres::notify::listen(url.clone());
-    Some(crate::follow::spawn(palm.clone(), store.clone(), from, wakes))
+    Some(crate::follow::spawn(
+        palm.clone(),
+        store.clone(),
+        from,
+        wakes,
+    ))
 }
 
 /// The server never reads the CA key; one lying next to the CA certificate could let

@@ -27,8 +27,13 @@ const FOLLOW_WITHIN: Duration = Duration::from_secs(1);
 async fn replicas(tag: &str) -> Option<(PgDb, TestServer, TestServer)> {
     let db = fresh_db(tag).await?;
     let pg = || Database::Postgres(db.url.clone());
-    let a = TestServer::start_on(TestServer::prepared_dir(), pg(), PalmPolicy::default(), |_| {})
-        .await;
+    let a = TestServer::start_on(
+        TestServer::prepared_dir(),
+        pg(),
+        PalmPolicy::default(),
+        |_| {},
+    )
+    .await;
     let dir_b = tempfile::tempdir().unwrap();
     copy_dir(a.dir.path(), dir_b.path());
     let b = TestServer::start_on(dir_b, pg(), PalmPolicy::default(), |_| {}).await;
@@ -77,7 +82,10 @@ async fn delete_palm(t: &TestServer, c: &reqwest::Client, token: &str, key: &str
 }
 
 fn millis(d: &[Duration]) -> String {
-    let ms: Vec<String> = d.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).collect();
+    let ms: Vec<String> = d
+        .iter()
+        .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+        .collect();
     ms.join(" ")
 }
 
@@ -100,7 +108,11 @@ async fn an_enrollment_through_a_pays_through_b_and_a_deletion_through_a_stops_b
     // B identifies a palm only A enrolled, and charges the right shopper once.
     let probe = capture(&palm(100), 99);
     let (s, r) = pay_by_palm(&b, &kb, "pay-b-1", &probe, "12.00", None).await;
-    assert_eq!((s, r["shopper"].as_str()), (StatusCode::OK, Some("shopper0")), "{r}");
+    assert_eq!(
+        (s, r["shopper"].as_str()),
+        (StatusCode::OK, Some("shopper0")),
+        "{r}"
+    );
     assert_eq!(a.balance_of("shopper0").await, 3_800);
 
     let mut deleted = Vec::new();
@@ -199,7 +211,12 @@ async fn change_followed(
     followed: &mut watch::Receiver<PalmVersion>,
     cmd: Command,
 ) -> Duration {
-    let v = store.execute(None, cmd).await.unwrap().palm_version().unwrap();
+    let v = store
+        .execute(None, cmd)
+        .await
+        .unwrap()
+        .palm_version()
+        .unwrap();
     let committed = Instant::now();
     tokio::time::timeout(FOLLOW_WITHIN, followed.wait_for(|seen| *seen >= v))
         .await
@@ -246,7 +263,11 @@ async fn a_replica_started_later_and_one_that_lost_its_listener_catch_up_by_vers
         .unwrap();
     let kb = b.kiosk("kiosk-b");
     let (s, r) = pay_by_palm(&b, &kb, "new-palm", &capture(&palm(8), 99), "1.00", None).await;
-    assert_eq!((s, r["shopper"].as_str()), (StatusCode::OK, Some("dora")), "{r}");
+    assert_eq!(
+        (s, r["shopper"].as_str()),
+        (StatusCode::OK, Some("dora")),
+        "{r}"
+    );
     let (s, _) = pay_by_palm(&b, &kb, "old-palm", &capture(&palm(7), 98), "1.00", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "the deleted palm is gone at B");
     for t in [a, b, c] {
@@ -263,7 +284,13 @@ async fn a_lock_out_counted_at_both_replicas_holds_at_both() {
     // The same kiosk reaching either replica (as behind a load balancer).
     let (via_a, via_b) = (a.kiosk("kiosk-a"), b.kiosk("kiosk-a"));
     a.register(&via_a, "carol", None).await;
-    for (t, c) in [(&a, &via_a), (&b, &via_b), (&a, &via_a), (&b, &via_b), (&a, &via_a)] {
+    for (t, c) in [
+        (&a, &via_a),
+        (&b, &via_b),
+        (&a, &via_a),
+        (&b, &via_b),
+        (&a, &via_a),
+    ] {
         let (s, v) = t.login(c, "carol", "wrong-password").await;
         assert_eq!(v["error"]["code"], "invalid_credentials", "{s} {v}");
     }

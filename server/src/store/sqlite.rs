@@ -7,8 +7,8 @@
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
 use super::{
-    Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome, PalmChange, PalmVersion, Purged, SessionInfo,
-    ShopperAuth, Store, StoredResult,
+    Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome, PalmChange, PalmVersion, Purged,
+    SessionInfo, ShopperAuth, Store, StoredResult,
 };
 use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
 use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};

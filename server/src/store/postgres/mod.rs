@@ -22,7 +22,8 @@ mod records;
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    Command, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store, StoredResult,
+    Command, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store,
+    StoredResult,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
