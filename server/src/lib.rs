@@ -15,4 +15,5 @@ pub mod pki;
 pub mod retention;
 pub mod serve;
 pub mod store;
+pub mod throttle;
 pub mod tls;

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Semaphore;
 
 const CT_VERSION: u8 = 1;
@@ -262,7 +262,6 @@ pub struct PalmService {
     pub policy: PalmPolicy,
     matcher: Matcher,
     index: RwLock<Box<dyn CandidateIndex>>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Matcher jobs running at once on the blocking pool (never on an async worker).
     cpu: Arc<Semaphore>,
     /// The latest change of each palm the index has applied (taken after `index`).
@@ -308,10 +307,6 @@ pub struct LoadReport {
 /// Palm changes read per query while catching up.
 const CATCH_UP_PAGE: u32 = 256;
 
-/// A kiosk's failures are forgotten after this long without one (never by a success: an
-/// attacker's own palm must not wash the count away).
-const FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
-
 impl PalmService {
     pub fn new(key: TemplateKey, policy: PalmPolicy, index: Box<dyn CandidateIndex>) -> Arc<Self> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -330,7 +325,6 @@ impl PalmService {
             policy,
             matcher: Matcher::default(),
             index: RwLock::new(index),
-            failures: Mutex::new(HashMap::new()),
             cpu: Arc::new(Semaphore::new(threads.max(1))),
             versions: Mutex::new(Versions::default()),
             enrolling: tokio::sync::Mutex::new(()),
@@ -609,44 +603,6 @@ impl PalmService {
             decision,
         }
     }
-
-    /// How long this kiosk must wait before its next identification, if it failed too often.
-    pub fn slowed_down(&self, kiosk: &str) -> Option<Duration> {
-        self.slowed_down_at(kiosk, Instant::now())
-    }
-
-    fn slowed_down_at(&self, kiosk: &str, now: Instant) -> Option<Duration> {
-        let failures = self.failures.lock().expect("poisoned");
-        let (n, last) = failures.get(kiosk)?;
-        let since = now.saturating_duration_since(*last);
-        if *n < self.policy.free_failures || since >= FAILURES_FORGOTTEN_AFTER {
-            return None;
-        }
-        // 1 s after the allowance, doubling per further failure, capped at a minute.
-        let wait = Duration::from_secs(1u64 << (n - self.policy.free_failures).min(6))
-            .min(Duration::from_secs(60));
-        (since < wait).then(|| wait - since)
-    }
-
-    /// Counts a failed identification (unrecognised palm, wrong step-up PIN) of a kiosk.
-    /// Only time forgets it: a success does not.
-    pub fn record_failure(&self, kiosk: &str) {
-        self.record_failure_at(kiosk, Instant::now())
-    }
-
-    fn record_failure_at(&self, kiosk: &str, now: Instant) {
-        let mut failures = self.failures.lock().expect("poisoned");
-        if failures.len() > 4096 {
-            failures
-                .retain(|_, (_, t)| now.saturating_duration_since(*t) < FAILURES_FORGOTTEN_AFTER);
-        }
-        let e = failures.entry(kiosk.to_string()).or_insert((0, now));
-        if now.saturating_duration_since(e.1) >= FAILURES_FORGOTTEN_AFTER {
-            e.0 = 0;
-        }
-        e.0 += 1;
-        e.1 = now;
-    }
 }
 
 fn open_all(key: &TemplateKey, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {
@@ -763,35 +719,6 @@ mod tests {
         );
         std::fs::write(&path, b"short").unwrap();
         assert!(TemplateKey::load(&path).is_err());
-    }
-
-    #[test]
-    fn kiosk_slow_down_grows_is_not_reset_by_a_success_and_fades_with_time() {
-        let key = TemplateKey::from_bytes(&[1u8; 32]).unwrap();
-        let svc = PalmService::new(
-            key,
-            PalmPolicy::default(),
-            Box::new(crate::identify::ExhaustiveIndex::default()),
-        );
-        let t0 = Instant::now();
-        for _ in 0..4 {
-            svc.record_failure_at("k", t0);
-            assert!(svc.slowed_down_at("k", t0).is_none());
-        }
-        svc.record_failure_at("k", t0);
-        let w1 = svc.slowed_down_at("k", t0).unwrap();
-        svc.record_failure_at("k", t0);
-        let w2 = svc.slowed_down_at("k", t0).unwrap();
-        assert!(w2 > w1);
-        assert!(svc.slowed_down_at("other", t0).is_none());
-        // There is no success path at all: only the quiet period forgets.
-        let later = t0 + FAILURES_FORGOTTEN_AFTER;
-        assert!(svc.slowed_down_at("k", later).is_none());
-        svc.record_failure_at("k", later);
-        assert!(
-            svc.slowed_down_at("k", later).is_none(),
-            "counting starts again"
-        );
     }
 
     #[test]

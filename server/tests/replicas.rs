@@ -10,7 +10,9 @@ mod common;
 use common::palms::{capture, enroll, palm, pay_by_palm};
 use common::pg::{fresh_db, PgDb};
 use common::{eur, TestServer};
+use palmline_server::api::ApiConfig;
 use palmline_server::config::Database;
+use palmline_server::limits::IdentifyRates;
 use palmline_server::palm::PalmPolicy;
 use palmline_server::store::{Command, Outcome, PalmVersion, Store};
 use reqwest::StatusCode;
@@ -25,18 +27,21 @@ const FOLLOW_WITHIN: Duration = Duration::from_secs(1);
 /// Two replicas on one fresh database. B's data dir is a copy of A's: the same PKI and, as
 /// every replica needs, the same template key.
 async fn replicas(tag: &str) -> Option<(PgDb, TestServer, TestServer)> {
+    replicas_with(tag, PalmPolicy::default(), |_| {}).await
+}
+
+/// As [`replicas`], both with this policy and API settings.
+async fn replicas_with(
+    tag: &str,
+    policy: PalmPolicy,
+    tune: impl Fn(&mut ApiConfig),
+) -> Option<(PgDb, TestServer, TestServer)> {
     let db = fresh_db(tag).await?;
     let pg = || Database::Postgres(db.url.clone());
-    let a = TestServer::start_on(
-        TestServer::prepared_dir(),
-        pg(),
-        PalmPolicy::default(),
-        |_| {},
-    )
-    .await;
+    let a = TestServer::start_on(TestServer::prepared_dir(), pg(), policy, &tune).await;
     let dir_b = tempfile::tempdir().unwrap();
     copy_dir(a.dir.path(), dir_b.path());
-    let b = TestServer::start_on(dir_b, pg(), PalmPolicy::default(), |_| {}).await;
+    let b = TestServer::start_on(dir_b, pg(), policy, &tune).await;
     Some((db, a, b))
 }
 
@@ -338,6 +343,72 @@ async fn an_idempotency_key_replayed_across_replicas_has_one_effect() {
     let (s, v) = b.post(&via_b, "/v1/deposits", "dep-1", other).await;
     assert_eq!(v["error"]["code"], "idempotency_mismatch", "{s} {v}");
     assert_eq!(a.balance_of("erin").await, 2_000);
+    a.stop().await;
+    b.stop().await;
+    db.drop_db().await;
+}
+
+/// A stranger's palm at a kiosk, through `t`: the error code it gets.
+async fn stranger_at(t: &TestServer, c: &reqwest::Client, attempt: u64) -> String {
+    let probe = capture(&palm(9_000), attempt);
+    let key = format!("stranger-{attempt}");
+    let (_, v) = pay_by_palm(t, c, &key, &probe, "1.00", None).await;
+    v["error"]["code"].as_str().unwrap_or("none").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kiosks_identification_rate_is_one_budget_across_replicas() {
+    let lenient = PalmPolicy {
+        free_failures: 100,
+        ..PalmPolicy::default()
+    };
+    let rates = |api: &mut ApiConfig| {
+        api.identify = IdentifyRates {
+            per_kiosk: 4,
+            per_merchant: 100,
+            window: Duration::from_secs(3600),
+        };
+    };
+    let Some((db, a, b)) = replicas_with("rate", lenient, rates).await else {
+        return;
+    };
+    let (via_a, via_b) = (a.kiosk("kiosk-a"), b.kiosk("kiosk-a"));
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let (t, c) = if i % 2 == 0 {
+            (&a, &via_a)
+        } else {
+            (&b, &via_b)
+        };
+        codes.push(stranger_at(t, c, i).await);
+    }
+    let want: Vec<&str> = ["palm_not_recognised"; 4]
+        .into_iter()
+        .chain(["rate_limited"; 2])
+        .collect();
+    assert_eq!(codes, want, "4 per window in all, not 4 per replica");
+    a.stop().await;
+    b.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kiosk_slowed_down_at_one_replica_is_slowed_down_at_the_other() {
+    let strict = PalmPolicy {
+        free_failures: 2,
+        ..PalmPolicy::default()
+    };
+    let Some((db, a, b)) = replicas_with("slow", strict, |_| {}).await else {
+        return;
+    };
+    let (via_a, via_b) = (a.kiosk("kiosk-a"), b.kiosk("kiosk-a"));
+    assert_eq!(stranger_at(&a, &via_a, 1).await, "palm_not_recognised");
+    assert_eq!(stranger_at(&b, &via_b, 2).await, "palm_not_recognised");
+    // Two failures in all: the kiosk waits at both replicas, and other kiosks do not.
+    assert_eq!(stranger_at(&b, &via_b, 3).await, "rate_limited");
+    assert_eq!(stranger_at(&a, &via_a, 4).await, "rate_limited");
+    let other = b.kiosk("kiosk-b");
+    assert_eq!(stranger_at(&b, &other, 5).await, "palm_not_recognised");
     a.stop().await;
     b.stop().await;
     db.drop_db().await;

@@ -67,7 +67,8 @@ pub(super) async fn log_scan(
 /// Refuses an identification from a kiosk that failed too often lately, or past the
 /// kiosk's or merchant's rate (every attempt counts, whatever its outcome).
 async fn admit(state: &SharedState, kiosk: &KioskRef, purpose: &str) -> Result<(), ApiError> {
-    let refused = match state.palm.slowed_down(&kiosk.kiosk_id) {
+    let free = state.palm.policy.free_failures;
+    let refused = match state.throttle.slowed_down(&kiosk.kiosk_id, free).await? {
         Some(wait) => Err({
             state
                 .metrics
@@ -81,7 +82,7 @@ async fn admit(state: &SharedState, kiosk: &KioskRef, purpose: &str) -> Result<(
             )
             .retry_after(wait)
         }),
-        None => state.identification_allowed(kiosk, 1),
+        None => state.identification_allowed(kiosk, 1).await,
     };
     if refused.is_err() {
         log_scan(state, kiosk, purpose, ScanOutcome::RateLimited, None, None).await?;
@@ -97,7 +98,9 @@ async fn not_recognised(
     score: Option<u32>,
     message: &str,
 ) -> ApiError {
-    state.palm.record_failure(&kiosk.kiosk_id);
+    if let Err(e) = state.throttle.record_failure(&kiosk.kiosk_id).await {
+        return e.into();
+    }
     let logged = log_scan(state, kiosk, purpose, ScanOutcome::Rejected, score, None).await;
     logged
         .err()
@@ -187,7 +190,7 @@ async fn step_up(
     let phc = auth.pin_hash.unwrap_or_default();
     let checked = super::kiosk::check_guess(state, key, pin.expose(), phc).await;
     if !matches!(checked, Ok(true)) {
-        state.palm.record_failure(&kiosk.kiosk_id);
+        state.throttle.record_failure(&kiosk.kiosk_id).await?;
         let outcome = ScanOutcome::StepUpFailed;
         log_scan(state, kiosk, purpose, outcome, score, Some(shopper)).await?;
         checked?;
@@ -299,7 +302,7 @@ pub async fn enroll(
     let turn = state.palm.enrollment_turn().await;
     let (outcome, ran) = idempotent_run(&state, idem, async move {
         // Each capture is one 1:N search below: each costs an identification attempt.
-        if let Err(e) = st.identification_allowed(&kiosk2, count) {
+        if let Err(e) = st.identification_allowed(&kiosk2, count).await {
             let limited = ScanOutcome::RateLimited;
             log_scan(&st, &kiosk2, "enroll", limited, None, Some(shopper)).await?;
             return Err(e);

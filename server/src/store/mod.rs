@@ -356,6 +356,13 @@ pub trait Store: Send + Sync + 'static {
     /// `GET /v1/admin/metrics`. Called once at start-up; a store with none does nothing.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 
+    /// Where the identification limits keep their counts when several servers share this
+    /// store (PostgreSQL: rows); `None` when one process serves it (SQLite), which then
+    /// keeps them in its memory ([`crate::throttle::LocalThrottle`]).
+    fn shared_throttle(&self) -> Option<std::sync::Arc<dyn crate::throttle::Throttle>> {
+        None
+    }
+
     /// Applies one command atomically. With `idem`, a repeat of the same request returns
     /// the first result and changes nothing; the same key with another request is
     /// [`LedgerError::IdempotencyMismatch`].

@@ -18,6 +18,7 @@ mod commands;
 pub mod notify;
 mod reads;
 mod records;
+pub mod throttle;
 
 pub(crate) use reads::ledger_check_in;
 
@@ -36,7 +37,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 /// Migrations, applied in order; `schema_version` holds the number applied.
-pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("replicas.sql")];
 
 /// Any fixed number: concurrent migrators (several replicas starting) take turns on it.
 const MIGRATION_LOCK: i64 = 0x7061_6c6d;
@@ -181,6 +182,11 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    fn shared_throttle(&self) -> Option<std::sync::Arc<dyn crate::throttle::Throttle>> {
+        let pool = self.pool.clone();
+        Some(std::sync::Arc::new(throttle::PgThrottle { pool }))
+    }
+
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let mut client = self.client().await?;
         commands::execute_command(&mut client, self.currency, idem, cmd).await
