@@ -42,7 +42,7 @@ async fn follow(
             _ = poll.tick() => {}
         }
         let after = *through.borrow();
-        match palm.catch_up(&*store, after).await {
+        match palm.follow_up(&*store).await {
             Ok(v) if v > after => {
                 tracing::debug!(from = after.0, to = v.0, "index followed palm changes");
                 through.send_replace(v);

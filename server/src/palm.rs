@@ -266,6 +266,8 @@ pub struct PalmService {
     cpu: Arc<Semaphore>,
     /// The latest change of each palm the index has applied (taken after `index`).
     versions: Mutex<Versions>,
+    /// The palm version the index holds every change up to (raised by [`Self::follow_up`]).
+    through: Mutex<PalmVersion>,
     /// One enrollment at a time from its duplicate check to its index insert, so that two
     /// enrollments of one palm cannot both find the other absent.
     enrolling: tokio::sync::Mutex<()>,
@@ -327,6 +329,7 @@ impl PalmService {
             index: RwLock::new(index),
             cpu: Arc::new(Semaphore::new(threads.max(1))),
             versions: Mutex::new(Versions::default()),
+            through: Mutex::new(PalmVersion::default()),
             enrolling: tokio::sync::Mutex::new(()),
             metrics: Default::default(),
         })
@@ -360,6 +363,7 @@ impl PalmService {
     pub async fn load(&self, store: &dyn Store) -> Result<LoadReport> {
         let floor = store.palm_version().await?;
         self.versions.lock().expect("versions lock poisoned").floor = floor;
+        *self.through.lock().expect("through lock poisoned") = floor;
         let owners = store.palm_owners().await?;
         let mut report = LoadReport {
             through: floor,
@@ -428,6 +432,16 @@ impl PalmService {
             change(&mut index);
         }
         newer
+    }
+
+    /// Applies every palm change committed since the index was last complete (through any
+    /// replica); returns the version it is complete up to now.
+    pub async fn follow_up(&self, store: &dyn Store) -> Result<PalmVersion, LedgerError> {
+        let after = *self.through.lock().expect("through lock poisoned");
+        let now = self.catch_up(store, after).await?;
+        let mut through = self.through.lock().expect("through lock poisoned");
+        *through = (*through).max(now);
+        Ok(*through)
     }
 
     /// Applies every palm change committed after `after` (through any replica) to the index,

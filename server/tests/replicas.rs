@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::palms::{capture, enroll, palm, pay_by_palm};
+use common::palms::{b64, capture, enroll, palm, pay_by_palm};
 use common::pg::{fresh_db, PgDb};
 use common::{eur, TestServer};
 use palmline_server::api::ApiConfig;
@@ -419,6 +419,65 @@ async fn a_kiosk_slowed_down_at_one_replica_is_slowed_down_at_the_other() {
     assert_eq!(stranger_at(&a, &via_a, 4).await, "rate_limited");
     let other = b.kiosk("kiosk-b");
     assert_eq!(stranger_at(&b, &other, 5).await, "palm_not_recognised");
+    a.stop().await;
+    b.stop().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_palm_enrolled_at_once_through_both_replicas_gets_one_account() {
+    let Some((db, a, b)) = replicas("twins").await else {
+        return;
+    };
+    // Sessions belong to the kiosk that opened them: kiosk A reaches both replicas.
+    let (via_a, via_b) = (a.kiosk("kiosk-a"), b.kiosk("kiosk-a"));
+    let mut tokens = Vec::new();
+    for i in 0..8 {
+        let name = format!("twin{i}");
+        a.register(&via_a, &name, None).await;
+        tokens.push(a.token(&via_a, &name).await);
+    }
+    let twin = palm(4_242);
+    let mut attempts = tokio::task::JoinSet::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let (t, c) = if i % 2 == 0 {
+            (&a, &via_a)
+        } else {
+            (&b, &via_b)
+        };
+        let (base, c, twin) = (t.base.clone(), c.clone(), twin.clone());
+        attempts.spawn(async move {
+            let templates: Vec<String> = (0..3)
+                .map(|k| b64(&capture(&twin, 10 * i as u64 + k)))
+                .collect();
+            let resp = c
+                .post(format!("{base}/v1/palms"))
+                .bearer_auth(token)
+                .header(
+                    palmline_shared::api::IDEMPOTENCY_HEADER,
+                    format!("twin-{i}"),
+                )
+                .json(&json!({"templates": templates}))
+                .send()
+                .await
+                .unwrap();
+            resp.status()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = attempts.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, refused), (1, 7), "{statuses:?}");
+    assert_eq!(a.running.state.store.palm_owners().await.unwrap().len(), 1);
     a.stop().await;
     b.stop().await;
     db.drop_db().await;

@@ -298,8 +298,13 @@ pub async fn enroll(
     let shopper = s.shopper_id;
     let count = templates.len() as u32;
     let (kiosk2, templates2) = (kiosk.clone(), templates.clone());
-    // From the duplicate check until the palm is in the index: one enrollment at a time.
+    // From the duplicate check until the palm is in the index: one enrollment at a time,
+    // here and (with replicas) in the whole database, with this index caught up first.
     let turn = state.palm.enrollment_turn().await;
+    let shared_turn = state.store.enrollment_turn().await?;
+    if shared_turn.is_some() {
+        state.palm.follow_up(&*state.store).await?;
+    }
     let (outcome, ran) = idempotent_run(&state, idem, async move {
         // Each capture is one 1:N search below: each costs an identification attempt.
         if let Err(e) = st.identification_allowed(&kiosk2, count).await {
@@ -345,7 +350,7 @@ pub async fn enroll(
     let applied = outcome
         .palm_version()
         .is_some_and(|v| state.palm.index_insert(shopper, v, &templates));
-    drop(turn);
+    drop((shared_turn, turn));
     if applied || ran == Ran::Now {
         log_scan(
             &state,

@@ -184,6 +184,9 @@ impl Outcome {
     }
 }
 
+/// A turn held in the database while this value lives (dropping it gives the turn back).
+pub trait Turn: Send {}
+
 /// The version of one shopper's palm: every enrollment and deletion takes the next number
 /// of one store-wide sequence, so a later change always has a larger version.
 #[derive(
@@ -355,6 +358,13 @@ pub trait Store: Send + Sync + 'static {
     /// Registers the store's own instruments (the writer's batches and commits) for
     /// `GET /v1/admin/metrics`. Called once at start-up; a store with none does nothing.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    /// The enrollment turn shared by every server on this store (PostgreSQL), held while the
+    /// returned value lives; `None` when one process serves the store (SQLite), whose own
+    /// turn ([`crate::palm::PalmService::enrollment_turn`]) is enough.
+    async fn enrollment_turn(&self) -> Result<Option<Box<dyn Turn>>, LedgerError> {
+        Ok(None)
+    }
 
     /// Where the identification limits keep their counts when several servers share this
     /// store (PostgreSQL: rows); `None` when one process serves it (SQLite), which then

@@ -19,12 +19,13 @@ pub mod notify;
 mod reads;
 mod records;
 pub mod throttle;
+mod turn;
 
 pub(crate) use reads::ledger_check_in;
 
 use super::{
     Command, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store,
-    StoredResult,
+    StoredResult, Turn,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
@@ -182,6 +183,10 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn enrollment_turn(&self) -> Result<Option<Box<dyn Turn>>, LedgerError> {
+        Ok(Some(Box::new(turn::take(&self.pool).await?)))
+    }
+
     fn shared_throttle(&self) -> Option<std::sync::Arc<dyn crate::throttle::Throttle>> {
         let pool = self.pool.clone();
         Some(std::sync::Arc::new(throttle::PgThrottle { pool }))
