@@ -16,17 +16,17 @@ use tokio::sync::{mpsc, watch};
 /// A catch-up without any announcement this often (a lost notification costs at most this).
 pub const SAFETY_POLL: Duration = Duration::from_secs(10);
 
-/// Follows palm changes from `from` on, woken by `wakes`, until `wakes` closes. The returned
-/// receiver holds the version the index is complete up to.
+/// Follows palm changes from `from` on, woken by `wakes`, until `wakes` closes or the task
+/// is aborted. The returned receiver holds the version the index is complete up to.
 pub fn spawn(
     palm: Arc<PalmService>,
     store: Arc<dyn Store>,
     from: PalmVersion,
     wakes: mpsc::Receiver<Wake>,
-) -> watch::Receiver<PalmVersion> {
+) -> (watch::Receiver<PalmVersion>, tokio::task::JoinHandle<()>) {
     let (through, rx) = watch::channel(from);
-    tokio::spawn(follow(palm, store, wakes, through));
-    rx
+    let task = tokio::spawn(follow(palm, store, wakes, through));
+    (rx, task)
 }
 
 async fn follow(

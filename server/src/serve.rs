@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// The palm version a replica's index is complete up to.
+pub type Followed = tokio::sync::watch::Receiver<PalmVersion>;
+
 pub struct Running {
     pub addr: SocketAddr,
     pub handle: axum_server::Handle<SocketAddr>,
@@ -25,7 +28,9 @@ pub struct Running {
     pub loaded: crate::palm::LoadReport,
     /// With PostgreSQL: the palm version this replica's index is complete up to, following
     /// changes made through every replica ([`crate::follow`]). `None` with SQLite.
-    pub followed: Option<tokio::sync::watch::Receiver<PalmVersion>>,
+    pub followed: Option<Followed>,
+    /// The follower and its listener, stopped with the server.
+    following: Vec<tokio::task::AbortHandle>,
 }
 
 impl Running {
@@ -33,6 +38,7 @@ impl Running {
     pub async fn shutdown(self, grace: Duration) -> Result<()> {
         self.handle.graceful_shutdown(Some(grace));
         self.server.await??;
+        self.following.iter().for_each(|t| t.abort());
         Ok(())
     }
 }
@@ -90,7 +96,10 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
             "palms left out of the index because their templates do not open (see the warnings above)"
         );
     }
-    let followed = follow_palms(&cfg.database, &palm, &store, loaded.through);
+    let (followed, following) = match follow_palms(&cfg.database, &palm, &store, loaded.through) {
+        Some((rx, tasks)) => (Some(rx), tasks),
+        None => (None, Vec::new()),
+    };
     let state = AppState::new(store, cfg.api.clone(), palm);
     state.set_revoked(crate::tls::revoked_serials(&cfg.tls.crl)?);
     let app = router(state.clone());
@@ -122,6 +131,7 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         crl_reloads: rx,
         loaded,
         followed,
+        following,
     })
 }
 
@@ -131,17 +141,14 @@ fn follow_palms(
     palm: &Arc<PalmService>,
     store: &Arc<dyn Store>,
     from: PalmVersion,
-) -> Option<tokio::sync::watch::Receiver<PalmVersion>> {
+) -> Option<(Followed, Vec<tokio::task::AbortHandle>)> {
     let Database::Postgres(url) = database else {
         return None;
     };
-    let wakes = crate::store::postgres::notify::listen(url.clone());
-    Some(crate::follow::spawn(
-        palm.clone(),
-        store.clone(),
-        from,
-        wakes,
-    ))
+    let (wakes, listener) = crate::store::postgres::notify::listen(url.clone());
+    let (followed, follower) = crate::follow::spawn(palm.clone(), store.clone(), from, wakes);
+    let tasks = vec![listener.abort_handle(), follower.abort_handle()];
+    Some((followed, tasks))
 }
 
 /// The server never reads the CA key; one lying next to the CA certificate could let

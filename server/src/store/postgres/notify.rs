@@ -24,11 +24,12 @@ pub enum Wake {
 /// How long to wait before connecting again after the listening connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
-/// Listens on `url` for palm changes until the receiver is dropped, reconnecting whenever the
-/// connection breaks. A full channel drops the wake-up: one pending is as good as many.
-pub fn listen(url: String) -> mpsc::Receiver<Wake> {
+/// Listens on `url` for palm changes until the receiver is dropped or the returned task is
+/// aborted, reconnecting whenever the connection breaks. A full channel drops the wake-up:
+/// one pending is as good as many.
+pub fn listen(url: String) -> (mpsc::Receiver<Wake>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while !tx.is_closed() {
             if let Err(e) = listen_once(&url, &tx).await {
                 tracing::warn!(error = %e, "palm change listener lost its connection; reconnecting");
@@ -36,7 +37,7 @@ pub fn listen(url: String) -> mpsc::Receiver<Wake> {
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
     });
-    rx
+    (rx, task)
 }
 
 /// One connection's life: `LISTEN`, report [`Wake::Listening`], then forward notifications
