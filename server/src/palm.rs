@@ -505,6 +505,15 @@ impl PalmService {
         self.enrolling.lock().await
     }
 
+    /// Sets the index's gauges (palms held, version complete up to) for a scrape.
+    pub fn observe_index(&self) {
+        let through = *self.through.lock().expect("through lock poisoned");
+        let m = &self.metrics;
+        m.indexed
+            .set(i64::try_from(self.enrolled()).unwrap_or(i64::MAX));
+        m.version.set(i64::try_from(through.0).unwrap_or(i64::MAX));
+    }
+
     pub fn enrolled(&self) -> usize {
         self.index.read().expect("index lock poisoned").len()
     }
