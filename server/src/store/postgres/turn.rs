@@ -11,6 +11,10 @@ use deadpool_postgres::{Object, Pool};
 /// Any fixed number, other than the palm-version lock the enrollment's own transaction takes.
 const ENROLL_LOCK: i64 = 0x7061_6c65;
 
+/// How long an enrollment waits for the turn before it fails instead of hanging (a turn is
+/// held for one duplicate check and one commit: milliseconds).
+const TURN_WAIT: &str = "10s";
+
 /// Holds the database's enrollment turn while it lives.
 pub struct PgTurn {
     client: Option<Object>,
@@ -18,10 +22,12 @@ pub struct PgTurn {
 
 impl Turn for PgTurn {}
 
-/// Waits for the turn.
+/// Waits for the turn, at most [`TURN_WAIT`] (then a storage error: `postgres 55P03`).
 pub async fn take(pool: &Pool) -> Result<PgTurn, LedgerError> {
     let client = pool.get().await.map_err(pool_err)?;
-    let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({ENROLL_LOCK})");
+    let sql = format!(
+        "BEGIN; SET LOCAL lock_timeout = '{TURN_WAIT}'; SELECT pg_advisory_xact_lock({ENROLL_LOCK})"
+    );
     if let Err(e) = client.batch_execute(&sql).await {
         drop(Object::take(client));
         return Err(pg_err(e));
