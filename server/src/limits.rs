@@ -205,6 +205,11 @@ impl Rate {
         }
     }
 
+    /// A full bucket: the burst.
+    pub fn full(self) -> f64 {
+        f64::from(self.per_window)
+    }
+
     fn per_sec(self) -> f64 {
         f64::from(self.per_window) / self.window.as_secs_f64().max(0.001)
     }
@@ -223,17 +228,12 @@ impl RateLimiter {
     /// until all of them would have enough.
     pub fn take(&self, buckets: &[(&str, Rate)], n: u32, now: Instant) -> Result<(), Duration> {
         let mut map = self.buckets.lock().expect("poisoned");
+        let levels: Vec<(f64, Rate)> = buckets
+            .iter()
+            .map(|(name, rate)| (Self::level(&map, name, *rate, now), *rate))
+            .collect();
+        take_from(&levels, n)?;
         let need = f64::from(n);
-        let mut wait = 0f64;
-        for (name, rate) in buckets {
-            let level = Self::level(&map, name, *rate, now);
-            if level < need {
-                wait = wait.max((need - level) / rate.per_sec());
-            }
-        }
-        if wait > 0.0 {
-            return Err(Duration::from_secs_f64(wait));
-        }
         for (name, rate) in buckets {
             let level = Self::level(&map, name, *rate, now);
             map.insert((*name).to_string(), (level - need, now));
@@ -255,14 +255,31 @@ impl RateLimiter {
     }
 
     fn level(map: &HashMap<String, (f64, Instant)>, name: &str, rate: Rate, now: Instant) -> f64 {
-        let cap = f64::from(rate.per_window);
         match map.get(name) {
-            None => cap,
-            Some((level, t)) => {
-                (level + now.saturating_duration_since(*t).as_secs_f64() * rate.per_sec()).min(cap)
-            }
+            None => rate.full(),
+            Some((level, t)) => refill(*level, now.saturating_duration_since(*t), rate),
         }
     }
+}
+
+/// A bucket's level after `elapsed` of refilling from `level` (never above full).
+pub fn refill(level: f64, elapsed: Duration, rate: Rate) -> f64 {
+    (level + elapsed.as_secs_f64() * rate.per_sec()).min(rate.full())
+}
+
+/// Whether `n` tokens can be taken from every bucket (at these levels) at once; if not, how
+/// long until they all could.
+pub fn take_from(levels: &[(f64, Rate)], n: u32) -> Result<(), Duration> {
+    let need = f64::from(n);
+    let wait = levels
+        .iter()
+        .filter(|(level, _)| *level < need)
+        .map(|(level, rate)| (need - level) / rate.per_sec())
+        .fold(0f64, f64::max);
+    if wait > 0.0 {
+        return Err(Duration::from_secs_f64(wait));
+    }
+    Ok(())
 }
 
 /// Masks a username for a receipt read by someone other than its owner: first and last

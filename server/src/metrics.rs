@@ -232,11 +232,14 @@ impl WriterMetrics {
     }
 }
 
-/// 1:N identification: time and shortlist size.
+/// 1:N identification: time and shortlist size; the index's size and the palm version it is
+/// complete up to (replicas that agree on it hold the same gallery).
 #[derive(Debug, Clone)]
 pub struct IdentifyMetrics {
     pub seconds: Histogram,
     pub shortlist: Histogram,
+    pub indexed: Gauge,
+    pub version: Gauge,
 }
 
 impl Default for IdentifyMetrics {
@@ -244,6 +247,8 @@ impl Default for IdentifyMetrics {
         IdentifyMetrics {
             seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             shortlist: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            indexed: Gauge::default(),
+            version: Gauge::default(),
         }
     }
 }
@@ -260,6 +265,16 @@ impl IdentifyMetrics {
             "identify_shortlist_size",
             "Candidates the index handed to the matcher per identification",
             self.shortlist.clone(),
+        );
+        registry.register(
+            "palms_indexed",
+            "Palms in this server's identification index",
+            self.indexed.clone(),
+        );
+        registry.register(
+            "palm_version_indexed",
+            "The palm version this server's index holds every change up to",
+            self.version.clone(),
         );
     }
 }

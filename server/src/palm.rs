@@ -7,7 +7,7 @@
 //! templates exist only for the duration of one identification.
 
 use crate::identify::{CandidateIndex, PalmId};
-use crate::store::{LedgerError, PalmVersion, Store};
+use crate::store::{LedgerError, PalmChange, PalmState, PalmVersion, Store};
 use anyhow::{bail, Context, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Semaphore;
 
 const CT_VERSION: u8 = 1;
@@ -262,11 +262,12 @@ pub struct PalmService {
     pub policy: PalmPolicy,
     matcher: Matcher,
     index: RwLock<Box<dyn CandidateIndex>>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Matcher jobs running at once on the blocking pool (never on an async worker).
     cpu: Arc<Semaphore>,
     /// The latest change of each palm the index has applied (taken after `index`).
     versions: Mutex<Versions>,
+    /// The palm version the index holds every change up to (raised by [`Self::follow_up`]).
+    through: Mutex<PalmVersion>,
     /// One enrollment at a time from its duplicate check to its index insert, so that two
     /// enrollments of one palm cannot both find the other absent.
     enrolling: tokio::sync::Mutex<()>,
@@ -301,11 +302,12 @@ impl Versions {
 pub struct LoadReport {
     pub enrolled: usize,
     pub skipped: usize,
+    /// The palm version the index holds every change up to (where following starts).
+    pub through: PalmVersion,
 }
 
-/// A kiosk's failures are forgotten after this long without one (never by a success: an
-/// attacker's own palm must not wash the count away).
-const FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+/// Palm changes read per query while catching up.
+const CATCH_UP_PAGE: u32 = 256;
 
 impl PalmService {
     pub fn new(key: TemplateKey, policy: PalmPolicy, index: Box<dyn CandidateIndex>) -> Arc<Self> {
@@ -325,9 +327,9 @@ impl PalmService {
             policy,
             matcher: Matcher::default(),
             index: RwLock::new(index),
-            failures: Mutex::new(HashMap::new()),
             cpu: Arc::new(Semaphore::new(threads.max(1))),
             versions: Mutex::new(Versions::default()),
+            through: Mutex::new(PalmVersion::default()),
             enrolling: tokio::sync::Mutex::new(()),
             metrics: Default::default(),
         })
@@ -361,8 +363,12 @@ impl PalmService {
     pub async fn load(&self, store: &dyn Store) -> Result<LoadReport> {
         let floor = store.palm_version().await?;
         self.versions.lock().expect("versions lock poisoned").floor = floor;
+        *self.through.lock().expect("through lock poisoned") = floor;
         let owners = store.palm_owners().await?;
-        let mut report = LoadReport::default();
+        let mut report = LoadReport {
+            through: floor,
+            ..LoadReport::default()
+        };
         for chunk in owners.chunks(1024) {
             let sealed = store.palm_templates(Some(chunk.to_vec())).await?;
             let mut index = self.index.write().expect("index lock poisoned");
@@ -428,10 +434,84 @@ impl PalmService {
         newer
     }
 
+    /// Applies every palm change committed since the index was last complete (through any
+    /// replica); returns the version it is complete up to now.
+    pub async fn follow_up(&self, store: &dyn Store) -> Result<PalmVersion, LedgerError> {
+        let after = *self.through.lock().expect("through lock poisoned");
+        let now = self.catch_up(store, after).await?;
+        let mut through = self.through.lock().expect("through lock poisoned");
+        *through = (*through).max(now);
+        Ok(*through)
+    }
+
+    /// Applies every palm change committed after `after` (through any replica) to the index,
+    /// a page at a time; returns the version it is now complete up to. Changes the index
+    /// already has (its own, or replays) are skipped by their version.
+    pub async fn catch_up(
+        &self,
+        store: &dyn Store,
+        mut after: PalmVersion,
+    ) -> Result<PalmVersion, LedgerError> {
+        loop {
+            let changes = store.palm_changes(after, CATCH_UP_PAGE).await?;
+            let more = changes.len() == CATCH_UP_PAGE as usize;
+            for change in changes {
+                after = after.max(change.version);
+                self.apply(change);
+            }
+            if !more {
+                return Ok(after);
+            }
+        }
+    }
+
+    /// Puts one palm's change into the index if it is newer than what the index has of it.
+    /// Templates that do not open take the palm out (as at start-up, it is reported).
+    fn apply(&self, change: PalmChange) {
+        let PalmChange {
+            account,
+            version,
+            state,
+        } = change;
+        if !self.is_newer(account, version) {
+            return;
+        }
+        let opened = match state {
+            PalmState::Deleted => None,
+            PalmState::Enrolled(sealed) => match self.open_all(account, &sealed) {
+                Ok(templates) => Some(templates),
+                Err(e) => {
+                    tracing::warn!(account, error = %e, "followed palm left out of the index: its templates do not open or decode");
+                    None
+                }
+            },
+        };
+        match opened {
+            Some(templates) => self.index_insert(account, version, &templates),
+            None => self.index_remove(account, version),
+        };
+    }
+
+    /// Whether the index has seen nothing of `account` as recent as `v` (a cheap look before
+    /// decrypting; [`Versions::admit`] decides under the index lock).
+    fn is_newer(&self, account: PalmId, v: PalmVersion) -> bool {
+        let versions = self.versions.lock().expect("versions lock poisoned");
+        v > *versions.latest.get(&account).unwrap_or(&versions.floor)
+    }
+
     /// Waits for the enrollment turn: hold it from the duplicate check until the new palm
     /// is in the index.
     pub async fn enrollment_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.enrolling.lock().await
+    }
+
+    /// Sets the index's gauges (palms held, version complete up to) for a scrape.
+    pub fn observe_index(&self) {
+        let through = *self.through.lock().expect("through lock poisoned");
+        let m = &self.metrics;
+        m.indexed
+            .set(i64::try_from(self.enrolled()).unwrap_or(i64::MAX));
+        m.version.set(i64::try_from(through.0).unwrap_or(i64::MAX));
     }
 
     pub fn enrolled(&self) -> usize {
@@ -545,44 +625,6 @@ impl PalmService {
             runner_up,
             decision,
         }
-    }
-
-    /// How long this kiosk must wait before its next identification, if it failed too often.
-    pub fn slowed_down(&self, kiosk: &str) -> Option<Duration> {
-        self.slowed_down_at(kiosk, Instant::now())
-    }
-
-    fn slowed_down_at(&self, kiosk: &str, now: Instant) -> Option<Duration> {
-        let failures = self.failures.lock().expect("poisoned");
-        let (n, last) = failures.get(kiosk)?;
-        let since = now.saturating_duration_since(*last);
-        if *n < self.policy.free_failures || since >= FAILURES_FORGOTTEN_AFTER {
-            return None;
-        }
-        // 1 s after the allowance, doubling per further failure, capped at a minute.
-        let wait = Duration::from_secs(1u64 << (n - self.policy.free_failures).min(6))
-            .min(Duration::from_secs(60));
-        (since < wait).then(|| wait - since)
-    }
-
-    /// Counts a failed identification (unrecognised palm, wrong step-up PIN) of a kiosk.
-    /// Only time forgets it: a success does not.
-    pub fn record_failure(&self, kiosk: &str) {
-        self.record_failure_at(kiosk, Instant::now())
-    }
-
-    fn record_failure_at(&self, kiosk: &str, now: Instant) {
-        let mut failures = self.failures.lock().expect("poisoned");
-        if failures.len() > 4096 {
-            failures
-                .retain(|_, (_, t)| now.saturating_duration_since(*t) < FAILURES_FORGOTTEN_AFTER);
-        }
-        let e = failures.entry(kiosk.to_string()).or_insert((0, now));
-        if now.saturating_duration_since(e.1) >= FAILURES_FORGOTTEN_AFTER {
-            e.0 = 0;
-        }
-        e.0 += 1;
-        e.1 = now;
     }
 }
 
@@ -700,35 +742,6 @@ mod tests {
         );
         std::fs::write(&path, b"short").unwrap();
         assert!(TemplateKey::load(&path).is_err());
-    }
-
-    #[test]
-    fn kiosk_slow_down_grows_is_not_reset_by_a_success_and_fades_with_time() {
-        let key = TemplateKey::from_bytes(&[1u8; 32]).unwrap();
-        let svc = PalmService::new(
-            key,
-            PalmPolicy::default(),
-            Box::new(crate::identify::ExhaustiveIndex::default()),
-        );
-        let t0 = Instant::now();
-        for _ in 0..4 {
-            svc.record_failure_at("k", t0);
-            assert!(svc.slowed_down_at("k", t0).is_none());
-        }
-        svc.record_failure_at("k", t0);
-        let w1 = svc.slowed_down_at("k", t0).unwrap();
-        svc.record_failure_at("k", t0);
-        let w2 = svc.slowed_down_at("k", t0).unwrap();
-        assert!(w2 > w1);
-        assert!(svc.slowed_down_at("other", t0).is_none());
-        // There is no success path at all: only the quiet period forgets.
-        let later = t0 + FAILURES_FORGOTTEN_AFTER;
-        assert!(svc.slowed_down_at("k", later).is_none());
-        svc.record_failure_at("k", later);
-        assert!(
-            svc.slowed_down_at("k", later).is_none(),
-            "counting starts again"
-        );
     }
 
     #[test]

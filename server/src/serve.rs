@@ -6,13 +6,16 @@ use crate::config::{Database, ServerConfig};
 use crate::palm::{PalmService, TemplateKey};
 use crate::store::postgres::{PgStore, SERVE_POOL_SIZE};
 use crate::store::sqlite::open_in;
-use crate::store::Store;
+use crate::store::{PalmVersion, Store};
 use crate::tls::server_config;
 use anyhow::{Context, Result};
 use axum_server::tls_rustls::RustlsConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// The palm version a replica's index is complete up to.
+pub type Followed = tokio::sync::watch::Receiver<PalmVersion>;
 
 pub struct Running {
     pub addr: SocketAddr,
@@ -23,6 +26,11 @@ pub struct Running {
     pub crl_reloads: tokio::sync::watch::Receiver<u64>,
     /// What start-up found in the store (palms indexed and skipped).
     pub loaded: crate::palm::LoadReport,
+    /// With PostgreSQL: the palm version this replica's index is complete up to, following
+    /// changes made through every replica ([`crate::follow`]). `None` with SQLite.
+    pub followed: Option<Followed>,
+    /// The follower and its listener, stopped with the server.
+    following: Vec<tokio::task::AbortHandle>,
 }
 
 impl Running {
@@ -30,6 +38,7 @@ impl Running {
     pub async fn shutdown(self, grace: Duration) -> Result<()> {
         self.handle.graceful_shutdown(Some(grace));
         self.server.await??;
+        self.following.iter().for_each(|t| t.abort());
         Ok(())
     }
 }
@@ -87,6 +96,10 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
             "palms left out of the index because their templates do not open (see the warnings above)"
         );
     }
+    let (followed, following) = match follow_palms(&cfg.database, &palm, &store, loaded.through) {
+        Some((rx, tasks)) => (Some(rx), tasks),
+        None => (None, Vec::new()),
+    };
     let state = AppState::new(store, cfg.api.clone(), palm);
     state.set_revoked(crate::tls::revoked_serials(&cfg.tls.crl)?);
     let app = router(state.clone());
@@ -117,7 +130,25 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         server,
         crl_reloads: rx,
         loaded,
+        followed,
+        following,
     })
+}
+
+/// With PostgreSQL, other replicas change palms too: follow them (LISTEN plus catch-up).
+fn follow_palms(
+    database: &Database,
+    palm: &Arc<PalmService>,
+    store: &Arc<dyn Store>,
+    from: PalmVersion,
+) -> Option<(Followed, Vec<tokio::task::AbortHandle>)> {
+    let Database::Postgres(url) = database else {
+        return None;
+    };
+    let (wakes, listener) = crate::store::postgres::notify::listen(url.clone());
+    let (followed, follower) = crate::follow::spawn(palm.clone(), store.clone(), from, wakes);
+    let tasks = vec![listener.abort_handle(), follower.abort_handle()];
+    Some((followed, tasks))
 }
 
 /// The server never reads the CA key; one lying next to the CA certificate could let

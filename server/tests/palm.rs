@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::palms::{b64, capture, palm, Palm};
+use common::palms::{b64, capture, enroll, palm, pay_by_palm, Palm};
 use common::{eur, rand_key, TestServer};
 use palmline_server::identify::ExhaustiveIndex;
 use palmline_server::palm::{PalmPolicy, PalmService, TemplateKey, Verdict};
@@ -18,46 +18,6 @@ use palmline_shared::Currency;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-async fn enroll(
-    t: &TestServer,
-    c: &reqwest::Client,
-    token: &str,
-    p: &Palm,
-    seed: u64,
-) -> (StatusCode, Value) {
-    let templates: Vec<String> = (0..3).map(|i| b64(&capture(p, seed + i))).collect();
-    t.post_raw(
-        c,
-        "/v1/palms",
-        Some(&rand_key()),
-        Some(token),
-        json!({"templates": templates}).to_string().into_bytes(),
-    )
-    .await
-}
-
-async fn pay_by_palm(
-    t: &TestServer,
-    c: &reqwest::Client,
-    key: &str,
-    probe: &Template,
-    amount: &str,
-    pin: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut body = json!({"template": b64(probe), "amount": eur(amount)});
-    if let Some(p) = pin {
-        body["pin"] = json!(p);
-    }
-    t.post_raw(
-        c,
-        "/v1/payments/palm",
-        Some(key),
-        None,
-        body.to_string().into_bytes(),
-    )
-    .await
-}
 
 async fn scans(t: &TestServer) -> Vec<Value> {
     let (_, v) = t

@@ -188,11 +188,12 @@ pub async fn delete_palm(
 }
 
 /// `GET /v1/admin/metrics`: every instrument in Prometheus' (OpenMetrics) text format, with
-/// each kiosk's last call read from the store at scrape time.
+/// each kiosk's last call read from the store and the index's state read at scrape time.
 pub async fn metrics(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
 ) -> Result<Response, ApiError> {
+    state.palm.observe_index();
     for k in state.store.kiosks().await? {
         if let Some(t) = crate::metrics::unix_of_store_time(&k.last_seen) {
             state.metrics.kiosk_seen(&k.kiosk_id, t);

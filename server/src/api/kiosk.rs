@@ -95,16 +95,35 @@ pub(super) async fn idempotent<F>(
 where
     F: std::future::Future<Output = Result<Command, ApiError>>,
 {
+    Ok(idempotent_run(state, idem, prepare).await?.0)
+}
+
+/// As [`idempotent`], also saying whether the command ran now (`Ran::Now`) or the stored
+/// result of an earlier request was found first (`Ran::Before`).
+pub(super) async fn idempotent_run<F>(
+    state: &SharedState,
+    idem: Idem,
+    prepare: F,
+) -> Result<(Outcome, Ran), ApiError>
+where
+    F: std::future::Future<Output = Result<Command, ApiError>>,
+{
     let _guard = InFlight::claim(state, &idem)?;
     if let Some(done) = state.store.replay(&idem).await? {
-        return done.map_err(ApiError::from);
+        return Ok((done?, Ran::Before));
     }
     let cmd = prepare.await?;
-    state
-        .store
-        .execute(Some(idem), cmd)
-        .await
-        .map_err(ApiError::from)
+    let outcome = state.store.execute(Some(idem), cmd).await?;
+    Ok((outcome, Ran::Now))
+}
+
+/// Whether an idempotent request's command ran now or was answered from its stored result.
+/// (With PostgreSQL, a duplicate sent at once to another replica waits on the key's row and
+/// gets the stored result from `execute`: it counts as `Now` there too.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    Now,
+    Before,
 }
 
 pub(super) fn respond(outcome: Outcome, status: StatusCode) -> Response {

@@ -16,10 +16,11 @@ mod palm;
 pub use error::ApiError;
 
 use crate::auth::{HashCost, Hasher};
-use crate::limits::{GuessRules, IdentifyRates, NoPinLimits, Rate, RateLimiter};
+use crate::limits::{GuessRules, IdentifyRates, NoPinLimits, Rate};
 use crate::metrics::{Metrics, RateLimit};
 use crate::pki::{identity_of, Role};
 use crate::store::{Idem, KioskRef, Store};
+use crate::throttle::{LocalThrottle, Throttle};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -97,8 +98,9 @@ pub struct AppState {
     dummy_hash: String,
     /// argon2 behind a semaphore.
     pub hasher: Hasher,
-    /// Identification attempts per kiosk and per merchant.
-    identify_rate: RateLimiter,
+    /// Identification attempts per kiosk and per merchant, and each kiosk's failures: in
+    /// memory with SQLite, rows shared by every replica with PostgreSQL.
+    pub throttle: Arc<dyn Throttle>,
     /// Everything `GET /v1/admin/metrics` shows (the store's and palm's instruments too).
     pub metrics: Metrics,
 }
@@ -114,6 +116,9 @@ impl AppState {
         store.register_metrics(metrics.registry_mut());
         palm.metrics.register(metrics.registry_mut());
         Arc::new(AppState {
+            throttle: store
+                .shared_throttle()
+                .unwrap_or_else(|| Arc::new(LocalThrottle::default())),
             store,
             palm,
             inflight: Mutex::new(HashSet::new()),
@@ -121,7 +126,6 @@ impl AppState {
             revoked: Default::default(),
             dummy_hash,
             hasher: Hasher::new(cfg.hash_cost, cfg.hash_concurrency),
-            identify_rate: RateLimiter::default(),
             metrics,
             cfg,
         })
@@ -129,31 +133,28 @@ impl AppState {
 
     /// Counts `n` identification attempts (1:N searches) of this kiosk and its merchant,
     /// whatever their outcome; a flood gets `rate_limited` with a Retry-After.
-    pub fn identification_allowed(&self, kiosk: &KioskRef, n: u32) -> Result<(), ApiError> {
-        let (k, m) = (
-            format!("kiosk:{}", kiosk.kiosk_id),
-            format!("merchant:{}", kiosk.merchant),
-        );
+    pub async fn identification_allowed(&self, kiosk: &KioskRef, n: u32) -> Result<(), ApiError> {
         let rates = self.cfg.identify;
         let rate = |per_window| Rate {
             per_window,
             window: rates.window,
         };
         let buckets = [
-            (k.as_str(), rate(rates.per_kiosk)),
-            (m.as_str(), rate(rates.per_merchant)),
+            (format!("kiosk:{}", kiosk.kiosk_id), rate(rates.per_kiosk)),
+            (
+                format!("merchant:{}", kiosk.merchant),
+                rate(rates.per_merchant),
+            ),
         ];
-        self.identify_rate
-            .take(&buckets, n, Instant::now())
-            .map_err(|wait| {
-                self.metrics.rate_limited(RateLimit::IdentifyRate);
-                tracing::warn!(kiosk = %kiosk.kiosk_id, merchant = %kiosk.merchant, "identification rate limit reached");
-                ApiError::new(
-                    ErrorCode::RateLimited,
-                    "too many palm identifications from this kiosk or shop; try again shortly",
-                )
-                .retry_after(wait)
-            })
+        self.throttle.take(&buckets, n).await?.map_err(|wait| {
+            self.metrics.rate_limited(RateLimit::IdentifyRate);
+            tracing::warn!(kiosk = %kiosk.kiosk_id, merchant = %kiosk.merchant, "identification rate limit reached");
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "too many palm identifications from this kiosk or shop; try again shortly",
+            )
+            .retry_after(wait)
+        })
     }
 
     /// Replaces the set of revoked certificate serials (at start-up and on each CRL reload).

@@ -3,7 +3,9 @@
 //! (never given back by a success); a kiosk that keeps failing is slowed down.
 
 use super::input::{self, Pin};
-use super::kiosk::{idempotent, open_session, pin_gate, respond, session, subject};
+use super::kiosk::{
+    idempotent, idempotent_run, open_session, pin_gate, respond, session, subject, Ran,
+};
 use super::{check_amount, idempotency, parse_json, ApiError, KioskCaller, RawBody, SharedState};
 use crate::limits::{Factor, GuessKey};
 use crate::palm::{Identification, Verdict};
@@ -65,7 +67,8 @@ pub(super) async fn log_scan(
 /// Refuses an identification from a kiosk that failed too often lately, or past the
 /// kiosk's or merchant's rate (every attempt counts, whatever its outcome).
 async fn admit(state: &SharedState, kiosk: &KioskRef, purpose: &str) -> Result<(), ApiError> {
-    let refused = match state.palm.slowed_down(&kiosk.kiosk_id) {
+    let free = state.palm.policy.free_failures;
+    let refused = match state.throttle.slowed_down(&kiosk.kiosk_id, free).await? {
         Some(wait) => Err({
             state
                 .metrics
@@ -79,7 +82,7 @@ async fn admit(state: &SharedState, kiosk: &KioskRef, purpose: &str) -> Result<(
             )
             .retry_after(wait)
         }),
-        None => state.identification_allowed(kiosk, 1),
+        None => state.identification_allowed(kiosk, 1).await,
     };
     if refused.is_err() {
         log_scan(state, kiosk, purpose, ScanOutcome::RateLimited, None, None).await?;
@@ -95,7 +98,9 @@ async fn not_recognised(
     score: Option<u32>,
     message: &str,
 ) -> ApiError {
-    state.palm.record_failure(&kiosk.kiosk_id);
+    if let Err(e) = state.throttle.record_failure(&kiosk.kiosk_id).await {
+        return e.into();
+    }
     let logged = log_scan(state, kiosk, purpose, ScanOutcome::Rejected, score, None).await;
     logged
         .err()
@@ -185,7 +190,7 @@ async fn step_up(
     let phc = auth.pin_hash.unwrap_or_default();
     let checked = super::kiosk::check_guess(state, key, pin.expose(), phc).await;
     if !matches!(checked, Ok(true)) {
-        state.palm.record_failure(&kiosk.kiosk_id);
+        state.throttle.record_failure(&kiosk.kiosk_id).await?;
         let outcome = ScanOutcome::StepUpFailed;
         log_scan(state, kiosk, purpose, outcome, score, Some(shopper)).await?;
         checked?;
@@ -293,11 +298,16 @@ pub async fn enroll(
     let shopper = s.shopper_id;
     let count = templates.len() as u32;
     let (kiosk2, templates2) = (kiosk.clone(), templates.clone());
-    // From the duplicate check until the palm is in the index: one enrollment at a time.
+    // From the duplicate check until the palm is in the index: one enrollment at a time,
+    // here and (with replicas) in the whole database, with this index caught up first.
     let turn = state.palm.enrollment_turn().await;
-    let outcome = idempotent(&state, idem, async move {
+    let shared_turn = state.store.enrollment_turn().await?;
+    if shared_turn.is_some() {
+        state.palm.follow_up(&*state.store).await?;
+    }
+    let (outcome, ran) = idempotent_run(&state, idem, async move {
         // Each capture is one 1:N search below: each costs an identification attempt.
-        if let Err(e) = st.identification_allowed(&kiosk2, count) {
+        if let Err(e) = st.identification_allowed(&kiosk2, count).await {
             let limited = ScanOutcome::RateLimited;
             log_scan(&st, &kiosk2, "enroll", limited, None, Some(shopper)).await?;
             return Err(e);
@@ -335,11 +345,13 @@ pub async fn enroll(
         })
     })
     .await?;
+    // This replica's follower may have put the palm in first (the change is announced at
+    // commit): the enrollment is logged once, by the request that ran it.
     let applied = outcome
         .palm_version()
         .is_some_and(|v| state.palm.index_insert(shopper, v, &templates));
-    drop(turn);
-    if applied {
+    drop((shared_turn, turn));
+    if applied || ran == Ran::Now {
         log_scan(
             &state,
             &kiosk,

@@ -184,12 +184,59 @@ impl Outcome {
     }
 }
 
+/// A turn held in the database while this value lives (dropping it gives the turn back).
+pub trait Turn: Send {}
+
 /// The version of one shopper's palm: every enrollment and deletion takes the next number
 /// of one store-wide sequence, so a later change always has a larger version.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct PalmVersion(pub u64);
+
+/// A palm as it is after its latest change: read together with that change's version (one
+/// snapshot), so a replica applying it never pairs old templates with a newer version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PalmChange {
+    pub account: i64,
+    pub version: PalmVersion,
+    pub state: PalmState,
+}
+
+/// A palm's state: its sealed enrollment templates, or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PalmState {
+    Enrolled(Vec<Vec<u8>>),
+    Deleted,
+}
+
+/// Groups `(account, version, ciphertext)` rows, ordered by version then template index, into
+/// changes; a row without a ciphertext is a deleted palm.
+pub(crate) fn group_palm_changes(
+    rows: impl IntoIterator<Item = (i64, u64, Option<Vec<u8>>)>,
+) -> Vec<PalmChange> {
+    let mut out: Vec<PalmChange> = Vec::new();
+    for (account, version, ct) in rows {
+        let version = PalmVersion(version);
+        let same = out
+            .last()
+            .is_some_and(|c| (c.account, c.version) == (account, version));
+        if !same {
+            out.push(PalmChange {
+                account,
+                version,
+                state: PalmState::Deleted,
+            });
+        }
+        if let (Some(ct), Some(last)) = (ct, out.last_mut()) {
+            match &mut last.state {
+                PalmState::Enrolled(cts) => cts.push(ct),
+                PalmState::Deleted => last.state = PalmState::Enrolled(vec![ct]),
+            }
+        }
+    }
+    out
+}
 
 /// Cut-offs of a purge, in Unix seconds: rows older than these go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +359,20 @@ pub trait Store: Send + Sync + 'static {
     /// `GET /v1/admin/metrics`. Called once at start-up; a store with none does nothing.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 
+    /// The enrollment turn shared by every server on this store (PostgreSQL), held while the
+    /// returned value lives; `None` when one process serves the store (SQLite), whose own
+    /// turn ([`crate::palm::PalmService::enrollment_turn`]) is enough.
+    async fn enrollment_turn(&self) -> Result<Option<Box<dyn Turn>>, LedgerError> {
+        Ok(None)
+    }
+
+    /// Where the identification limits keep their counts when several servers share this
+    /// store (PostgreSQL: rows); `None` when one process serves it (SQLite), which then
+    /// keeps them in its memory ([`crate::throttle::LocalThrottle`]).
+    fn shared_throttle(&self) -> Option<std::sync::Arc<dyn crate::throttle::Throttle>> {
+        None
+    }
+
     /// Applies one command atomically. With `idem`, a repeat of the same request returns
     /// the first result and changes nothing; the same key with another request is
     /// [`LedgerError::IdempotencyMismatch`].
@@ -362,6 +423,14 @@ pub trait Store: Send + Sync + 'static {
     /// The latest palm version (0 before the first enrollment): every change up to it is
     /// in what [`Store::palm_templates`] returns now.
     async fn palm_version(&self) -> Result<PalmVersion, LedgerError>;
+    /// Palms changed after version `after`, at most `limit` of them, by version ascending,
+    /// each as it is now (only its latest change is kept): how a replica's index catches up
+    /// with enrollments and deletions made through other replicas ([`crate::follow`]).
+    async fn palm_changes(
+        &self,
+        after: PalmVersion,
+        limit: u32,
+    ) -> Result<Vec<PalmChange>, LedgerError>;
     /// Sum of all cached balances (the double-entry invariant says zero).
     async fn total_balance(&self) -> Result<i64, LedgerError>;
     fn currency(&self) -> palmline_shared::Currency;

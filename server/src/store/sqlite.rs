@@ -7,8 +7,8 @@
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
 use super::{
-    Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome, PalmVersion, Purged, SessionInfo,
-    ShopperAuth, Store, StoredResult,
+    Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome, PalmChange, PalmVersion, Purged,
+    SessionInfo, ShopperAuth, Store, StoredResult,
 };
 use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
 use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
@@ -1442,6 +1442,32 @@ impl Store for SqliteStore {
             )
             .map(|v| PalmVersion(v as u64))
             .map_err(storage)
+        })
+        .await
+    }
+
+    async fn palm_changes(
+        &self,
+        after: PalmVersion,
+        limit: u32,
+    ) -> Result<Vec<PalmChange>, LedgerError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "WITH changed AS (SELECT account_id, version FROM palm_versions
+                                       WHERE version > ?1 ORDER BY version LIMIT ?2)
+                     SELECT c.account_id, c.version, t.ciphertext FROM changed c
+                       LEFT JOIN palm_templates t ON t.account_id = c.account_id
+                      ORDER BY c.version, t.idx",
+                )
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map(rusqlite::params![after.0 as i64, limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+                })
+                .map_err(storage)?;
+            let rows = rows.collect::<Result<Vec<_>, _>>().map_err(storage)?;
+            Ok(crate::store::group_palm_changes(rows))
         })
         .await
     }

@@ -2,8 +2,11 @@
 //! keypoints with descriptors; a capture is that set under a small similarity transform
 //! with jitter, bit noise, dropped and spurious points.
 
+use super::{eur, rand_key, TestServer};
 use base64::Engine;
 use palmline_shared::palm::{Keypoint, Template};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
 
 const ROI: f32 = 256.0;
 
@@ -89,4 +92,47 @@ pub fn capture(p: &Palm, seed: u64) -> Template {
 
 pub fn b64(t: &Template) -> String {
     base64::engine::general_purpose::STANDARD.encode(t.encode())
+}
+
+/// Enrolls three captures of `p` (seeds `seed`, `seed + 1`, `seed + 2`) for the session's
+/// shopper.
+pub async fn enroll(
+    t: &TestServer,
+    c: &reqwest::Client,
+    token: &str,
+    p: &Palm,
+    seed: u64,
+) -> (StatusCode, Value) {
+    let templates: Vec<String> = (0..3).map(|i| b64(&capture(p, seed + i))).collect();
+    t.post_raw(
+        c,
+        "/v1/palms",
+        Some(&rand_key()),
+        Some(token),
+        json!({"templates": templates}).to_string().into_bytes(),
+    )
+    .await
+}
+
+/// Pays `amount` EUR by palm at the kiosk `c` (with the PIN, if given).
+pub async fn pay_by_palm(
+    t: &TestServer,
+    c: &reqwest::Client,
+    key: &str,
+    probe: &Template,
+    amount: &str,
+    pin: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut body = json!({"template": b64(probe), "amount": eur(amount)});
+    if let Some(p) = pin {
+        body["pin"] = json!(p);
+    }
+    t.post_raw(
+        c,
+        "/v1/payments/palm",
+        Some(key),
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await
 }

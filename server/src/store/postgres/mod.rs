@@ -15,13 +15,17 @@
 
 mod accounts;
 mod commands;
+pub mod notify;
 mod reads;
 mod records;
+pub mod throttle;
+mod turn;
 
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    Command, Idem, LedgerError, PalmVersion, SessionInfo, ShopperAuth, Store, StoredResult,
+    Command, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store,
+    StoredResult, Turn,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
@@ -34,7 +38,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 /// Migrations, applied in order; `schema_version` holds the number applied.
-pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("replicas.sql")];
 
 /// Any fixed number: concurrent migrators (several replicas starting) take turns on it.
 const MIGRATION_LOCK: i64 = 0x7061_6c6d;
@@ -179,6 +183,15 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn enrollment_turn(&self) -> Result<Option<Box<dyn Turn>>, LedgerError> {
+        Ok(Some(Box::new(turn::take(&self.pool).await?)))
+    }
+
+    fn shared_throttle(&self) -> Option<std::sync::Arc<dyn crate::throttle::Throttle>> {
+        let pool = self.pool.clone();
+        Some(std::sync::Arc::new(throttle::PgThrottle { pool }))
+    }
+
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let mut client = self.client().await?;
         commands::execute_command(&mut client, self.currency, idem, cmd).await
@@ -263,6 +276,14 @@ impl Store for PgStore {
 
     async fn palm_version(&self) -> Result<PalmVersion, LedgerError> {
         reads::palm_version(&self.client().await?).await
+    }
+
+    async fn palm_changes(
+        &self,
+        after: PalmVersion,
+        limit: u32,
+    ) -> Result<Vec<PalmChange>, LedgerError> {
+        reads::palm_changes(&self.client().await?, after, limit).await
     }
 
     async fn total_balance(&self) -> Result<i64, LedgerError> {

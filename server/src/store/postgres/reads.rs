@@ -5,7 +5,9 @@
 use super::{pg_err, query, query_one, query_opt, storage};
 use crate::store::clock::day_bounds;
 use crate::store::receipt::status_of;
-use crate::store::{LedgerError, PalmVersion, SessionInfo, ShopperAuth};
+use crate::store::{
+    group_palm_changes, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth,
+};
 use deadpool_postgres::{GenericClient, Object};
 use palmline_shared::api::{
     AccountRow, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow,
@@ -417,6 +419,31 @@ pub(super) async fn palm_version(c: &impl GenericClient) -> Result<PalmVersion, 
     let sql = "SELECT COALESCE(MAX(version), 0)::BIGINT FROM palm_versions";
     let v: i64 = query_one(c, sql, &[]).await?.get(0);
     Ok(PalmVersion(u64::try_from(v).map_err(storage)?))
+}
+
+/// One statement, so each palm's templates are read in the snapshot of its version.
+pub(super) async fn palm_changes(
+    c: &impl GenericClient,
+    after: PalmVersion,
+    limit: u32,
+) -> Result<Vec<PalmChange>, LedgerError> {
+    let after = i64::try_from(after.0).map_err(storage)?;
+    let rows = query(
+        c,
+        "WITH changed AS (SELECT account_id, version FROM palm_versions
+                           WHERE version > $1 ORDER BY version LIMIT $2)
+         SELECT c.account_id, c.version, t.ciphertext FROM changed c
+           LEFT JOIN palm_templates t ON t.account_id = c.account_id
+          ORDER BY c.version, t.idx",
+        &[&after, &i64::from(limit)],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let v: i64 = r.get(1);
+        out.push((r.get(0), u64::try_from(v).map_err(storage)?, r.get(2)));
+    }
+    Ok(group_palm_changes(out))
 }
 
 pub(super) async fn total_balance(c: &impl GenericClient) -> Result<i64, LedgerError> {

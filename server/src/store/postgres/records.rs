@@ -174,6 +174,9 @@ async fn change_palm(
     )
     .await?
     .get(0);
+    // Delivered to every listening replica when (and only if) this transaction commits.
+    let sql = "SELECT pg_notify($1, $2)";
+    execute(tx, sql, &[&super::notify::PALM_CHANNEL, &v.to_string()]).await?;
     Ok(Outcome::Palm(PalmVersion(
         u64::try_from(v).map_err(storage)?,
     )))
