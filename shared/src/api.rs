@@ -506,6 +506,32 @@ pub struct LedgerCheck {
     pub negative_shoppers: Vec<i64>,
 }
 
+impl LedgerCheck {
+    /// The findings of a check, with its verdict: every transaction balanced, every cached
+    /// balance equal to its entries, no shopper below zero and a grand total of zero.
+    pub fn new(
+        accounts_checked: i64,
+        transactions_checked: i64,
+        total_balance_minor: i64,
+        unbalanced_transactions: Vec<i64>,
+        mismatches: Vec<BalanceMismatch>,
+        negative_shoppers: Vec<i64>,
+    ) -> Self {
+        Self {
+            ok: unbalanced_transactions.is_empty()
+                && mismatches.is_empty()
+                && negative_shoppers.is_empty()
+                && total_balance_minor == 0,
+            accounts_checked,
+            transactions_checked,
+            total_balance_minor,
+            unbalanced_transactions,
+            mismatches,
+            negative_shoppers,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceMismatch {
     pub account_id: i64,

@@ -1523,18 +1523,14 @@ pub(crate) fn check_ledger(c: &Connection) -> Result<LedgerCheck, LedgerError> {
                 .collect::<Result<Vec<_>, _>>()
             })
             .map_err(storage)?;
-    Ok(LedgerCheck {
-        ok: unbalanced.is_empty()
-            && mismatches.is_empty()
-            && negative_shoppers.is_empty()
-            && total_balance_minor == 0,
+    Ok(LedgerCheck::new(
         accounts_checked,
         transactions_checked,
         total_balance_minor,
-        unbalanced_transactions: unbalanced,
+        unbalanced,
         mismatches,
         negative_shoppers,
-    })
+    ))
 }
 
 fn auth_query(

@@ -365,18 +365,14 @@ pub(crate) async fn ledger_check_in(c: &impl GenericClient) -> Result<LedgerChec
         from_entries_minor: r.get(2),
     })
     .collect::<Vec<_>>();
-    Ok(LedgerCheck {
-        ok: unbalanced.is_empty()
-            && mismatches.is_empty()
-            && negative_shoppers.is_empty()
-            && total_balance_minor == 0,
+    Ok(LedgerCheck::new(
         accounts_checked,
         transactions_checked,
         total_balance_minor,
-        unbalanced_transactions: unbalanced,
+        unbalanced,
         mismatches,
         negative_shoppers,
-    })
+    ))
 }
 
 pub(super) async fn palm_templates(
