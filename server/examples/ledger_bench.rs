@@ -72,7 +72,8 @@ async fn seed(store: &dyn Store) -> Vec<i64> {
         name: "Till".into(),
         pin_hash: hash.clone(),
     };
-    let palmline_server::store::Outcome::Cashier(cashier) = store.execute(None, till).await.unwrap()
+    let palmline_server::store::Outcome::Cashier(cashier) =
+        store.execute(None, till).await.unwrap()
     else {
         unreachable!()
     };

@@ -53,7 +53,10 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(the_cash_desk_needs_a_cashier_of_this_kiosk, "desk");
-on_both_stores!(wrong_cashier_pins_are_counted_before_checked_and_lock, "cpin");
+on_both_stores!(
+    wrong_cashier_pins_are_counted_before_checked_and_lock,
+    "cpin"
+);
 on_both_stores!(a_disabled_cashier_is_refused_everywhere, "cdis");
 on_both_stores!(the_day_shows_cash_per_cashier, "cday");
 on_both_stores!(bad_cashier_input_is_refused_and_changes_nothing, "cbad");
@@ -108,6 +111,15 @@ async fn sign_in(t: &TestServer, c: &Client, name: &str, pin: &str) -> String {
     v["token"].as_str().unwrap().to_string()
 }
 
+/// Every cashier, as the operator lists them.
+async fn list(t: &TestServer) -> (StatusCode, Value) {
+    t.get(&t.admin(), "/v1/admin/cashiers", None).await
+}
+
+/// One cashier's line of a day: id, name, deposits (count, total), withdrawals (count,
+/// total), net.
+type Line = (Option<i64>, String, i64, String, i64, String, String);
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -125,12 +137,21 @@ async fn the_cash_desk_needs_a_cashier_of_this_kiosk(pg: Option<&PgDb>) {
 
     // No cashier, a forged one: refused with typed errors, nothing moves.
     let (s, v) = deposit(&t, &a, None, "alice", "5.00").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "cashier_session_required"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "cashier_session_required")
+    );
     let (s, v) = deposit(&t, &a, Some("forged-token"), "alice", "5.00").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "cashier_session_expired"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "cashier_session_expired")
+    );
     let shopper = t.token(&a, "alice").await;
     let (s, v) = withdraw(&t, &a, (&shopper, None), "5.00").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "cashier_session_required"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "cashier_session_required")
+    );
     // Refused before the PIN rule: a withdrawal without a cashier costs no PIN guess.
     let body = json!({"amount": eur("60.00"), "pin": "0000"}).to_string();
     for _ in 0..6 {
@@ -154,22 +175,40 @@ async fn the_cash_desk_needs_a_cashier_of_this_kiosk(pg: Option<&PgDb>) {
                 .into_bytes(),
         )
         .await;
-    assert_eq!(code(&v), "insufficient_funds", "the right PIN still works: {s} {v}");
+    assert_eq!(
+        code(&v),
+        "insufficient_funds",
+        "the right PIN still works: {s} {v}"
+    );
 
     // Merchant B's kiosk: Ann is nobody there, and her token is bound to kiosk-a.
     let (s, v) = t.cashier_login(&b, "Ann", "1357").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
     let (s, v) = deposit(&t, &b, Some(&ann), "alice", "5.00").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "cashier_session_expired"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "cashier_session_expired")
+    );
     let at_b = t.token(&b, "alice").await;
     let (s, v) = withdraw(&t, &b, (&at_b, Some(&ann)), "5.00").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "cashier_session_expired"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "cashier_session_expired")
+    );
     // An operator certificate is no cashier either.
     let (s, v) = deposit(&t, &t.admin(), Some(&ann), "alice", "5.00").await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
 
     let after = t.ledger().await;
-    assert_eq!(after, before, "nothing moved");
+    // (Kiosk-b's first call opened Shop B's accounts, empty: no transaction, no money.)
+    assert!(after.ok && after.total_balance_minor == 0, "{after:?}");
+    assert_eq!(
+        after.transactions_checked, before.transactions_checked,
+        "nothing moved"
+    );
     assert_eq!(t.balance_of("alice").await, 3_000);
 
     // Ann's withdrawal at her own till goes through and is hers.
@@ -190,7 +229,10 @@ async fn wrong_cashier_pins_are_counted_before_checked_and_lock(pg: Option<&PgDb
     hire(&t, "Shop A", "Cy", "1111").await;
     // One wrong PIN is counted, a right one clears the count.
     let (s, v) = t.cashier_login(&a, "Bo", "000000").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
     sign_in(&t, &a, "Bo", "246810").await;
 
     // 48 wrong PINs at once: 5 are checked (and wrong), the rest are refused unchecked.
@@ -237,7 +279,10 @@ async fn wrong_cashier_pins_are_counted_before_checked_and_lock(pg: Option<&PgDb
     sign_in(&t, &a, "Cy", "1111").await;
     // An unknown name is refused like a wrong PIN.
     let (s, v) = t.cashier_login(&a, "Nobody", "1111").await;
-    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "invalid_credentials"));
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
     t.stop().await;
 }
 
@@ -257,7 +302,11 @@ async fn a_disabled_cashier_is_refused_everywhere(pg: Option<&PgDb>) {
             json!({}),
         )
         .await;
-    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("disabled")), "{v}");
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (StatusCode::OK, Some("disabled")),
+        "{v}"
+    );
     let before = t.ledger().await;
     // Her open session stops working, and she cannot sign in again.
     let (s, v) = deposit(&t, &a, Some(&dee), "dora", "1.00").await;
@@ -268,11 +317,21 @@ async fn a_disabled_cashier_is_refused_everywhere(pg: Option<&PgDb>) {
     assert_eq!(t.balance_of("dora").await, 1_200);
     // Unknown ids, and kiosks, cannot disable.
     let (s, v) = t
-        .post(&t.admin(), "/v1/admin/cashiers/98765/disable", &rand_key(), json!({}))
+        .post(
+            &t.admin(),
+            "/v1/admin/cashiers/98765/disable",
+            &rand_key(),
+            json!({}),
+        )
         .await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_cashier"));
     let (s, v) = t
-        .post(&a, &format!("/v1/admin/cashiers/{id}/disable"), &rand_key(), json!({}))
+        .post(
+            &a,
+            &format!("/v1/admin/cashiers/{id}/disable"),
+            &rand_key(),
+            json!({}),
+        )
         .await;
     assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "forbidden"));
     t.stop().await;
@@ -292,7 +351,11 @@ async fn the_day_shows_cash_per_cashier(pg: Option<&PgDb>) {
         sign_in(&t, &a, "Flo", "3434").await,
     );
     let g = sign_in(&t, &b, "Gus", "5656").await;
-    for (token, who, amount) in [(&e, "eve", "10.00"), (&e, "fay", "5.50"), (&f, "eve", "7.00")] {
+    for (token, who, amount) in [
+        (&e, "eve", "10.00"),
+        (&e, "fay", "5.50"),
+        (&f, "eve", "7.00"),
+    ] {
         let (s, v) = deposit(&t, &a, Some(token), who, amount).await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
@@ -317,14 +380,32 @@ async fn the_day_shows_cash_per_cashier(pg: Option<&PgDb>) {
         )
     };
     let lines: Vec<_> = today.cashiers.iter().map(line).collect();
+    let want: Vec<Line> = vec![
+        (
+            Some(eli),
+            "Eli".into(),
+            2,
+            "15.50".into(),
+            0,
+            "0.00".into(),
+            "15.50".into(),
+        ),
+        (
+            Some(flo),
+            "Flo".into(),
+            1,
+            "7.00".into(),
+            1,
+            "3.00".into(),
+            "4.00".into(),
+        ),
+    ];
+    assert_eq!(lines, want);
     assert_eq!(
-        lines,
-        vec![
-            (Some(eli), "Eli".into(), 2, "15.50".into(), 0, "0.00".into(), "15.50".into()),
-            (Some(flo), "Flo".into(), 1, "7.00".into(), 1, "3.00".into(), "4.00".into()),
-        ]
+        today.cash_net.amount_string(),
+        "19.50",
+        "the cashiers add up"
     );
-    assert_eq!(today.cash_net.amount_string(), "19.50", "the cashiers add up");
 
     let (s, v) = t.get(&t.admin(), "/v1/admin/reports/daily", None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -332,10 +413,16 @@ async fn the_day_shows_cash_per_cashier(pg: Option<&PgDb>) {
     let shop = |m: &str| report.merchants.iter().find(|t| t.merchant == m).unwrap();
     assert_eq!(shop("Shop A").cashiers, today.cashiers);
     let b_lines: Vec<_> = shop("Shop B").cashiers.iter().map(line).collect();
-    assert_eq!(
-        b_lines,
-        vec![(Some(gus), "Gus".into(), 1, "2.00".into(), 0, "0.00".into(), "2.00".into())]
-    );
+    let want: Vec<Line> = vec![(
+        Some(gus),
+        "Gus".into(),
+        1,
+        "2.00".into(),
+        0,
+        "0.00".into(),
+        "2.00".into(),
+    )];
+    assert_eq!(b_lines, want);
     t.stop().await;
 }
 
@@ -343,10 +430,6 @@ async fn bad_cashier_input_is_refused_and_changes_nothing(pg: Option<&PgDb>) {
     let t = server(pg, |_| {}).await;
     let a = t.kiosk("kiosk-a");
     hire(&t, "Shop A", "Hal", "4455").await;
-    let list = |t: &TestServer| {
-        let admin = t.admin();
-        async move { t.get(&admin, "/v1/admin/cashiers", None).await }
-    };
     let (s, before) = list(&t).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(before.as_array().unwrap().len(), 1, "{before}");
@@ -369,7 +452,11 @@ async fn bad_cashier_input_is_refused_and_changes_nothing(pg: Option<&PgDb>) {
         let (s, v) = t
             .post(&t.admin(), "/v1/admin/cashiers", &rand_key(), body.clone())
             .await;
-        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"), "{body}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(msg.len() < 200 && !msg.contains("zzzz"), "echoes: {msg}");
     }
@@ -394,7 +481,10 @@ async fn bad_cashier_input_is_refused_and_changes_nothing(pg: Option<&PgDb>) {
         .await;
     let rows: Vec<Cashier> = serde_json::from_value(v).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].merchant.as_str(), rows[0].name.as_str()), ("Shop B", "Hal"));
+    assert_eq!(
+        (rows[0].merchant.as_str(), rows[0].name.as_str()),
+        ("Shop B", "Hal")
+    );
 
     // Sign-in input is bounded too, and a bad one is no guess.
     for body in [
@@ -404,9 +494,19 @@ async fn bad_cashier_input_is_refused_and_changes_nothing(pg: Option<&PgDb>) {
         json!({"name": "Hal"}),
     ] {
         let (s, v) = t
-            .post_raw(&a, "/v1/cashier-sessions", None, None, body.to_string().into_bytes())
+            .post_raw(
+                &a,
+                "/v1/cashier-sessions",
+                None,
+                None,
+                body.to_string().into_bytes(),
+            )
             .await;
-        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_request"), "{body}");
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{body}"
+        );
     }
     sign_in(&t, &a, "Hal", "4455").await;
     t.stop().await;

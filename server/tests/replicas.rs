@@ -322,6 +322,18 @@ async fn a_lock_out_counted_at_both_replicas_holds_at_both() {
     db.drop_db().await;
 }
 
+/// The deposit `dep-1` of `body` through `t`, by the cashier of session `desk`.
+async fn deposit_at(
+    t: &TestServer,
+    c: &reqwest::Client,
+    desk: &str,
+    body: String,
+) -> (StatusCode, Value) {
+    let at_desk = (Some("dep-1"), None, Some(desk));
+    t.post_as(c, "/v1/deposits", at_desk, body.into_bytes())
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idempotency_key_replayed_across_replicas_has_one_effect() {
     let Some((db, a, b)) = replicas("idem").await else {
@@ -332,10 +344,7 @@ async fn an_idempotency_key_replayed_across_replicas_has_one_effect() {
     let body = json!({"username": "erin", "amount": eur("20.00")}).to_string();
     // One cashier session, shared by the replicas (it is a row), for every attempt.
     let desk = a.desk(&via_a).await;
-    let at_desk = (Some("dep-1"), None, Some(desk.as_str()));
-    let dep = |t: &TestServer, c: &reqwest::Client, body: &str| {
-        t.post_as(c, "/v1/deposits", at_desk, body.as_bytes().to_vec())
-    };
+    let dep = |t, c, body: &str| deposit_at(t, c, &desk, body.to_string());
     // Sent to both at once, then again to each: one deposit.
     let (ra, rb) = tokio::join!(dep(&a, &via_a, &body), dep(&b, &via_b, &body));
     let again = [dep(&a, &via_a, &body).await, dep(&b, &via_b, &body).await];

@@ -563,7 +563,10 @@ fn keeps_the_books(rt: &Rt, store: Arc<dyn Store>, ops: Vec<Op>) {
             ids.push(register(&*store, n).await);
         }
         let merchants = ["shop", "bakery"];
-        let desks = (cashier(&*store, "shop").await, cashier(&*store, "bakery").await);
+        let desks = (
+            cashier(&*store, "shop").await,
+            cashier(&*store, "bakery").await,
+        );
         let mut payments: Vec<i64> = Vec::new();
         for op in ops {
             let cmd = match op {

@@ -406,7 +406,13 @@ pub async fn deposit(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let subject = cashier_subject(&headers);
-    let idem = idempotency(&headers, &kiosk.scope(), "POST /v1/deposits", &subject, &body)?;
+    let idem = idempotency(
+        &headers,
+        &kiosk.scope(),
+        "POST /v1/deposits",
+        &subject,
+        &body,
+    )?;
     // After the key (a request without one is `missing_idempotency_key` as everywhere).
     let cashier = super::cashier::token(&headers)?.to_string();
     let req: DepositRequest = parse_json(&body)?;

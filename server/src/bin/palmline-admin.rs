@@ -234,7 +234,11 @@ async fn cashier(api: &Api, json: bool, cmd: CashierCmd) -> Result<()> {
             pin_stdin,
         } => {
             let pin = read_pin(pin_stdin)?;
-            let body = serde_json::to_value(NewCashier { merchant, name, pin })?;
+            let body = serde_json::to_value(NewCashier {
+                merchant,
+                name,
+                pin,
+            })?;
             let c: Cashier = api
                 .call(Method::POST, "/v1/admin/cashiers", Some(body))
                 .await?;

@@ -15,8 +15,8 @@ use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
 use crate::metrics::WriterMetrics;
 use async_trait::async_trait;
 use palmline_shared::api::{
-    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow,
-    LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
+    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage,
+    KioskRow, LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
 };
 use palmline_shared::{Currency, Money};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -1460,7 +1460,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let rows = match merchant {
                 Some(m) => cashiers_where(c, "a.name = ?1", [m])?,
-                None => cashiers_where(c, "1 = 1", [])?,
+                None => cashiers_where(c, "1 = 1", params![])?,
             };
             Ok(rows.into_iter().map(|(cashier, _)| cashier).collect())
         })

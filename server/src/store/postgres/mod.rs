@@ -30,7 +30,8 @@ use super::{
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
 use palmline_shared::api::{
-    AccountRow, Cashier, DailyReport, DailyTotals, HistoryPage, KioskRow, LedgerCheck, PalmScanRow, Wallet,
+    AccountRow, Cashier, DailyReport, DailyTotals, HistoryPage, KioskRow, LedgerCheck, PalmScanRow,
+    Wallet,
 };
 use palmline_shared::Currency;
 use std::time::Duration;

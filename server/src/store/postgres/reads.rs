@@ -11,8 +11,8 @@ use crate::store::{
 };
 use deadpool_postgres::{GenericClient, Object};
 use palmline_shared::api::{
-    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow,
-    LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
+    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage,
+    KioskRow, LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
 };
 use palmline_shared::{Currency, Money};
 use tokio_postgres::types::ToSql;
@@ -263,7 +263,14 @@ pub(super) async fn cashiers(
 ) -> Result<Vec<Cashier>, LedgerError> {
     let order = "ORDER BY a.name COLLATE \"C\", c.name COLLATE \"C\", c.id";
     let rows = match merchant {
-        Some(m) => query(c, &format!("{CASHIER_ROWS} WHERE a.name = $1 {order}"), &[&m]).await?,
+        Some(m) => {
+            query(
+                c,
+                &format!("{CASHIER_ROWS} WHERE a.name = $1 {order}"),
+                &[&m],
+            )
+            .await?
+        }
         None => query(c, &format!("{CASHIER_ROWS} {order}"), &[]).await?,
     };
     Ok(rows.iter().map(|r| cashier_of(r).0).collect())

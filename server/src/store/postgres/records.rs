@@ -61,7 +61,9 @@ pub(super) async fn apply(
             if execute(tx, sql, &[&cashier_id]).await? == 0 {
                 return Err(LedgerError::UnknownCashier);
             }
-            Ok(Outcome::Cashier(reads::cashier_by_id(tx, cashier_id).await?))
+            Ok(Outcome::Cashier(
+                reads::cashier_by_id(tx, cashier_id).await?,
+            ))
         }
         Command::ReserveCashierGuess {
             cashier_id,
@@ -431,7 +433,7 @@ async fn locked_cashier_counts(
     )
     .await?
     .ok_or(LedgerError::UnknownCashier)?;
-    let count = |i| u32::try_from(r.get::<_, i32>(i)).map_err(storage);
+    let count = |i: usize| u32::try_from(r.get::<_, i32>(i)).map_err(storage);
     Ok(crate::store::cashier_counts(
         count(0)?,
         r.get(1),
