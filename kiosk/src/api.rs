@@ -193,7 +193,10 @@ impl ApiClient {
                 ))
                 .map(Reply::Receipt),
             C::Withdraw {
-                token, cashier, req, ..
+                token,
+                cashier,
+                req,
+                ..
             } => self
                 .get::<Receipt>(with_key(
                     self.request(Method::POST, "/v1/withdrawals")

@@ -10,9 +10,8 @@
 
 use palmline_shared::api::{
     Cashier, CashierSessionRequest, DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage,
-    PalmEnrollRequest,
-    PalmPaymentRequest, PaymentRequest, Receipt, RegisterShopper, SessionRequest, Shopper,
-    TransferRequest, TxKind, Wallet, WithdrawalRequest,
+    PalmEnrollRequest, PalmPaymentRequest, PaymentRequest, Receipt, RegisterShopper,
+    SessionRequest, Shopper, TransferRequest, TxKind, Wallet, WithdrawalRequest,
 };
 use palmline_shared::money::{Currency, Money};
 use std::time::{Duration, Instant};
@@ -890,7 +889,9 @@ impl App {
             (Screen::CashierName { .. }, Event::SubmitCashierName { name }) => {
                 let name = name.trim().to_string();
                 if name.is_empty() || name.chars().count() > MAX_CASHIER_NAME_CHARS {
-                    let error = format!("Enter your cashier name (1 to {MAX_CASHIER_NAME_CHARS} characters)");
+                    let error = format!(
+                        "Enter your cashier name (1 to {MAX_CASHIER_NAME_CHARS} characters)"
+                    );
                     self.go(Screen::CashierName { error: Some(error) }, now);
                 } else {
                     self.pin_attempts_left = self.settings.pin_attempts;
@@ -1187,7 +1188,7 @@ impl App {
                     );
                     return;
                 }
-                self.submit_pin(purpose, entered, attempts_left, now, out);
+                self.submit_pin(purpose, entered, now, out);
                 return;
             }
         }
@@ -1202,17 +1203,9 @@ impl App {
         );
     }
 
-    fn submit_pin(
-        &mut self,
-        purpose: PinFor,
-        pin: String,
-        attempts_left: u8,
-        now: Instant,
-        out: &mut Vec<Command>,
-    ) {
+    fn submit_pin(&mut self, purpose: PinFor, pin: String, now: Instant, out: &mut Vec<Command>) {
         match purpose {
             PinFor::Cashier { name } => {
-                let _ = attempts_left;
                 self.send(
                     ApiCall::CashierLogin {
                         req: CashierSessionRequest {
@@ -1945,10 +1938,18 @@ impl App {
     /// The cashier's own failures: a wrong name or PIN goes back to the PIN pad (a few
     /// tries, then idle; the server counts and locks as well), and a cash-desk request whose
     /// cashier session ended asks the cashier to sign in again. True if handled.
-    fn on_cashier_failure(&mut self, kind: &PendingKind, code: Option<ErrorCode>, now: Instant) -> bool {
+    fn on_cashier_failure(
+        &mut self,
+        kind: &PendingKind,
+        code: Option<ErrorCode>,
+        now: Instant,
+    ) -> bool {
         use ErrorCode as C;
         match (kind, code) {
-            (PendingKind::CashierLogin { name }, Some(C::InvalidCredentials | C::InvalidRequest)) => {
+            (
+                PendingKind::CashierLogin { name },
+                Some(C::InvalidCredentials | C::InvalidRequest),
+            ) => {
                 let left = if self.pin_attempts_left == 0 {
                     self.settings.pin_attempts
                 } else {

@@ -46,13 +46,7 @@ pub fn start_backend(data_dir: &Path, env: &[(&str, &str)]) -> Result<Backend> {
     let bin = server_proc::find_server_binary()?;
     let cert = server_proc::prepare_pki(&bin, data_dir, DEMO_KIOSK, DEMO_MERCHANT)?;
     let server = ServerProcess::start(&bin, data_dir, env)?;
-    server_proc::add_cashier(
-        &bin,
-        data_dir,
-        &server.url,
-        DEMO_MERCHANT,
-        DEMO_CASHIER,
-    )?;
+    server_proc::add_cashier(&bin, data_dir, &server.url, DEMO_MERCHANT, DEMO_CASHIER)?;
     let config = Config {
         server: ServerConfig {
             url: server.url.clone(),

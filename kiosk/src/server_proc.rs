@@ -105,7 +105,11 @@ pub fn add_cashier(
     use std::io::Write as _;
     let admins = data_dir.join("pki").join("admins");
     if !admins.join("operator.pem").exists() {
-        run(server_bin, data_dir, &["pki", "issue-admin", "--name", "operator"])?;
+        run(
+            server_bin,
+            data_dir,
+            &["pki", "issue-admin", "--name", "operator"],
+        )?;
     }
     let admin = server_bin.with_file_name("palmline-admin");
     let mut child = Command::new(&admin)
@@ -113,7 +117,15 @@ pub fn add_cashier(
         .arg(url)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["cashier", "add", "--merchant", merchant, "--name", name, "--pin-stdin"])
+        .args([
+            "cashier",
+            "add",
+            "--merchant",
+            merchant,
+            "--name",
+            name,
+            "--pin-stdin",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

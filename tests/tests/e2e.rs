@@ -43,7 +43,14 @@ async fn register_deposit_login_pay_history_then_operator_views() {
     let base = ["--server", base_url.as_str(), "--data-dir", d];
     let add = [
         &base[..],
-        &["cashier", "add", "--merchant", "Demo Shop", "--name", "Dana"],
+        &[
+            "cashier",
+            "add",
+            "--merchant",
+            "Demo Shop",
+            "--name",
+            "Dana",
+        ],
     ]
     .concat();
     let no_tty = std::process::Command::new(&admin)
@@ -65,7 +72,10 @@ async fn register_deposit_login_pay_history_then_operator_views() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Dana"));
     let listed = run(&admin, &[&base[..], &["cashier", "list"]].concat()).unwrap();
-    assert!(listed.contains("Dana") && listed.contains("active"), "{listed}");
+    assert!(
+        listed.contains("Dana") && listed.contains("active"),
+        "{listed}"
+    );
     let desk: CashierSessionResponse = kiosk
         .post(url("/v1/cashier-sessions"))
         .json(&json!({"name": "Dana", "pin": "4321"}))
