@@ -836,6 +836,13 @@ fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
                 expires_at,
             };
             store.execute(None, s).await.unwrap();
+            let c = Command::CreateCashierSession {
+                token_hash: token,
+                cashier_id,
+                kiosk_id: "k".into(),
+                expires_at,
+            };
+            store.execute(None, c).await.unwrap();
         }
         let scan = || Command::LogScan {
             kiosk_id: "k".into(),
@@ -867,7 +874,7 @@ fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
         let expected = Purged {
             idempotency: 1,
             scans: 12_000,
-            sessions: 1,
+            sessions: 2, // a shopper's and a cashier's
             guess_days: 1,
         };
         assert_eq!(p, expected);
@@ -875,6 +882,7 @@ fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
         assert!(store.replay(&idem("new", "new")).await.unwrap().is_some());
         assert_eq!(raw.rows("palm_scans").await, 1, "the recent scan stays");
         assert_eq!(raw.rows("sessions").await, 1, "the live session stays");
+        assert_eq!(raw.rows("cashier_sessions").await, 1, "the live one stays");
         assert_eq!(raw.rows("auth_day").await, 1, "today's guesses stay");
         let ledger_now = (raw.rows("transactions").await, raw.rows("entries").await);
         assert_eq!(ledger_now, ledger_before);
