@@ -9,8 +9,9 @@
 use crate::app::{ApiCall, ApiError, Reply};
 use anyhow::{Context, Result};
 use palmline_shared::api::{
-    DailyTotals, ErrorBody, ErrorCode, Health, HistoryPage, PalmEnrollResponse, Receipt,
-    SessionResponse, Shopper, Wallet, IDEMPOTENCY_HEADER,
+    CashierSessionResponse, DailyTotals, ErrorBody, ErrorCode, Health, HistoryPage,
+    PalmEnrollResponse, Receipt, SessionResponse, Shopper, Wallet, CASHIER_SESSION_HEADER,
+    IDEMPOTENCY_HEADER,
 };
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
@@ -176,15 +177,31 @@ impl ApiClient {
                     token: s.token,
                     shopper: s.shopper,
                 }),
-            C::Deposit { req, .. } => self
+            C::CashierLogin { req } => self
+                .get::<CashierSessionResponse>(
+                    self.request(Method::POST, "/v1/cashier-sessions").json(req),
+                )
+                .map(|s| Reply::CashierSession {
+                    token: s.token,
+                    cashier: s.cashier,
+                }),
+            C::Deposit { req, cashier, .. } => self
                 .get::<Receipt>(with_key(
-                    self.request(Method::POST, "/v1/deposits").json(req),
+                    self.request(Method::POST, "/v1/deposits")
+                        .header(CASHIER_SESSION_HEADER, cashier.as_str())
+                        .json(req),
                 ))
                 .map(Reply::Receipt),
-            C::Withdraw { token, req, .. } => self
+            C::Withdraw {
+                token,
+                cashier,
+                req,
+                ..
+            } => self
                 .get::<Receipt>(with_key(
                     self.request(Method::POST, "/v1/withdrawals")
                         .bearer_auth(token)
+                        .header(CASHIER_SESSION_HEADER, cashier.as_str())
                         .json(req),
                 ))
                 .map(Reply::Receipt),

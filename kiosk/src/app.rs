@@ -9,9 +9,9 @@
 //! the same request.
 
 use palmline_shared::api::{
-    DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage, PalmEnrollRequest,
-    PalmPaymentRequest, PaymentRequest, Receipt, RegisterShopper, SessionRequest, Shopper,
-    TransferRequest, TxKind, Wallet, WithdrawalRequest,
+    Cashier, CashierSessionRequest, DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage,
+    PalmEnrollRequest, PalmPaymentRequest, PaymentRequest, Receipt, RegisterShopper,
+    SessionRequest, Shopper, TransferRequest, TxKind, Wallet, WithdrawalRequest,
 };
 use palmline_shared::money::{Currency, Money};
 use std::time::{Duration, Instant};
@@ -32,13 +32,21 @@ pub enum ApiCall {
         key: String,
         req: SessionRequest,
     },
+    /// A cashier signs in (name and PIN checked by the server). Not idempotency-keyed.
+    CashierLogin {
+        req: CashierSessionRequest,
+    },
+    /// Cash in, taken by the cashier whose session token is `cashier`.
     Deposit {
         key: String,
+        cashier: String,
         req: DepositRequest,
     },
+    /// Cash out for the shopper of session `token`, paid by the cashier of `cashier`.
     Withdraw {
         key: String,
         token: String,
+        cashier: String,
         req: WithdrawalRequest,
     },
     Pay {
@@ -110,6 +118,7 @@ pub enum Reply {
     Health(Health),
     Shopper(Shopper),
     Session { token: String, shopper: Shopper },
+    CashierSession { token: String, cashier: Cashier },
     Receipt(Receipt),
     Wallet(Wallet),
     History(HistoryPage),
@@ -247,6 +256,10 @@ pub enum Event {
     SubmitTopUpUser {
         username: String,
     },
+    /// The cashier sign-in form: who is signing in (the PIN pad comes next).
+    SubmitCashierName {
+        name: String,
+    },
     SubmitTransfer {
         to: String,
         amount: String,
@@ -288,8 +301,9 @@ pub enum AmountFor {
 /// What a PIN is needed for; holds everything needed to resend the request with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinFor {
+    /// A cashier's PIN, checked by the server with the name.
     Cashier {
-        then: Nav,
+        name: String,
     },
     PalmPay {
         template: String,
@@ -407,6 +421,10 @@ pub enum Screen {
         wallet: WalletView,
         error: Option<String>,
     },
+    /// The cashier sign-in form (name); the PIN pad follows.
+    CashierName {
+        error: Option<String>,
+    },
     CashierMenu,
     TopUpUser {
         error: Option<String>,
@@ -434,6 +452,7 @@ impl Screen {
             Screen::PasswordLogin { .. } => "password-login",
             Screen::Wallet(_) => "wallet",
             Screen::SendMoney { .. } => "send-money",
+            Screen::CashierName { .. } => "cashier-name",
             Screen::CashierMenu => "cashier-menu",
             Screen::TopUpUser { .. } => "topup-user",
             Screen::Today(_) => "today",
@@ -447,7 +466,6 @@ impl Screen {
 pub struct Settings {
     pub currency: Currency,
     pub merchant_display: String,
-    pub cashier_pin: String,
     /// Palm captures per enrollment (3-5).
     pub enroll_captures: usize,
     /// A shopper who stops touching the screen for this long is sent back to idle.
@@ -469,7 +487,6 @@ impl Default for Settings {
         Settings {
             currency: Currency::EUR,
             merchant_display: "Palmline Shop".into(),
-            cashier_pin: "1234".into(),
             enroll_captures: 3,
             inactivity: Duration::from_secs(60),
             result_display: Duration::from_secs(8),
@@ -510,6 +527,9 @@ enum PendingKind {
     EnrollPalms {
         username: String,
     },
+    CashierLogin {
+        name: String,
+    },
     Deposit,
     Withdraw {
         token: String,
@@ -542,7 +562,9 @@ pub struct App {
     health: Option<Health>,
     next_id: RequestId,
     new_key: Box<dyn FnMut() -> String + Send>,
-    cashier_unlocked: bool,
+    /// The cashier signed in at this kiosk: held in memory only, dropped when the kiosk
+    /// goes back to idle.
+    cashier: Option<OnDuty>,
     /// The wallet to return to after a transfer that needed a PIN.
     pin_wallet: Option<WalletView>,
     pin_attempts_left: u8,
@@ -550,6 +572,13 @@ pub struct App {
     retry_kind: Option<PendingKind>,
     /// Timestamp of the last palm accepted by the gate (for the "frame to result" figure).
     pub last_capture_at: Option<Instant>,
+}
+
+/// A cashier signed in through the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnDuty {
+    pub token: String,
+    pub name: String,
 }
 
 fn mask_name(name: &str) -> String {
@@ -578,6 +607,9 @@ pub const MAX_AMOUNT_DIGITS: usize = 9;
 /// PIN length bounds.
 pub const PIN_MIN: usize = 4;
 pub const PIN_MAX: usize = 8;
+/// A cashier's PIN may be longer than a shopper's.
+pub const CASHIER_PIN_MAX: usize = palmline_shared::api::CASHIER_PIN_MAX;
+const MAX_CASHIER_NAME_CHARS: usize = palmline_shared::api::MAX_CASHIER_NAME_CHARS;
 
 impl App {
     /// `new_key` makes idempotency keys (UUIDs in the kiosk, a counter in tests).
@@ -593,7 +625,7 @@ impl App {
             health: None,
             next_id: 1,
             new_key,
-            cashier_unlocked: false,
+            cashier: None,
             pin_wallet: None,
             pin_attempts_left: 0,
             retry_kind: None,
@@ -694,7 +726,7 @@ impl App {
         };
         self.deadline = timeout.map(|t| now + t);
         if matches!(screen, Screen::Idle) {
-            self.cashier_unlocked = false;
+            self.cashier = None;
             self.wallet_reqs.clear();
             self.next_health = Some(now);
         }
@@ -850,26 +882,30 @@ impl App {
                 },
                 now,
             ),
-            (Screen::Idle, Event::Nav(Nav::Cashier)) => self.go(
-                Screen::Pin {
-                    purpose: PinFor::Cashier { then: Nav::Cashier },
-                    entered: String::new(),
-                    attempts_left: self.settings.pin_attempts,
-                    error: None,
-                },
-                now,
-            ),
-            (Screen::Offline { .. }, Event::Nav(Nav::Cashier)) => self.go(
-                Screen::Pin {
-                    purpose: PinFor::Cashier {
-                        then: Nav::CashierDiagnostics,
-                    },
-                    entered: String::new(),
-                    attempts_left: self.settings.pin_attempts,
-                    error: None,
-                },
-                now,
-            ),
+            // Only the server can say who is a cashier: offline there is no cashier menu.
+            (Screen::Idle, Event::Nav(Nav::Cashier)) => {
+                self.go(Screen::CashierName { error: None }, now)
+            }
+            (Screen::CashierName { .. }, Event::SubmitCashierName { name }) => {
+                let name = name.trim().to_string();
+                if name.is_empty() || name.chars().count() > MAX_CASHIER_NAME_CHARS {
+                    let error = format!(
+                        "Enter your cashier name (1 to {MAX_CASHIER_NAME_CHARS} characters)"
+                    );
+                    self.go(Screen::CashierName { error: Some(error) }, now);
+                } else {
+                    self.pin_attempts_left = self.settings.pin_attempts;
+                    self.go(
+                        Screen::Pin {
+                            purpose: PinFor::Cashier { name },
+                            entered: String::new(),
+                            attempts_left: self.settings.pin_attempts,
+                            error: None,
+                        },
+                        now,
+                    );
+                }
+            }
             (
                 Screen::Amount {
                     purpose, digits, ..
@@ -1040,14 +1076,14 @@ impl App {
             }
             Screen::SendMoney { wallet, .. } => self.go(Screen::Wallet(wallet), now),
             Screen::TopUpUser { .. } | Screen::Today(_) | Screen::Diagnostics(_)
-                if self.cashier_unlocked =>
+                if self.cashier.is_some() =>
             {
                 self.go(Screen::CashierMenu, now)
             }
             Screen::Amount {
                 purpose: AmountFor::TopUp { .. },
                 ..
-            } if self.cashier_unlocked => self.go(Screen::CashierMenu, now),
+            } if self.cashier.is_some() => self.go(Screen::CashierMenu, now),
             _ => self.home(now, out),
         }
     }
@@ -1080,10 +1116,15 @@ impl App {
                             self.start_capture(CapturePurpose::Pay { amount }, now, out)
                         }
                         AmountFor::TopUp { username } => {
+                            let Some(cashier) = self.cashier.clone() else {
+                                self.go(Screen::CashierName { error: None }, now);
+                                return;
+                            };
                             let key = self.key();
                             self.send(
                                 ApiCall::Deposit {
                                     key,
+                                    cashier: cashier.token,
                                     req: DepositRequest { username, amount },
                                 },
                                 PendingKind::Deposit,
@@ -1121,7 +1162,11 @@ impl App {
     ) {
         match k {
             Key::Digit(d) if d <= 9 => {
-                if entered.len() < PIN_MAX {
+                let max = match purpose {
+                    PinFor::Cashier { .. } => CASHIER_PIN_MAX,
+                    _ => PIN_MAX,
+                };
+                if entered.len() < max {
                     entered.push(char::from(b'0' + d));
                 }
             }
@@ -1143,7 +1188,7 @@ impl App {
                     );
                     return;
                 }
-                self.submit_pin(purpose, entered, attempts_left, now, out);
+                self.submit_pin(purpose, entered, now, out);
                 return;
             }
         }
@@ -1158,36 +1203,21 @@ impl App {
         );
     }
 
-    fn submit_pin(
-        &mut self,
-        purpose: PinFor,
-        pin: String,
-        attempts_left: u8,
-        now: Instant,
-        out: &mut Vec<Command>,
-    ) {
+    fn submit_pin(&mut self, purpose: PinFor, pin: String, now: Instant, out: &mut Vec<Command>) {
         match purpose {
-            PinFor::Cashier { then } => {
-                if pin == self.settings.cashier_pin {
-                    self.cashier_unlocked = true;
-                    if then == Nav::CashierDiagnostics {
-                        self.open_diagnostics(now, out);
-                    } else {
-                        self.go(Screen::CashierMenu, now);
-                    }
-                } else if attempts_left <= 1 {
-                    self.home(now, out);
-                } else {
-                    self.go(
-                        Screen::Pin {
-                            purpose: PinFor::Cashier { then },
-                            entered: String::new(),
-                            attempts_left: attempts_left - 1,
-                            error: Some("Wrong cashier PIN".into()),
+            PinFor::Cashier { name } => {
+                self.send(
+                    ApiCall::CashierLogin {
+                        req: CashierSessionRequest {
+                            name: name.clone(),
+                            pin,
                         },
-                        now,
-                    );
-                }
+                    },
+                    PendingKind::CashierLogin { name },
+                    "Signing in",
+                    now,
+                    out,
+                );
             }
             // Each resend with a PIN is a different request: a NEW idempotency key (the
             // first attempt moved nothing).
@@ -1290,10 +1320,15 @@ impl App {
         now: Instant,
         out: &mut Vec<Command>,
     ) {
+        let Some(cashier) = self.cashier.clone() else {
+            self.go(Screen::CashierName { error: None }, now);
+            return;
+        };
         let key = self.key();
         let call = ApiCall::Withdraw {
             key,
             token: token.clone(),
+            cashier: cashier.token,
             req: WithdrawalRequest { amount, pin },
         };
         self.send(
@@ -1640,6 +1675,15 @@ impl App {
                     out,
                 );
             }
+            (PendingKind::CashierLogin { name }, Reply::CashierSession { token, cashier }) => {
+                debug_assert_eq!(cashier.name, name);
+                self.pin_attempts_left = 0;
+                self.cashier = Some(OnDuty {
+                    token,
+                    name: cashier.name,
+                });
+                self.go(Screen::CashierMenu, now);
+            }
             (PendingKind::EnrollLogin, Reply::Session { token, shopper }) => self.start_capture(
                 CapturePurpose::Enroll {
                     token,
@@ -1746,6 +1790,9 @@ impl App {
                 },
                 now,
             );
+            return;
+        }
+        if self.on_cashier_failure(&p.kind, code, now) {
             return;
         }
         // Forms show their errors in place.
@@ -1884,6 +1931,88 @@ impl App {
             self.retry_kind = Some(p.kind.clone());
         }
         self.decline(code, title, &detail, retry, now);
+    }
+}
+
+impl App {
+    /// The cashier's own failures: a wrong name or PIN goes back to the PIN pad (a few
+    /// tries, then idle; the server counts and locks as well), and a cash-desk request whose
+    /// cashier session ended asks the cashier to sign in again. True if handled.
+    fn on_cashier_failure(
+        &mut self,
+        kind: &PendingKind,
+        code: Option<ErrorCode>,
+        now: Instant,
+    ) -> bool {
+        use ErrorCode as C;
+        match (kind, code) {
+            (
+                PendingKind::CashierLogin { name },
+                Some(C::InvalidCredentials | C::InvalidRequest),
+            ) => {
+                let left = if self.pin_attempts_left == 0 {
+                    self.settings.pin_attempts
+                } else {
+                    self.pin_attempts_left
+                }
+                .saturating_sub(1);
+                if left == 0 {
+                    self.decline(code, "Not signed in", "Too many wrong PINs.", None, now);
+                } else {
+                    self.pin_attempts_left = left;
+                    self.go(
+                        Screen::Pin {
+                            purpose: PinFor::Cashier { name: name.clone() },
+                            entered: String::new(),
+                            attempts_left: left,
+                            error: Some("Wrong cashier name or PIN".into()),
+                        },
+                        now,
+                    );
+                }
+                true
+            }
+            (PendingKind::CashierLogin { .. }, Some(C::AccountLocked)) => {
+                self.decline(
+                    code,
+                    "Cashier locked",
+                    "Too many wrong PINs for this cashier. Try again later.",
+                    None,
+                    now,
+                );
+                true
+            }
+            (_, Some(C::CashierDisabled)) => {
+                self.cashier = None;
+                self.decline(
+                    code,
+                    "Cashier disabled",
+                    "This cashier can no longer sign in. Ask the operator.",
+                    None,
+                    now,
+                );
+                true
+            }
+            (
+                PendingKind::Deposit | PendingKind::Withdraw { .. },
+                Some(C::CashierSessionExpired | C::CashierSessionRequired),
+            ) => {
+                self.cashier = None;
+                self.go(
+                    Screen::CashierName {
+                        error: Some("Your cashier sign-in ended: sign in again".into()),
+                    },
+                    now,
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The cashier signed in, if any.
+    pub fn cashier(&self) -> Option<&OnDuty> {
+        self.cashier.as_ref()
     }
 }
 

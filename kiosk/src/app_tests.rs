@@ -191,22 +191,13 @@ fn health_failure_mid_flow_does_not_hijack_the_screen() {
 }
 
 #[test]
-fn offline_screen_leads_to_diagnostics_behind_cashier_pin() {
+fn offline_there_is_no_cashier_menu() {
     let mut t = new();
     let (id, _) = only_api(&t.app.start(t.now));
     t.reply(id, Err(ApiError::Offline("down".into())));
-    t.nav(Nav::Cashier);
-    assert!(matches!(
-        t.app.screen(),
-        Screen::Pin {
-            purpose: PinFor::Cashier { .. },
-            ..
-        }
-    ));
-    t.keys("1234");
-    let (_, call) = only_api(&t.enter());
-    assert_eq!(call, ApiCall::Health);
-    assert_eq!(t.name(), "diagnostics");
+    // Only the server can say who is a cashier; there is no local PIN to fall back on.
+    assert!(t.nav(Nav::Cashier).is_empty());
+    assert_eq!(t.name(), "offline");
 }
 
 // ------------------------------------------------------------------ amount keypad
@@ -923,32 +914,145 @@ fn forget_palm_from_the_wallet() {
 
 // ------------------------------------------------------------------ cashier
 
-fn unlock_cashier(t: &mut T) {
-    t.nav(Nav::Cashier);
-    t.keys("1234");
-    t.enter();
-    assert_eq!(t.name(), "cashier-menu");
+fn cashier_session(name: &str) -> Reply {
+    Reply::CashierSession {
+        token: format!("desk-{name}"),
+        cashier: Cashier {
+            id: 3,
+            merchant: "Corner Shop".into(),
+            name: name.into(),
+            status: palmline_shared::api::CashierStatus::Active,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        },
+    }
 }
 
-#[test]
-fn cashier_pin_is_checked_and_attempts_run_out() {
-    let mut t = T::booted();
+/// Signs the cashier "Ann" in through the server (name, PIN pad, the server's session).
+fn unlock_cashier(t: &mut T) {
     t.nav(Nav::Cashier);
-    t.keys("9999");
-    assert!(t.enter().is_empty(), "the cashier PIN is checked locally");
+    assert_eq!(t.name(), "cashier-name");
+    t.ev(Event::SubmitCashierName {
+        name: " Ann ".into(),
+    });
     assert!(matches!(
         t.app.screen(),
         Screen::Pin {
-            attempts_left: 2,
-            error: Some(_),
+            purpose: PinFor::Cashier { name },
             ..
-        }
+        } if name == "Ann"
     ));
-    t.keys("9999");
-    t.enter();
-    t.keys("9999");
-    t.enter();
+    t.keys("246810");
+    let (id, call) = only_api(&t.enter());
+    assert_eq!(
+        call,
+        ApiCall::CashierLogin {
+            req: CashierSessionRequest {
+                name: "Ann".into(),
+                pin: "246810".into()
+            }
+        }
+    );
+    assert!(!call.moves_money() && call.idempotency_key().is_none());
+    t.reply(id, Ok(cashier_session("Ann")));
+    assert_eq!(t.name(), "cashier-menu");
+    assert_eq!(t.app.cashier().map(|c| c.token.as_str()), Some("desk-Ann"));
+}
+
+#[test]
+fn a_cashier_name_is_asked_for_and_bounded() {
+    let mut t = T::booted();
+    t.nav(Nav::Cashier);
+    for bad in ["", "   ", &"x".repeat(33)] {
+        t.ev(Event::SubmitCashierName { name: bad.into() });
+        assert!(
+            matches!(t.app.screen(), Screen::CashierName { error: Some(_) }),
+            "{bad:?}"
+        );
+    }
+    t.nav(Nav::Cancel);
     assert_eq!(t.name(), "idle");
+}
+
+#[test]
+fn the_cashier_pin_is_checked_by_the_server_and_attempts_run_out() {
+    let mut t = T::booted();
+    t.nav(Nav::Cashier);
+    t.ev(Event::SubmitCashierName { name: "Ann".into() });
+    // Nothing is checked locally: every PIN goes to the server.
+    for left in [2u8, 1] {
+        t.keys("9999");
+        let (id, call) = only_api(&t.enter());
+        assert!(matches!(call, ApiCall::CashierLogin { .. }));
+        t.reply(id, Err(server(ErrorCode::InvalidCredentials)));
+        assert!(matches!(
+            t.app.screen(),
+            Screen::Pin {
+                purpose: PinFor::Cashier { .. },
+                attempts_left,
+                error: Some(_),
+                ..
+            } if *attempts_left == left
+        ));
+    }
+    t.keys("9999");
+    let (id, _) = only_api(&t.enter());
+    t.reply(id, Err(server(ErrorCode::InvalidCredentials)));
+    assert_eq!(t.name(), "declined");
+    assert!(t.app.cashier().is_none());
+    // A locked or disabled cashier is told so.
+    for (code, title) in [
+        (ErrorCode::AccountLocked, "Cashier locked"),
+        (ErrorCode::CashierDisabled, "Cashier disabled"),
+    ] {
+        let mut t = T::booted();
+        t.nav(Nav::Cashier);
+        t.ev(Event::SubmitCashierName { name: "Ann".into() });
+        t.keys("1234");
+        let (id, _) = only_api(&t.enter());
+        t.reply(id, Err(server(code)));
+        assert!(matches!(t.app.screen(), Screen::Declined(d) if d.title == title));
+        assert!(t.app.cashier().is_none());
+    }
+}
+
+#[test]
+fn a_cashier_pin_may_have_twelve_digits() {
+    let mut t = T::booted();
+    t.nav(Nav::Cashier);
+    t.ev(Event::SubmitCashierName { name: "Ann".into() });
+    t.keys("12345678901234");
+    let (_, call) = only_api(&t.enter());
+    assert!(matches!(call, ApiCall::CashierLogin { req } if req.pin == "123456789012"));
+}
+
+#[test]
+fn the_cashier_session_is_dropped_when_the_kiosk_goes_idle() {
+    let mut t = T::booted();
+    unlock_cashier(&mut t);
+    t.now += t.app.settings().inactivity + Duration::from_secs(1);
+    t.ev(Event::Tick);
+    assert_eq!(t.name(), "idle");
+    assert!(t.app.cashier().is_none(), "the token is forgotten");
+    t.nav(Nav::Cashier);
+    assert_eq!(t.name(), "cashier-name", "signing in again");
+}
+
+#[test]
+fn an_ended_cashier_session_asks_to_sign_in_again() {
+    let mut t = T::booted();
+    unlock_cashier(&mut t);
+    t.nav(Nav::CashierTopUp);
+    t.ev(Event::SubmitTopUpUser {
+        username: "alice".into(),
+    });
+    t.keys("100");
+    let (id, _) = only_api(&t.enter());
+    t.reply(id, Err(server(ErrorCode::CashierSessionExpired)));
+    assert!(matches!(
+        t.app.screen(),
+        Screen::CashierName { error: Some(_) }
+    ));
+    assert!(t.app.cashier().is_none());
 }
 
 #[test]
@@ -976,7 +1080,7 @@ fn cash_top_up() {
     t.keys("2000");
     let (id, call) = only_api(&t.enter());
     assert!(
-        matches!(&call, ApiCall::Deposit { req, .. } if req.username == "alice" && req.amount == eur(2000))
+        matches!(&call, ApiCall::Deposit { req, cashier, .. } if req.username == "alice" && req.amount == eur(2000) && cashier == "desk-Ann")
     );
     t.reply(id, Ok(Reply::Receipt(receipt(TxKind::Deposit, 2000, 5000))));
     assert_eq!(t.name(), "approved");
@@ -1026,7 +1130,7 @@ fn cash_out_logs_the_shopper_in_first() {
     t.keys("1000");
     let (id, call) = only_api(&t.enter());
     assert!(
-        matches!(&call, ApiCall::Withdraw { token, req, .. } if token == "tok" && req.amount == eur(1000))
+        matches!(&call, ApiCall::Withdraw { token, req, cashier, .. } if token == "tok" && req.amount == eur(1000) && cashier == "desk-Ann")
     );
     t.reply(id, Err(server(ErrorCode::PinRequired)));
     t.keys("1357");
@@ -1077,16 +1181,18 @@ fn todays_sales_and_back_to_menu() {
         deposits_total: eur(10000),
         withdrawals_total: eur(500),
         cash_net: eur(9500),
+        cashiers: Vec::new(),
     };
     t.reply(id, Ok(Reply::Today(totals.clone())));
     assert_eq!(t.app.screen(), &Screen::Today(Some(totals)));
     t.nav(Nav::Cancel);
     assert_eq!(t.name(), "cashier-menu");
-    // Leaving to idle locks the cashier menu again.
+    // Leaving to idle signs the cashier out.
     t.nav(Nav::Cancel);
     assert_eq!(t.name(), "idle");
+    assert!(t.app.cashier().is_none());
     t.nav(Nav::Cashier);
-    assert_eq!(t.name(), "pin");
+    assert_eq!(t.name(), "cashier-name");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The kiosk's TOML configuration: server URL and certificate paths, what the screen says
-//! (merchant name, currency, locale), the camera to use and the cashier PIN.
+//! (merchant name, currency, locale) and the camera to use. No cashier secret lives here:
+//! cashiers sign in against the server.
 //!
 //! Invalid values are refused at load time with a message naming the field, so that a
 //! misconfigured kiosk fails at start rather than at the first payment.
@@ -63,8 +64,10 @@ pub struct KioskConfig {
     pub currency: String,
     /// `en` (1,234.50) or a comma locale like `de`, `fr`, `nl` (1.234,50).
     pub locale: String,
-    /// Unlocks the cashier menu and diagnostics.
-    pub cashier_pin: String,
+    /// No longer used: cashiers sign in with their own name and PIN, kept by the server
+    /// (`palmline-admin cashier add`). Present only to refuse old files with a clear reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cashier_pin: Option<String>,
     /// Palm captures per enrollment, 3 to 5.
     pub enroll_captures: usize,
     /// Seconds of no touch before going back to idle.
@@ -77,7 +80,7 @@ impl Default for KioskConfig {
             merchant_display: "Palmline Shop".into(),
             currency: "EUR".into(),
             locale: "en".into(),
-            cashier_pin: "1234".into(),
+            cashier_pin: None,
             enroll_captures: 3,
             inactivity_secs: 60,
         }
@@ -157,9 +160,11 @@ impl Config {
         if !(3..=5).contains(&self.kiosk.enroll_captures) {
             bail!("kiosk.enroll_captures must be 3 to 5");
         }
-        let pin = &self.kiosk.cashier_pin;
-        if pin.len() < 4 || pin.len() > 8 || !pin.chars().all(|c| c.is_ascii_digit()) {
-            bail!("kiosk.cashier_pin must be 4 to 8 digits");
+        if self.kiosk.cashier_pin.is_some() {
+            bail!(
+                "kiosk.cashier_pin is gone: remove it; cashiers sign in with their own name and PIN, \
+                 created on the server with `palmline-admin cashier add`"
+            );
         }
         if self.camera.source == CameraSource::Folder && self.camera.folder.is_none() {
             bail!("camera.folder is required when camera.source = \"folder\"");
@@ -291,7 +296,7 @@ min_sharpness = 0.45
             ("https://127", "http://127"),
             ("currency = \"EUR\"", "currency = \"XXX\""),
             ("source = \"simulated\"", "source = \"folder\""),
-            ("locale = \"de\"", "locale = \"de\"\ncashier_pin = \"12\""),
+            ("locale = \"de\"", "locale = \"de\"\ncashier_pin = \"1234\""),
             ("locale = \"de\"", "locale = \"de\"\nenroll_captures = 7"),
             ("locale = \"de\"", "locale = \"de\"\nnonsense = 1"),
             ("min_sharpness = 0.45", "min_cover = 0.9"),

@@ -17,7 +17,8 @@ use crate::server_proc::{self, ServerProcess};
 use crate::worker::{self, CaptureSink};
 use anyhow::{bail, Context, Result};
 use palmline_shared::api::{
-    DepositRequest, ErrorCode, PalmEnrollRequest, RegisterShopper, SessionRequest,
+    CashierSessionRequest, DepositRequest, ErrorCode, PalmEnrollRequest, RegisterShopper,
+    SessionRequest,
 };
 use palmline_shared::money::{Currency, Money};
 use std::collections::VecDeque;
@@ -31,6 +32,8 @@ pub const DEMO_MERCHANT: &str = "Corner Cafe";
 pub const DEMO_PASSWORD: &str = "palmline-demo";
 /// Seeded shoppers: (username, PIN).
 pub const DEMO_SHOPPERS: &[(&str, &str)] = &[("alice", "1111"), ("bob", "2222"), ("carol", "3333")];
+/// The demo merchant's cashier (name, PIN), created by the operator CLI at start-up.
+pub const DEMO_CASHIER: (&str, &str) = ("Dana", "2580");
 
 /// A running demo backend: the server child and a kiosk config pointing at it.
 pub struct Backend {
@@ -43,6 +46,7 @@ pub fn start_backend(data_dir: &Path, env: &[(&str, &str)]) -> Result<Backend> {
     let bin = server_proc::find_server_binary()?;
     let cert = server_proc::prepare_pki(&bin, data_dir, DEMO_KIOSK, DEMO_MERCHANT)?;
     let server = ServerProcess::start(&bin, data_dir, env)?;
+    server_proc::add_cashier(&bin, data_dir, &server.url, DEMO_MERCHANT, DEMO_CASHIER)?;
     let config = Config {
         server: ServerConfig {
             url: server.url.clone(),
@@ -119,6 +123,15 @@ pub fn seed(
     extractor: &mut dyn PalmExtractor,
     say: &mut dyn FnMut(String),
 ) -> Result<()> {
+    let desk = match client.call(&ApiCall::CashierLogin {
+        req: CashierSessionRequest {
+            name: DEMO_CASHIER.0.into(),
+            pin: DEMO_CASHIER.1.into(),
+        },
+    }) {
+        Ok(Reply::CashierSession { token, .. }) => token,
+        other => bail!("signing in cashier {}: {other:?}", DEMO_CASHIER.0),
+    };
     for (name, pin) in DEMO_SHOPPERS {
         let created = client.call(&ApiCall::Register {
             key: key(),
@@ -134,6 +147,7 @@ pub fn seed(
                 client
                     .call(&ApiCall::Deposit {
                         key: key(),
+                        cashier: desk.clone(),
                         req: DepositRequest {
                             username: (*name).into(),
                             amount: Money::from_minor(10_000, currency),
@@ -397,8 +411,10 @@ impl<'a> Scripted<'a> {
 
         (self.say)(format!("--- 2. cash top-up of 50.00 for {newcomer}"));
         self.feed(Event::Nav(Nav::Cashier));
-        let pin = self.app.settings().cashier_pin.clone();
-        self.keys(&pin);
+        self.feed(Event::SubmitCashierName {
+            name: DEMO_CASHIER.0.into(),
+        });
+        self.keys(DEMO_CASHIER.1);
         self.feed(Event::Key(Key::Enter));
         self.feed(Event::Nav(Nav::CashierTopUp));
         self.feed(Event::SubmitTopUpUser {

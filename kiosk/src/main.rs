@@ -136,8 +136,9 @@ fn run(cmd: Cmd) -> Result<()> {
             );
             if has_display() && !headless {
                 println!(
-                    "opening the kiosk window (cashier PIN {})",
-                    cfg.kiosk.cashier_pin
+                    "opening the kiosk window (cashier {} with PIN {})",
+                    demo::DEMO_CASHIER.0,
+                    demo::DEMO_CASHIER.1
                 );
                 let identities = demo::DEMO_SHOPPERS
                     .iter()

@@ -26,7 +26,6 @@ pub fn settings_from(cfg: &Config) -> Result<Settings> {
     Ok(Settings {
         currency: cfg.currency()?,
         merchant_display: cfg.kiosk.merchant_display.clone(),
-        cashier_pin: cfg.kiosk.cashier_pin.clone(),
         enroll_captures: cfg.kiosk.enroll_captures,
         inactivity: Duration::from_secs(cfg.kiosk.inactivity_secs),
         ..Settings::default()

@@ -91,6 +91,57 @@ pub fn prepare_pki(bin: &Path, data_dir: &Path, kiosk: &str, merchant: &str) -> 
     })
 }
 
+/// Creates the cashier `(name, pin)` of `merchant` on the server at `url` with
+/// `palmline-admin` (next to `server_bin`, admin certificate `operator` issued in
+/// `data_dir` if missing), the PIN written to its stdin. An existing cashier of that name
+/// is kept.
+pub fn add_cashier(
+    server_bin: &Path,
+    data_dir: &Path,
+    url: &str,
+    merchant: &str,
+    (name, pin): (&str, &str),
+) -> Result<()> {
+    use std::io::Write as _;
+    let admins = data_dir.join("pki").join("admins");
+    if !admins.join("operator.pem").exists() {
+        run(
+            server_bin,
+            data_dir,
+            &["pki", "issue-admin", "--name", "operator"],
+        )?;
+    }
+    let admin = server_bin.with_file_name("palmline-admin");
+    let mut child = Command::new(&admin)
+        .arg("--server")
+        .arg(url)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "cashier",
+            "add",
+            "--merchant",
+            merchant,
+            "--name",
+            name,
+            "--pin-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", admin.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "{pin}")?;
+    }
+    let out = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && !err.contains("cashier_exists") {
+        bail!("palmline-admin cashier add failed: {}", err.trim());
+    }
+    Ok(())
+}
+
 /// A running server child process.
 pub struct ServerProcess {
     child: Child,

@@ -354,6 +354,11 @@ impl Kiosk {
             h(&|k| k.input(ev.clone()));
         });
         let h = with.clone();
+        adapter.on_submit_cashier_name(move |name| {
+            let ev = Event::SubmitCashierName { name: name.into() };
+            h(&|k| k.input(ev.clone()));
+        });
+        let h = with.clone();
         adapter.on_submit_transfer(move |to, amount| {
             let ev = Event::SubmitTransfer {
                 to: to.into(),
@@ -588,7 +593,7 @@ impl Kiosk {
                 error,
             } => {
                 let title = match purpose {
-                    PinFor::Cashier { .. } => "Cashier PIN".to_string(),
+                    PinFor::Cashier { name } => format!("Cashier PIN for {name}"),
                     PinFor::PalmPay { amount, .. } => {
                         format!("Enter your PIN to pay {}", self.money(*amount))
                     }
@@ -660,7 +665,9 @@ impl Kiosk {
                 a.set_result_can_retry(false);
             }
             Screen::EnrollConsent => {}
-            Screen::EnrollForm { error } | Screen::TopUpUser { error } => {
+            Screen::EnrollForm { error }
+            | Screen::TopUpUser { error }
+            | Screen::CashierName { error } => {
                 a.set_error_text(error.clone().unwrap_or_default().into())
             }
             Screen::LoginChoice { then } | Screen::PasswordLogin { then, .. } => {
@@ -715,15 +722,26 @@ impl Kiosk {
             Screen::Today(t) => {
                 a.set_info_title("Today's sales".into());
                 let rows = match t {
-                    Some(t) => vec![
-                        ("Date".into(), t.date.clone(), false),
-                        ("Payments".into(), t.payments_count.to_string(), false),
-                        ("Payments total".into(), self.money(t.payments_total), true),
-                        ("Refunds".into(), self.money(t.refunds_total), false),
-                        ("Cash top-ups".into(), self.money(t.deposits_total), false),
-                        ("Cash-outs".into(), self.money(t.withdrawals_total), false),
-                        ("Cash in the till".into(), self.money(t.cash_net), true),
-                    ],
+                    Some(t) => {
+                        let mut rows = vec![
+                            ("Date".into(), t.date.clone(), false),
+                            ("Payments".into(), t.payments_count.to_string(), false),
+                            ("Payments total".into(), self.money(t.payments_total), true),
+                            ("Refunds".into(), self.money(t.refunds_total), false),
+                            ("Cash top-ups".into(), self.money(t.deposits_total), false),
+                            ("Cash-outs".into(), self.money(t.withdrawals_total), false),
+                            ("Cash in the till".into(), self.money(t.cash_net), true),
+                        ];
+                        // The same cash by the cashier who handled it.
+                        for c in &t.cashiers {
+                            let who = match c.cashier_id {
+                                Some(_) => c.name.clone(),
+                                None => "no cashier".into(),
+                            };
+                            rows.push((format!("  cash by {who}"), self.money(c.cash_net), false));
+                        }
+                        rows
+                    }
                     None => vec![],
                 };
                 a.set_info_rows(rows_model(rows.into_iter()));

@@ -140,12 +140,18 @@ fn main() {
         );
         nav(Nav::Cancel);
         sim.present(None);
-        // Step-up PIN pad (shown here as the cashier PIN).
+        // The cashier signs in: name, then the PIN pad (the same pad as the step-up PIN).
         nav(Nav::Cashier);
-        keys("12");
+        shot("05-cashier-name", small);
+        k.input(palmline_kiosk::app::Event::SubmitCashierName {
+            name: palmline_kiosk::demo::DEMO_CASHIER.0.into(),
+        });
+        keys(&palmline_kiosk::demo::DEMO_CASHIER.1[..2]);
         shot("05-pin", small);
-        keys("34");
+        keys(&palmline_kiosk::demo::DEMO_CASHIER.1[2..]);
         enter();
+        k.pump_until(WAIT, |s| matches!(s, Screen::CashierMenu))
+            .expect("cashier signed in");
         shot("06-cashier", small);
         nav(Nav::CashierToday);
         k.pump_until(WAIT, |s| matches!(s, Screen::Today(Some(_))))
@@ -236,7 +242,7 @@ fn main() {
     });
     slint::run_event_loop().expect("event loop");
     let n = saved.borrow().len();
-    assert_eq!(n, 15, "all screenshots saved");
+    assert_eq!(n, 16, "all screenshots saved");
     println!("screenshots: {n} saved");
     drop(k);
     drop(env);

@@ -67,6 +67,17 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 async fn seed(store: &dyn Store) -> Vec<i64> {
     let mut ids = Vec::with_capacity(SHOPPERS);
     let hash = palmline_server::auth::hash_secret("bench-password", HashCost::default());
+    let till = Command::CreateCashier {
+        merchant: "Bench".into(),
+        name: "Till".into(),
+        pin_hash: hash.clone(),
+    };
+    let palmline_server::store::Outcome::Cashier(cashier) =
+        store.execute(None, till).await.unwrap()
+    else {
+        unreachable!()
+    };
+    let cashier_id = cashier.id;
     for i in 0..SHOPPERS {
         let o = store
             .execute(
@@ -94,6 +105,7 @@ async fn seed(store: &dyn Store) -> Vec<i64> {
                     },
                     username: format!("s{i:05}"),
                     amount: Money::from_minor(100_000_000, Currency::EUR),
+                    cashier_id,
                 },
             )
             .await

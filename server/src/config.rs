@@ -7,6 +7,7 @@
 //! currency = "EUR"
 //! pin_threshold = "50.00"
 //! session_ttl_secs = 300
+//! cashier_session_secs = 900     # a cashier's sign-in (the kiosk drops it sooner when idle)
 //! lockout_after = 5              # wrong guesses in a row at one kiosk before it locks
 //! lockout_secs = 900             # first lock; doubles with each lock of the day
 //! lockout_max_secs = 86400       # longest lock
@@ -46,6 +47,7 @@ pub struct FileConfig {
     pub currency: Option<String>,
     pub pin_threshold: Option<String>,
     pub session_ttl_secs: Option<u64>,
+    pub cashier_session_secs: Option<u64>,
     pub lockout_after: Option<u32>,
     pub lockout_secs: Option<u64>,
     pub lockout_max_secs: Option<u64>,
@@ -208,6 +210,12 @@ impl ServerConfig {
                 bail!("session_ttl_secs must be 10-86400");
             }
             api.session_ttl = Duration::from_secs(s);
+        }
+        if let Some(s) = file.cashier_session_secs {
+            if !(10..=43_200).contains(&s) {
+                bail!("cashier_session_secs must be 10-43200");
+            }
+            api.cashier_session_ttl = Duration::from_secs(s);
         }
         apply_limits(&mut api, &file)?;
         let database = match env("PALMLINE_DATABASE").or(file.database.clone()) {
@@ -398,6 +406,14 @@ mod tests {
         assert!(load("currency = \"XXX\"").is_err());
         assert!(load("pin_threshold = \"1.234\"").is_err());
         assert!(load("session_ttl_secs = 1").is_err());
+        assert!(load("cashier_session_secs = 0").is_err());
+        assert_eq!(
+            load("cashier_session_secs = 120")
+                .unwrap()
+                .api
+                .cashier_session_ttl,
+            Duration::from_secs(120)
+        );
         assert!(load("listen = ").is_err());
         assert!(load("palm_accept_score = 0").is_err(), "accepts every palm");
         assert!(load("palm_accept_score = 10\npalm_grey_score = 12").is_err());

@@ -22,6 +22,10 @@ pub enum Factor {
     Pin,
     /// The PIN asked after a palm identification in the grey zone.
     StepUp,
+    /// A cashier's PIN at a cashier sign-in. Its counts live on the cashier's own row
+    /// (one lock for every kiosk of the merchant), never in the shoppers' `auth_kiosk` /
+    /// `auth_day`; in a [`GuessKey`] its `account_id` is the cashier's id.
+    Cashier,
 }
 
 impl Factor {
@@ -30,6 +34,7 @@ impl Factor {
             Factor::Password => "password",
             Factor::Pin => "pin",
             Factor::StepUp => "step_up",
+            Factor::Cashier => "cashier_pin",
         }
     }
 
@@ -39,6 +44,7 @@ impl Factor {
         match self {
             Factor::Password => "password",
             Factor::Pin | Factor::StepUp => "pin",
+            Factor::Cashier => "cashier_pin",
         }
     }
 }

@@ -16,12 +16,16 @@ async fn handshake_refuses_missing_foreign_expired_and_revoked_certificates() {
     let pki = t.pki();
     t.register(&t.kiosk("kiosk-a"), "alice", None).await;
     let deposit = json!({"username": "alice", "amount": eur("5.00")}).to_string();
+    // The only deposit that gets through is kiosk-b's, before its revocation.
+    let desk = t.desk(&t.kiosk("kiosk-b")).await;
     let attempt = |c: Client| {
         let url = t.url("/v1/deposits");
         let body = deposit.clone();
+        let desk = desk.clone();
         async move {
             c.post(url)
                 .header(IDEMPOTENCY_HEADER, rand_key())
+                .header(CASHIER_SESSION_HEADER, desk)
                 .body(body)
                 .send()
                 .await
@@ -332,7 +336,7 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
     ];
     for (path, body, code) in cases {
         let (s, v) = t
-            .post_raw(&a, path, Some(&rand_key()), Some(&tok), body)
+            .post_desk(&a, path, Some(&rand_key()), Some(&tok), body)
             .await;
         assert!(s.is_client_error(), "{path} {code}: got {s} {v}");
         assert_eq!(v["error"]["code"], code, "{path}: {v}");
@@ -601,7 +605,7 @@ async fn login_lockout_pin_policy_history_and_refunds() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = t
-        .post_raw(
+        .post_desk(
             &a,
             "/v1/withdrawals",
             Some("q6"),

@@ -280,13 +280,11 @@ async fn a_deposit_receipt_from_any_kiosk_shows_no_balance() {
     let body = json!({"username": "erin", "amount": eur("0.01")});
     for _ in 0..2 {
         // The replay of the same key is redacted too.
-        let r = send(post(
-            &b,
-            t.url("/v1/deposits"),
-            Some(&key),
-            None,
-            body.clone(),
-        ))
+        let desk = t.desk(&b).await;
+        let r = send(
+            post(&b, t.url("/v1/deposits"), Some(&key), None, body.clone())
+                .header(CASHIER_SESSION_HEADER, desk),
+        )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         let receipt: Receipt = serde_json::from_value(r.body.clone()).unwrap();
@@ -349,13 +347,16 @@ async fn spending_without_the_pin_is_capped_per_session_and_per_day() {
         "day limit across sessions"
     );
     // Cash-outs and transfers count as well.
-    let w = send(post(
-        &a,
-        t.url("/v1/withdrawals"),
-        Some(&rand_key()),
-        Some(&tok3),
-        json!({"amount": eur("5.00")}),
-    ))
+    let w = send(
+        post(
+            &a,
+            t.url("/v1/withdrawals"),
+            Some(&rand_key()),
+            Some(&tok3),
+            json!({"amount": eur("5.00")}),
+        )
+        .header(CASHIER_SESSION_HEADER, t.desk(&a).await),
+    )
     .await;
     assert_eq!(w.code.as_deref(), Some("pin_required"));
     assert_eq!(t.balance_of("frank").await, 90_000 - 5 * 4_999);
@@ -619,8 +620,13 @@ async fn over_long_fields_are_refused_before_any_work_and_never_echoed() {
             json!({"amount": eur("60.00"), "pin": long}),
         ),
     ];
+    let desk = t.desk(&a).await;
     for (path, token, body) in attacks {
-        let r = send(post(&a, t.url(path), Some(&rand_key()), token, body)).await;
+        let r = send(
+            post(&a, t.url(path), Some(&rand_key()), token, body)
+                .header(CASHIER_SESSION_HEADER, &desk),
+        )
+        .await;
         assert!(r.status.is_client_error(), "{path}: {:?}", r.status);
         let code = r.code.clone().unwrap_or_default();
         assert!(

@@ -11,7 +11,7 @@ use common::pg::fresh_db;
 use common::{eur, TestServer};
 use palmline_server::client::mtls_client;
 use palmline_server::pki::Pki;
-use palmline_shared::api::IDEMPOTENCY_HEADER;
+use palmline_shared::api::{CASHIER_SESSION_HEADER, IDEMPOTENCY_HEADER};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -158,8 +158,23 @@ async fn two_serve_processes_on_one_database_act_as_one_server() {
     let register =
         json!({"username": "pat", "email": "pat@example.com", "password": "password123"});
     a.post(&ka, "/v1/shoppers", "reg-pat", None, register).await;
+    let till = json!({"merchant": "Shop A", "name": "Till", "pin": "2468"});
+    a.post(&a.admin(), "/v1/admin/cashiers", "till", None, till)
+        .await;
+    let sign_in = json!({"name": "Till", "pin": "2468"});
+    let desk = a
+        .post(&ka, "/v1/cashier-sessions", "-", None, sign_in)
+        .await;
     let deposit = json!({"username": "pat", "amount": eur("30.00")});
-    a.post(&ka, "/v1/deposits", "dep-pat", None, deposit).await;
+    let resp = ka
+        .post(format!("{}/v1/deposits", a.base))
+        .header(IDEMPOTENCY_HEADER, "dep-pat")
+        .header(CASHIER_SESSION_HEADER, desk["token"].as_str().unwrap())
+        .json(&deposit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
     let login = json!({"method": "password", "username": "pat", "password": "password123"});
     let session = a.post(&ka, "/v1/sessions", "login-pat", None, login).await;
     let token = session["token"].as_str().unwrap();

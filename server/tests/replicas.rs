@@ -322,6 +322,18 @@ async fn a_lock_out_counted_at_both_replicas_holds_at_both() {
     db.drop_db().await;
 }
 
+/// The deposit `dep-1` of `body` through `t`, by the cashier of session `desk`.
+async fn deposit_at(
+    t: &TestServer,
+    c: &reqwest::Client,
+    desk: &str,
+    body: String,
+) -> (StatusCode, Value) {
+    let at_desk = (Some("dep-1"), None, Some(desk));
+    t.post_as(c, "/v1/deposits", at_desk, body.into_bytes())
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idempotency_key_replayed_across_replicas_has_one_effect() {
     let Some((db, a, b)) = replicas("idem").await else {
@@ -329,16 +341,13 @@ async fn an_idempotency_key_replayed_across_replicas_has_one_effect() {
     };
     let (via_a, via_b) = (a.kiosk("kiosk-a"), b.kiosk("kiosk-a"));
     a.register(&via_a, "erin", None).await;
-    let body = json!({"username": "erin", "amount": eur("20.00")});
+    let body = json!({"username": "erin", "amount": eur("20.00")}).to_string();
+    // One cashier session, shared by the replicas (it is a row), for every attempt.
+    let desk = a.desk(&via_a).await;
+    let dep = |t, c, body: &str| deposit_at(t, c, &desk, body.to_string());
     // Sent to both at once, then again to each: one deposit.
-    let (ra, rb) = tokio::join!(
-        a.post(&via_a, "/v1/deposits", "dep-1", body.clone()),
-        b.post(&via_b, "/v1/deposits", "dep-1", body.clone()),
-    );
-    let again = [
-        a.post(&via_a, "/v1/deposits", "dep-1", body.clone()).await,
-        b.post(&via_b, "/v1/deposits", "dep-1", body.clone()).await,
-    ];
+    let (ra, rb) = tokio::join!(dep(&a, &via_a, &body), dep(&b, &via_b, &body));
+    let again = [dep(&a, &via_a, &body).await, dep(&b, &via_b, &body).await];
     let tx_of = |(s, v): &(StatusCode, Value)| {
         assert_eq!(*s, StatusCode::OK, "{v}");
         v["transaction_id"].as_i64().unwrap()
@@ -349,8 +358,8 @@ async fn an_idempotency_key_replayed_across_replicas_has_one_effect() {
     }
     assert_eq!(b.balance_of("erin").await, 2_000);
     // The same key with another request is refused at the other replica too.
-    let other = json!({"username": "erin", "amount": eur("21.00")});
-    let (s, v) = b.post(&via_b, "/v1/deposits", "dep-1", other).await;
+    let other = json!({"username": "erin", "amount": eur("21.00")}).to_string();
+    let (s, v) = dep(&b, &via_b, &other).await;
     assert_eq!(v["error"]["code"], "idempotency_mismatch", "{s} {v}");
     assert_eq!(a.balance_of("erin").await, 2_000);
     a.stop().await;

@@ -115,7 +115,25 @@ async fn register(store: &dyn Store, name: &str) -> i64 {
     }
 }
 
+/// The id of `merchant`'s till cashier, created on first use.
+async fn cashier(store: &dyn Store, merchant: &str) -> i64 {
+    let found = store.cashiers(Some(merchant)).await.unwrap();
+    if let Some(c) = found.iter().find(|c| c.name == "Till") {
+        return c.id;
+    }
+    let add = Command::CreateCashier {
+        merchant: merchant.into(),
+        name: "Till".into(),
+        pin_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+    };
+    match store.execute(None, add).await.unwrap() {
+        Outcome::Cashier(c) => c.id,
+        o => panic!("unexpected {o:?}"),
+    }
+}
+
 async fn deposit(store: &dyn Store, name: &str, minor: i64) -> Result<Outcome, LedgerError> {
+    let cashier_id = cashier(store, "shop").await;
     store
         .execute(
             None,
@@ -123,6 +141,7 @@ async fn deposit(store: &dyn Store, name: &str, minor: i64) -> Result<Outcome, L
                 at: kiosk("shop"),
                 username: name.into(),
                 amount: eur(minor),
+                cashier_id,
             },
         )
         .await
@@ -351,10 +370,12 @@ fn rejected_operations_change_nothing(rt: &Rt, store: Arc<dyn Store>) {
 fn idempotent_retries_move_nothing(rt: &Rt, store: Arc<dyn Store>) {
     rt.block_on(async {
         register(&*store, "alice").await;
+        let cashier_id = cashier(&*store, "shop").await;
         let cmd = || Command::Deposit {
             at: kiosk("shop"),
             username: "alice".into(),
             amount: eur(700),
+            cashier_id,
         };
         let first = store.execute(Some(idem("k1", "a")), cmd()).await.unwrap();
         let again = store.execute(Some(idem("k1", "a")), cmd()).await.unwrap();
@@ -542,6 +563,10 @@ fn keeps_the_books(rt: &Rt, store: Arc<dyn Store>, ops: Vec<Op>) {
             ids.push(register(&*store, n).await);
         }
         let merchants = ["shop", "bakery"];
+        let desks = (
+            cashier(&*store, "shop").await,
+            cashier(&*store, "bakery").await,
+        );
         let mut payments: Vec<i64> = Vec::new();
         for op in ops {
             let cmd = match op {
@@ -549,11 +574,13 @@ fn keeps_the_books(rt: &Rt, store: Arc<dyn Store>, ops: Vec<Op>) {
                     at: kiosk("shop"),
                     username: names[s].into(),
                     amount: eur(a),
+                    cashier_id: desks.0,
                 },
                 Op::Withdraw(s, a) => Command::Withdrawal {
                     at: kiosk("bakery"),
                     shopper_id: ids[s],
                     amount: eur(a),
+                    cashier_id: desks.1,
                 },
                 Op::Pay(s, m, a) => Command::Payment {
                     at: kiosk(merchants[m]),
@@ -790,11 +817,13 @@ fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
     use palmline_server::store::Purged;
     rt.block_on(async {
         let alice = register(&*store, "alice").await;
+        let cashier_id = cashier(&*store, "shop").await;
         for key in ["old", "new"] {
             let dep = Command::Deposit {
                 at: kiosk("shop"),
                 username: "alice".into(),
                 amount: eur(1_000),
+                cashier_id,
             };
             store.execute(Some(idem(key, key)), dep).await.unwrap();
         }
@@ -807,6 +836,13 @@ fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
                 expires_at,
             };
             store.execute(None, s).await.unwrap();
+            let c = Command::CreateCashierSession {
+                token_hash: token,
+                cashier_id,
+                kiosk_id: "k".into(),
+                expires_at,
+            };
+            store.execute(None, c).await.unwrap();
         }
         let scan = || Command::LogScan {
             kiosk_id: "k".into(),
@@ -838,7 +874,7 @@ fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
         let expected = Purged {
             idempotency: 1,
             scans: 12_000,
-            sessions: 1,
+            sessions: 2, // a shopper's and a cashier's
             guess_days: 1,
         };
         assert_eq!(p, expected);
@@ -846,6 +882,7 @@ fn purge_contract(rt: &Rt, store: Arc<dyn Store>, raw: Raw) {
         assert!(store.replay(&idem("new", "new")).await.unwrap().is_some());
         assert_eq!(raw.rows("palm_scans").await, 1, "the recent scan stays");
         assert_eq!(raw.rows("sessions").await, 1, "the live session stays");
+        assert_eq!(raw.rows("cashier_sessions").await, 1, "the live one stays");
         assert_eq!(raw.rows("auth_day").await, 1, "today's guesses stay");
         let ledger_now = (raw.rows("transactions").await, raw.rows("entries").await);
         assert_eq!(ledger_now, ledger_before);
@@ -982,6 +1019,7 @@ fn no_pin_limits_hold_under_concurrency(rt: &Rt, store: Arc<dyn Store>) {
                 at: kiosk("shop"),
                 username: "alice".into(),
                 amount: eur(1),
+                cashier_id: cashier(&*store, "shop").await,
             }),
         };
         assert!(matches!(

@@ -22,6 +22,16 @@ pub const MAX_TEXT_CHARS: usize = 200;
 pub const MAX_TEMPLATE_B64_LEN: usize = 32 * 1024 + 4;
 /// Response header of a `rate_limited` answer: seconds to wait before trying again.
 pub const RETRY_AFTER_HEADER: &str = "Retry-After";
+/// Request header carrying a cashier's session token (from `POST /v1/cashier-sessions`) on
+/// the cash desk's requests (deposits, withdrawals), next to the shopper's
+/// `Authorization: Bearer` where there is one.
+pub const CASHIER_SESSION_HEADER: &str = "Cashier-Session";
+/// Cashier names: 1 to this many characters.
+pub const MAX_CASHIER_NAME_CHARS: usize = 32;
+/// Cashier PINs: this many digits at least...
+pub const CASHIER_PIN_MIN: usize = 4;
+/// ...and at most.
+pub const CASHIER_PIN_MAX: usize = 12;
 
 /// Stable error codes. The string form (snake_case) is part of the API contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,6 +66,15 @@ pub enum ErrorCode {
     PalmTemplatesInconsistent,
     InvalidTemplate,
     RateLimited,
+    /// A cash-desk request without a `Cashier-Session` header.
+    CashierSessionRequired,
+    /// The cashier session is unknown, expired or was opened at another kiosk.
+    CashierSessionExpired,
+    /// The cashier was disabled by the operator.
+    CashierDisabled,
+    UnknownCashier,
+    /// The merchant already has a cashier of that name.
+    CashierExists,
     Unavailable,
     Internal,
 }
@@ -73,6 +92,10 @@ impl ErrorCode {
             | InvalidTemplate
             | SameAccount => 400,
             InvalidCredentials | SessionRequired | SessionExpired | InvalidPin => 401,
+            CashierSessionRequired | CashierSessionExpired => 401,
+            CashierDisabled => 403,
+            UnknownCashier => 404,
+            CashierExists => 409,
             PinRequired | StepUpRequired => 401,
             Forbidden | AccountFrozen | AccountLocked => 403,
             UnknownAccount | UnknownPayment | NotFound | PalmNotRecognised => 404,
@@ -121,6 +144,11 @@ impl ErrorCode {
             PalmTemplatesInconsistent => "palm_templates_inconsistent",
             InvalidTemplate => "invalid_template",
             RateLimited => "rate_limited",
+            CashierSessionRequired => "cashier_session_required",
+            CashierSessionExpired => "cashier_session_expired",
+            CashierDisabled => "cashier_disabled",
+            UnknownCashier => "unknown_cashier",
+            CashierExists => "cashier_exists",
             Unavailable => "unavailable",
             Internal => "internal",
         }
@@ -225,14 +253,49 @@ pub struct SessionResponse {
     pub shopper: Shopper,
 }
 
-/// `POST /v1/deposits`: cash handed to the cashier, credited to a shopper.
+/// `POST /v1/cashier-sessions`: a cashier of this kiosk's merchant signs in with name and
+/// PIN. The token goes in the `Cashier-Session` header of deposits and withdrawals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CashierSessionRequest {
+    pub name: String,
+    pub pin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CashierSessionResponse {
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub cashier: Cashier,
+}
+
+/// A cashier: a person who handles the cash at one merchant's kiosks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cashier {
+    pub id: i64,
+    pub merchant: String,
+    pub name: String,
+    pub status: CashierStatus,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CashierStatus {
+    Active,
+    Disabled,
+}
+
+/// `POST /v1/deposits` (cashier session required): cash handed to the cashier, credited
+/// to a shopper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DepositRequest {
     pub username: String,
     pub amount: Money,
 }
 
-/// `POST /v1/withdrawals` (session required): cash paid out by the cashier.
+/// `POST /v1/withdrawals` (shopper session and cashier session required): cash paid out by
+/// the cashier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WithdrawalRequest {
     pub amount: Money,
@@ -359,6 +422,23 @@ pub struct DailyTotals {
     pub withdrawals_total: Money,
     /// Cash that should be in the till from today's deposits and withdrawals.
     pub cash_net: Money,
+    /// The same cash by the cashier who handled it, by name; movements recorded before
+    /// cashiers existed come last with `cashier_id` null.
+    #[serde(default)]
+    pub cashiers: Vec<CashierTotals>,
+}
+
+/// One cashier's cash of one day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CashierTotals {
+    pub cashier_id: Option<i64>,
+    /// Empty for movements without a cashier.
+    pub name: String,
+    pub deposits_count: i64,
+    pub deposits_total: Money,
+    pub withdrawals_count: i64,
+    pub withdrawals_total: Money,
+    pub cash_net: Money,
 }
 
 /// `POST /v1/palms` (session required): enroll 3-5 templates of the logged-in shopper's palm.
@@ -416,6 +496,15 @@ pub struct RefundRequest {
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `POST /v1/admin/cashiers`: a new cashier of `merchant` (the merchant name kiosks'
+/// certificates carry). The PIN is 4-12 digits; it is stored only as an argon2id hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCashier {
+    pub merchant: String,
+    pub name: String,
+    pub pin: String,
 }
 
 /// `GET /v1/admin/kiosks`.

@@ -37,9 +37,60 @@ async fn register_deposit_login_pay_history_then_operator_views() {
     let shopper: Shopper = r.json().await.unwrap();
     assert_eq!(shopper.username, "alice");
 
+    // The operator creates a cashier; the PIN goes through stdin, never the command line.
+    let admin = bin("palmline-admin");
+    let d = dir.path().to_str().unwrap();
+    let base = ["--server", base_url.as_str(), "--data-dir", d];
+    let add = [
+        &base[..],
+        &[
+            "cashier",
+            "add",
+            "--merchant",
+            "Demo Shop",
+            "--name",
+            "Dana",
+        ],
+    ]
+    .concat();
+    let no_tty = std::process::Command::new(&admin)
+        .args(&add)
+        .output()
+        .unwrap();
+    assert!(!no_tty.status.success(), "no terminal and no --pin-stdin");
+    assert!(String::from_utf8_lossy(&no_tty.stderr).contains("--pin-stdin"));
+    let mut child = std::process::Command::new(&admin)
+        .args(&add)
+        .arg("--pin-stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"4321\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Dana"));
+    let listed = run(&admin, &[&base[..], &["cashier", "list"]].concat()).unwrap();
+    assert!(
+        listed.contains("Dana") && listed.contains("active"),
+        "{listed}"
+    );
+    let desk: CashierSessionResponse = kiosk
+        .post(url("/v1/cashier-sessions"))
+        .json(&json!({"name": "Dana", "pin": "4321"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(desk.cashier.merchant, "Demo Shop");
+
     let dep: Receipt = kiosk
         .post(url("/v1/deposits"))
         .header(IDEMPOTENCY_HEADER, "dep-1")
+        .header(CASHIER_SESSION_HEADER, &desk.token)
         .json(&json!({"username": "alice", "amount": {"amount": "40.00", "currency": "EUR"}}))
         .send()
         .await
@@ -91,9 +142,6 @@ async fn register_deposit_login_pay_history_then_operator_views() {
     assert_eq!(history.items[0].description.as_deref(), Some("lunch"));
 
     // The operator CLI over mTLS with the admin certificate.
-    let admin = bin("palmline-admin");
-    let d = dir.path().to_str().unwrap();
-    let base = ["--server", base_url.as_str(), "--data-dir", d];
     let check = run(&admin, &[&base[..], &["--json", "ledger-check"]].concat()).unwrap();
     let check: LedgerCheck = serde_json::from_str(&check).unwrap();
     assert!(check.ok);
@@ -101,6 +149,11 @@ async fn register_deposit_login_pay_history_then_operator_views() {
     let daily = run(&admin, &[&base[..], &["daily"]].concat()).unwrap();
     assert!(
         daily.contains("Demo Shop") && daily.contains("12.50 EUR"),
+        "{daily}"
+    );
+    // Cash per cashier.
+    assert!(
+        daily.contains("Dana") && daily.contains("40.00 EUR (1)"),
         "{daily}"
     );
     let accounts = run(&admin, &[&base[..], &["accounts", "--q", "ali"]].concat()).unwrap();

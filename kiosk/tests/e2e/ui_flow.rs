@@ -4,7 +4,7 @@
 use crate::common;
 use i_slint_backend_testing::ElementHandle;
 use palmline_kiosk::app::{ApiCall, Reply, Screen};
-use palmline_kiosk::demo::DEMO_PASSWORD;
+use palmline_kiosk::demo::{DEMO_CASHIER, DEMO_PASSWORD};
 use palmline_kiosk::ui::{Kiosk, UiOptions};
 use palmline_kiosk::{extract, runtime, Adapter, AppWindow};
 use palmline_shared::api::SessionRequest;
@@ -94,15 +94,27 @@ fn kiosk_ui_against_a_real_server() {
     assert_eq!(adapter.get_screen(), "idle");
     assert!(adapter.get_merchant().contains("Corner Cafe"));
 
-    // ---- cashier: cash top-up for bob, behind the cashier PIN
+    // ---- cashier: cash top-up for bob, once the cashier has signed in with the server
     let bob_before = balance(&env, "bob");
     click(&k, "Cashier");
-    for d in ["1", "2", "3", "4"] {
+    assert_eq!(adapter.get_screen(), "cashier-name");
+    set_field(&k, "Cashier name", DEMO_CASHIER.0);
+    click(&k, "Next");
+    assert_eq!(adapter.get_screen(), "pin");
+    // A wrong PIN is refused by the server and the pad comes back.
+    for d in ["9", "9", "9", "9", "OK"] {
         click(&k, d);
+    }
+    k.pump_until(WAIT, |s| matches!(s, Screen::Pin { error: Some(_), .. }))
+        .unwrap_or_else(|s| panic!("wrong cashier PIN: stuck on {}", s.name()));
+    assert_eq!(adapter.get_error_text(), "Wrong cashier name or PIN");
+    for d in DEMO_CASHIER.1.chars() {
+        click(&k, &d.to_string());
     }
     assert_eq!(adapter.get_pin_dots(), "● ● ● ●");
     click(&k, "OK");
-    assert_eq!(adapter.get_screen(), "cashier-menu");
+    k.pump_until(WAIT, |s| matches!(s, Screen::CashierMenu))
+        .unwrap_or_else(|s| panic!("cashier sign-in: stuck on {}", s.name()));
     click(&k, "Cash top-up");
     set_field(&k, "Shopper username", "bob");
     click(&k, "Next");
@@ -252,10 +264,16 @@ fn kiosk_ui_against_a_real_server() {
     );
     click(&k, "Done");
     // A cash top-up so erin can pay, then a palm payment.
+    // The cashier signed out when the kiosk went idle: sign in again.
     click(&k, "Cashier");
-    for d in ["1", "2", "3", "4", "OK"] {
-        click(&k, d);
+    set_field(&k, "Cashier name", DEMO_CASHIER.0);
+    click(&k, "Next");
+    for d in DEMO_CASHIER.1.chars() {
+        click(&k, &d.to_string());
     }
+    click(&k, "OK");
+    k.pump_until(WAIT, |s| matches!(s, Screen::CashierMenu))
+        .unwrap_or_else(|s| panic!("cashier sign-in: stuck on {}", s.name()));
     click(&k, "Cash top-up");
     set_field(&k, "Shopper username", "erin");
     click(&k, "Next");

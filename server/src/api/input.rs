@@ -4,7 +4,10 @@
 
 use super::ApiError;
 use crate::auth;
-use palmline_shared::api::{ErrorCode, MAX_TEMPLATE_B64_LEN, MAX_TEXT_CHARS};
+use palmline_shared::api::{
+    ErrorCode, CASHIER_PIN_MAX, CASHIER_PIN_MIN, MAX_CASHIER_NAME_CHARS, MAX_TEMPLATE_B64_LEN,
+    MAX_TEXT_CHARS,
+};
 
 /// Longest username (registration allows 3-32 of `a-z 0-9 . _ -`).
 pub const MAX_USERNAME_LEN: usize = 32;
@@ -89,6 +92,59 @@ impl Pin {
     }
 }
 
+/// A cashier's name: 1-32 characters, no control characters, no surrounding spaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CashierName(String);
+
+impl CashierName {
+    pub fn parse(s: String) -> Result<CashierName, ApiError> {
+        let n = s.chars().take(MAX_CASHIER_NAME_CHARS + 1).count();
+        if n == 0 || n > MAX_CASHIER_NAME_CHARS || s.chars().any(char::is_control) || s.trim() != s
+        {
+            return Err(invalid(
+                "cashier name must be 1-32 characters without control characters or surrounding spaces",
+            ));
+        }
+        Ok(CashierName(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A cashier's PIN as typed: 4-12 digits.
+pub struct CashierPin(String);
+
+impl CashierPin {
+    pub fn parse(s: String) -> Result<CashierPin, ApiError> {
+        if !(CASHIER_PIN_MIN..=CASHIER_PIN_MAX).contains(&s.len())
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(invalid("cashier PIN must be 4-12 digits"));
+        }
+        Ok(CashierPin(s))
+    }
+
+    pub fn expose(self) -> String {
+        self.0
+    }
+}
+
+/// A merchant's name as kiosk certificates carry it (1-64 printable characters).
+pub fn merchant(m: &str) -> Result<(), ApiError> {
+    if !crate::pki::valid_merchant(m) {
+        return Err(invalid(
+            "merchant must be 1-64 printable characters without surrounding spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// Free text (description, note, reason): at most [`MAX_TEXT_CHARS`] characters.
 pub fn free_text(text: &Option<String>, what: &'static str) -> Result<(), ApiError> {
     // Count at most one past the bound: a 60 KB string costs no more than a short one.
@@ -164,6 +220,9 @@ mod tests {
             Username::new_account(long.clone()).unwrap_err(),
             Password::for_login(long.clone()).err().unwrap(),
             Pin::parse(long.clone()).err().unwrap(),
+            CashierName::parse(long.clone()).unwrap_err(),
+            CashierPin::parse(long.clone()).err().unwrap(),
+            merchant(&long).unwrap_err(),
             free_text(&Some(long.clone()), "description").unwrap_err(),
             template(&long).unwrap_err(),
         ] {
@@ -171,6 +230,16 @@ mod tests {
             assert!(!e.message.contains("xxxx"), "{}", e.message);
         }
         assert!(free_text(&Some("é".repeat(MAX_TEXT_CHARS)), "d").is_ok());
+        assert!(CashierName::parse("Zoë K.".into()).is_ok());
+        assert!(CashierName::parse("é".repeat(32)).is_ok());
+        for bad in ["", " ann", "ann ", "a\nb", &"é".repeat(33)] {
+            assert!(CashierName::parse(bad.into()).is_err(), "{bad:?}");
+        }
+        assert!(CashierPin::parse("0000".into()).is_ok());
+        assert!(CashierPin::parse("123456789012".into()).is_ok());
+        for bad in ["123", "1234567890123", "12a4", " 1234", "١٢٣٤"] {
+            assert!(CashierPin::parse(bad.into()).is_err(), "{bad:?}");
+        }
         assert_eq!(
             clip(format!("bad amount \"{long}\" here")),
             "bad amount … here"

@@ -58,6 +58,14 @@ pub(super) fn subject(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// The fingerprint subject of a cash-desk request: a hash of its cashier token (as
+/// [`subject`] for the shopper's), so a retry replays only under the same cashier session.
+fn cashier_subject(headers: &HeaderMap) -> String {
+    super::cashier::token(headers)
+        .map(|t| hex::encode(auth::token_hash(t)))
+        .unwrap_or_default()
+}
+
 /// The session of a shopper-scoped request; it must have been opened at this kiosk.
 pub(super) async fn session(
     state: &SharedState,
@@ -131,6 +139,7 @@ pub(super) fn respond(outcome: Outcome, status: StatusCode) -> Response {
         Outcome::Receipt(r) => (status, Json(r)).into_response(),
         Outcome::Shopper(s) => (status, Json(s)).into_response(),
         Outcome::Account(a) => (status, Json(a)).into_response(),
+        Outcome::Cashier(c) => (status, Json(c)).into_response(),
         Outcome::Guess(_) | Outcome::Palm(_) | Outcome::Purged(_) | Outcome::Done => {
             StatusCode::NO_CONTENT.into_response()
         }
@@ -184,27 +193,47 @@ pub(super) async fn check_guess(
     secret: String,
     phc: String,
 ) -> Result<bool, ApiError> {
-    let cmd = Command::ReserveGuess {
+    let factor = key.factor;
+    let reserve = Command::ReserveGuess {
         key: key.clone(),
         rules: state.cfg.guesses,
     };
-    match state.store.execute(None, cmd).await? {
+    let right = Command::GuessRight { key };
+    check_reserved(state, factor, reserve, right, secret, phc).await
+}
+
+/// One guess at a secret of `factor`: `reserve` counts it (answering [`Outcome::Guess`]),
+/// argon2 checks it, and `right` is run if it was right.
+pub(super) async fn check_reserved(
+    state: &SharedState,
+    factor: Factor,
+    reserve: Command,
+    right: Command,
+    secret: String,
+    phc: String,
+) -> Result<bool, ApiError> {
+    let (here, today) = if factor == Factor::Cashier {
+        (
+            "too many wrong PINs for this cashier; try again later",
+            "too many wrong PINs for this cashier today; ask the operator",
+        )
+    } else {
+        (
+            "too many failed attempts at this kiosk; try again later",
+            "too many failed attempts today; try again tomorrow or ask the operator",
+        )
+    };
+    match state.store.execute(None, reserve).await? {
         Outcome::Guess(Grant::Granted) => {}
         Outcome::Guess(Grant::LockedHere { until }) => {
-            state.metrics.lockout(key.factor, Lockout::Kiosk);
+            state.metrics.lockout(factor, Lockout::Kiosk);
             let wait = (until - unix_now()).max(1) as u64;
-            return Err(ApiError::new(
-                ErrorCode::AccountLocked,
-                "too many failed attempts at this kiosk; try again later",
-            )
-            .retry_after(std::time::Duration::from_secs(wait)));
+            return Err(ApiError::new(ErrorCode::AccountLocked, here)
+                .retry_after(std::time::Duration::from_secs(wait)));
         }
         Outcome::Guess(Grant::DailyCapReached) => {
-            state.metrics.lockout(key.factor, Lockout::DailyCap);
-            return Err(ApiError::new(
-                ErrorCode::AccountLocked,
-                "too many failed attempts today; try again tomorrow or ask the operator",
-            ));
+            state.metrics.lockout(factor, Lockout::DailyCap);
+            return Err(ApiError::new(ErrorCode::AccountLocked, today));
         }
         other => {
             tracing::error!(?other, "unexpected answer to a guess reservation");
@@ -216,10 +245,7 @@ pub(super) async fn check_guess(
     }
     let ok = state.hasher.verify(secret, phc).await;
     if ok {
-        state
-            .store
-            .execute(None, Command::GuessRight { key })
-            .await?;
+        state.store.execute(None, right).await?;
     }
     Ok(ok)
 }
@@ -379,15 +405,27 @@ pub async fn deposit(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(&headers, &kiosk.scope(), "POST /v1/deposits", "", &body)?;
+    let subject = cashier_subject(&headers);
+    let idem = idempotency(
+        &headers,
+        &kiosk.scope(),
+        "POST /v1/deposits",
+        &subject,
+        &body,
+    )?;
+    // After the key (a request without one is `missing_idempotency_key` as everywhere).
+    let cashier = super::cashier::token(&headers)?.to_string();
     let req: DepositRequest = parse_json(&body)?;
     let username = Username::lookup(req.username)?;
     check_amount(&state, req.amount)?;
+    let st = state.clone();
     let outcome = idempotent(&state, idem, async move {
+        let cashier_id = super::cashier::on_duty(&st, &cashier, &kiosk).await?;
         Ok(Command::Deposit {
             at: kiosk,
             username: username.into_string(),
             amount: req.amount,
+            cashier_id,
         })
     })
     .await?;
@@ -433,27 +471,48 @@ impl DebitRequest for TransferRequest {
     }
 }
 
+/// Whether a debit is handed over the cash desk (a withdrawal: a cashier must be on duty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Desk {
+    Cash,
+    None,
+}
+
 /// The shared path of a shopper's debit (cash-out, payment, transfer): idempotency key,
-/// every field checked, then — unless this is a retry — session, the PIN rule, and the
-/// command built by `build` for the session's shopper.
+/// every field checked, then — unless this is a retry — the cashier on duty (cash only),
+/// session, the PIN rule, and the command built by `build` for the session's shopper (and
+/// the cashier).
 async fn shopper_debit<R: DebitRequest>(
     state: SharedState,
     kiosk: KioskRef,
     headers: HeaderMap,
     body: &[u8],
-    route: &str,
-    build: impl FnOnce(R, KioskRef, i64) -> Command + Send + 'static,
+    (route, desk): (&str, Desk),
+    build: impl FnOnce(R, KioskRef, i64, Option<i64>) -> Result<Command, ApiError> + Send + 'static,
 ) -> Result<Response, ApiError> {
-    let idem = idempotency(&headers, &kiosk.scope(), route, &subject(&headers), body)?;
+    let subject = match desk {
+        Desk::Cash => format!("{}:{}", subject(&headers), cashier_subject(&headers)),
+        Desk::None => subject(&headers),
+    };
+    let idem = idempotency(&headers, &kiosk.scope(), route, &subject, body)?;
+    let cashier = match desk {
+        Desk::Cash => Some(super::cashier::token(&headers)?.to_string()),
+        Desk::None => None,
+    };
     let mut req: R = parse_json(body)?;
     let (amount, pin) = req.checked()?;
     check_amount(&state, amount)?;
     let st = state.clone();
     let outcome = idempotent(&state, idem, async move {
+        // The cashier first: a request without one costs the shopper no PIN guess.
+        let cashier_id = match cashier {
+            Some(token) => Some(super::cashier::on_duty(&st, &token, &kiosk).await?),
+            None => None,
+        };
         let s = session(&st, &headers, &kiosk).await?;
         let session_hash = bearer(&headers).map(auth::token_hash);
         let gate = pin_gate(&st, &kiosk, s.shopper_id, amount, pin, session_hash).await?;
-        Ok(gate.guard(build(req, kiosk, s.shopper_id)))
+        Ok(gate.guard(build(req, kiosk, s.shopper_id, cashier_id)?))
     })
     .await?;
     Ok(respond(outcome, StatusCode::OK))
@@ -470,11 +529,18 @@ pub async fn withdraw(
         kiosk,
         headers,
         &body,
-        "POST /v1/withdrawals",
-        |r: WithdrawalRequest, at, shopper_id| Command::Withdrawal {
-            at,
-            shopper_id,
-            amount: r.amount,
+        ("POST /v1/withdrawals", Desk::Cash),
+        |r: WithdrawalRequest, at, shopper_id, cashier| {
+            // `Desk::Cash` has always found the cashier on duty by now.
+            let cashier_id = cashier.ok_or_else(|| {
+                ApiError::new(ErrorCode::Internal, "internal error: no cashier on duty")
+            })?;
+            Ok(Command::Withdrawal {
+                at,
+                shopper_id,
+                amount: r.amount,
+                cashier_id,
+            })
         },
     )
     .await
@@ -491,12 +557,14 @@ pub async fn pay(
         kiosk,
         headers,
         &body,
-        "POST /v1/payments",
-        |r: PaymentRequest, at, shopper_id| Command::Payment {
-            at,
-            shopper_id,
-            amount: r.amount,
-            description: r.description,
+        ("POST /v1/payments", Desk::None),
+        |r: PaymentRequest, at, shopper_id, _| {
+            Ok(Command::Payment {
+                at,
+                shopper_id,
+                amount: r.amount,
+                description: r.description,
+            })
         },
     )
     .await
@@ -513,13 +581,15 @@ pub async fn transfer(
         kiosk,
         headers,
         &body,
-        "POST /v1/transfers",
-        |r: TransferRequest, at, from_shopper_id| Command::Transfer {
-            at: Some(at),
-            from_shopper_id,
-            to_username: r.to_username,
-            amount: r.amount,
-            note: r.note,
+        ("POST /v1/transfers", Desk::None),
+        |r: TransferRequest, at, from_shopper_id, _| {
+            Ok(Command::Transfer {
+                at: Some(at),
+                from_shopper_id,
+                to_username: r.to_username,
+                amount: r.amount,
+                note: r.note,
+            })
         },
     )
     .await

@@ -8,6 +8,7 @@
 //! the first request is still being processed is `idempotency_in_flight`.
 
 mod admin;
+mod cashier;
 mod error;
 pub mod input;
 mod kiosk;
@@ -44,6 +45,8 @@ pub struct ApiConfig {
     /// Payments, withdrawals and transfers at or above this need the PIN (if the shopper has one).
     pub pin_threshold: Money,
     pub session_ttl: Duration,
+    /// How long a cashier's sign-in lasts.
+    pub cashier_session_ttl: Duration,
     /// Wrong guesses per factor: kiosk lock, back-off and the account-wide daily cap.
     pub guesses: GuessRules,
     /// Debits without the PIN beyond these need the PIN.
@@ -72,6 +75,7 @@ impl ApiConfig {
             currency,
             pin_threshold: units(50, currency),
             session_ttl: Duration::from_secs(300),
+            cashier_session_ttl: Duration::from_secs(900),
             guesses: GuessRules::default(),
             no_pin: NoPinLimits {
                 per_session: units(100, currency),
@@ -176,6 +180,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/health", get(kiosk::health))
         .route("/v1/shoppers", post(kiosk::register))
         .route("/v1/sessions", post(kiosk::login))
+        .route("/v1/cashier-sessions", post(cashier::sign_in))
         .route("/v1/deposits", post(kiosk::deposit))
         .route("/v1/withdrawals", post(kiosk::withdraw))
         .route("/v1/payments", post(kiosk::pay))
@@ -195,6 +200,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/accounts/{id}/unfreeze", post(admin::unfreeze))
         .route("/v1/admin/refunds", post(admin::refund))
         .route("/v1/admin/kiosks", get(admin::kiosks))
+        .route(
+            "/v1/admin/cashiers",
+            get(cashier::list).post(cashier::create),
+        )
+        .route("/v1/admin/cashiers/{id}/disable", post(cashier::disable))
         .route("/v1/admin/palm-scans", get(admin::palm_scans))
         .route("/v1/admin/ledger-check", get(admin::ledger_check))
         .route("/v1/admin/reports/daily", get(admin::daily_report))

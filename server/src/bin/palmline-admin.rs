@@ -95,6 +95,71 @@ enum Cmd {
     },
     /// Recompute every balance from the entries.
     LedgerCheck,
+    /// Cashiers: the people who take and pay out cash at a merchant's kiosks.
+    #[command(subcommand)]
+    Cashier(CashierCmd),
+}
+
+#[derive(Subcommand)]
+enum CashierCmd {
+    /// Create a cashier. The PIN (4-12 digits) is asked twice without echo on a terminal,
+    /// or read from the first line of stdin with --pin-stdin; it is never an argument.
+    Add {
+        /// The merchant name the kiosks' certificates carry.
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        name: String,
+        /// Read the PIN from the first line of stdin (for scripts).
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+    /// List cashiers (of one merchant, or all).
+    List {
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// Disable a cashier: no more sign-ins, open sessions stop working.
+    Disable { id: i64 },
+}
+
+/// Reads the PIN: one line of stdin with `--pin-stdin`, else twice from the terminal with
+/// echo off (`stty`), never from the command line (which `ps` and shell history show).
+fn read_pin(pin_stdin: bool) -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let line = || -> Result<String> {
+        let mut s = String::new();
+        std::io::stdin().lock().read_line(&mut s)?;
+        Ok(s.trim_end_matches(['\r', '\n']).to_string())
+    };
+    if pin_stdin {
+        return line();
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask the PIN on: pass --pin-stdin and write it to stdin");
+    }
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+    };
+    let ask = |prompt: &str| -> Result<String> {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        let echo_off = stty("-echo").is_ok_and(|s| s.success());
+        let pin = line();
+        if echo_off {
+            let _ = stty("echo");
+        }
+        eprintln!();
+        pin
+    };
+    let pin = ask("Cashier PIN (4-12 digits): ")?;
+    if ask("Again: ")? != pin {
+        bail!("the two PINs differ");
+    }
+    Ok(pin)
 }
 
 struct Api {
@@ -148,6 +213,73 @@ impl Api {
             }
         }
         Ok(text)
+    }
+}
+
+async fn cashier(api: &Api, json: bool, cmd: CashierCmd) -> Result<()> {
+    use reqwest::Method;
+    let show = |c: &Cashier| {
+        println!(
+            "cashier {} ({}) of {}: {}",
+            c.id,
+            c.name,
+            c.merchant,
+            format!("{:?}", c.status).to_lowercase()
+        )
+    };
+    match cmd {
+        CashierCmd::Add {
+            merchant,
+            name,
+            pin_stdin,
+        } => {
+            let pin = read_pin(pin_stdin)?;
+            let body = serde_json::to_value(NewCashier {
+                merchant,
+                name,
+                pin,
+            })?;
+            let c: Cashier = api
+                .call(Method::POST, "/v1/admin/cashiers", Some(body))
+                .await?;
+            print(json, &c, show)
+        }
+        CashierCmd::List { merchant } => {
+            let path = match merchant {
+                Some(m) => format!(
+                    "/v1/admin/cashiers?merchant={}",
+                    percent_encoding::utf8_percent_encode(&m, percent_encoding::NON_ALPHANUMERIC)
+                ),
+                None => "/v1/admin/cashiers".to_string(),
+            };
+            let rows: Vec<Cashier> = api.call(Method::GET, &path, None).await?;
+            print(json, &rows, |rows| {
+                table(
+                    &["id", "merchant", "name", "status", "created"],
+                    rows.iter()
+                        .map(|c| {
+                            vec![
+                                c.id.to_string(),
+                                c.merchant.clone(),
+                                c.name.clone(),
+                                format!("{:?}", c.status).to_lowercase(),
+                                c.created_at.clone(),
+                            ]
+                        })
+                        .collect(),
+                )
+            })
+        }
+        CashierCmd::Disable { id } => {
+            let c: Cashier = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/admin/cashiers/{id}/disable"),
+                    Some(serde_json::json!({})),
+                )
+                .await?;
+            print(json, &c, show)
+        }
     }
 }
 
@@ -397,9 +529,35 @@ async fn run(cli: Cli) -> Result<()> {
                             ]
                         })
                         .collect(),
-                )
+                );
+                let cash: Vec<Vec<String>> = r
+                    .merchants
+                    .iter()
+                    .flat_map(|m| m.cashiers.iter().map(move |c| (m, c)))
+                    .map(|(m, c)| {
+                        vec![
+                            m.merchant.clone(),
+                            if c.cashier_id.is_some() {
+                                c.name.clone()
+                            } else {
+                                "(no cashier)".into()
+                            },
+                            format!("{} ({})", c.deposits_total, c.deposits_count),
+                            format!("{} ({})", c.withdrawals_total, c.withdrawals_count),
+                            c.cash_net.to_string(),
+                        ]
+                    })
+                    .collect();
+                if !cash.is_empty() {
+                    println!();
+                    table(
+                        &["merchant", "cashier", "deposits", "withdrawals", "cash net"],
+                        cash,
+                    );
+                }
             })?;
         }
+        Cmd::Cashier(c) => cashier(&api, json, c).await?,
         Cmd::LedgerCheck => {
             let r: LedgerCheck = api
                 .call(Method::GET, "/v1/admin/ledger-check", None)

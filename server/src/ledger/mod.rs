@@ -19,8 +19,8 @@ mod tests;
 pub use amount::{check_amount, Amount};
 pub use plan::{Leg, Plan, TxRecord};
 pub use rules::{
-    deposit, payment, refund, transfer, withdrawal, within_no_pin_limits, Merchant, NoPinSpent,
-    PaymentState,
+    deposit, payment, refund, transfer, withdrawal, within_no_pin_limits, Cashier, Merchant,
+    NoPinSpent, PaymentState,
 };
 
 use palmline_shared::Currency;

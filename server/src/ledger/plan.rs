@@ -20,6 +20,8 @@ pub struct TxRecord {
     pub refers_to: Option<i64>,
     pub description: Option<String>,
     pub created_by: Option<String>,
+    /// The cashier who handled the cash of a deposit or withdrawal.
+    pub cashier: Option<i64>,
 }
 
 /// One entry: `delta` minor units on `account`, which held `before` and will hold `after`.

@@ -26,30 +26,57 @@ pub struct PaymentState {
     pub refunded: i64,
 }
 
-/// Cash in at a kiosk: the till pays the shopper. A frozen shopper takes no deposit.
+/// The cashier who handles the cash of a deposit or withdrawal, as the store loaded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cashier {
+    pub id: i64,
+    /// The merchant account the cashier works for.
+    pub merchant: AccountId,
+    pub active: bool,
+}
+
+/// Only an active cashier of the kiosk's own merchant handles its till.
+fn handles_till(cashier: &Cashier, m: Merchant<'_>) -> Result<(), LedgerError> {
+    if cashier.merchant != m.account.id {
+        return Err(LedgerError::CashierElsewhere);
+    }
+    if !cashier.active {
+        return Err(LedgerError::CashierDisabled);
+    }
+    Ok(())
+}
+
+/// Cash in at a kiosk, taken by `cashier`: the till pays the shopper. A frozen shopper
+/// takes no deposit.
 pub fn deposit(
     amount: Amount,
     shopper: &Account,
     m: Merchant<'_>,
     kiosk_id: &str,
+    cashier: &Cashier,
 ) -> Result<Plan, LedgerError> {
+    handles_till(cashier, m)?;
     expect(shopper, AccountKind::Shopper)?;
     if shopper.is_frozen() {
         return Err(LedgerError::AccountFrozen);
     }
-    let tx = at_kiosk(TxKind::Deposit, amount, shopper, m, kiosk_id, None);
+    let mut tx = at_kiosk(TxKind::Deposit, amount, shopper, m, kiosk_id, None);
+    tx.cashier = Some(cashier.id);
     Plan::post(tx, amount, (shopper, amount.minor()), m.till)
 }
 
-/// Cash out at a kiosk: the shopper pays the till.
+/// Cash out at a kiosk, paid by `cashier`: the shopper pays the till.
 pub fn withdrawal(
     amount: Amount,
     shopper: &Account,
     m: Merchant<'_>,
     kiosk_id: &str,
+    cashier: &Cashier,
 ) -> Result<Plan, LedgerError> {
+    handles_till(cashier, m)?;
     debitable(shopper, amount)?;
-    let tx = at_kiosk(TxKind::Withdrawal, amount, shopper, m, kiosk_id, None);
+    let mut tx = at_kiosk(TxKind::Withdrawal, amount, shopper, m, kiosk_id, None);
+    tx.cashier = Some(cashier.id);
     Plan::post(tx, amount, (shopper, -amount.minor()), m.till)
 }
 
@@ -95,6 +122,7 @@ pub fn transfer(
         refers_to: None,
         description: note,
         created_by: None,
+        cashier: None,
     };
     Plan::post(tx, amount, (from, -amount.minor()), to)
 }
@@ -132,6 +160,7 @@ pub fn refund(
         refers_to: Some(payment.id),
         description: reason,
         created_by: Some(operator),
+        cashier: None,
     };
     Plan::post(tx, amount, (shopper, amount.minor()), merchant)
 }
@@ -203,5 +232,6 @@ fn at_kiosk(
         refers_to: None,
         description,
         created_by: None,
+        cashier: None,
     }
 }

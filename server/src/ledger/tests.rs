@@ -46,8 +46,47 @@ fn merchant<'a>(m: &'a (Account, Account)) -> Merchant<'a> {
     }
 }
 
+/// A cashier of [`shop`]'s merchant.
+const CASHIER: Cashier = Cashier {
+    id: 7,
+    merchant: 100,
+    active: true,
+};
+
 fn sum(plan: &Plan) -> i64 {
     plan.legs.iter().map(|l| l.delta).sum()
+}
+
+#[test]
+fn only_an_active_cashier_of_the_merchant_handles_its_till() {
+    let m = shop();
+    let s = shopper(1, 1_000);
+    let elsewhere = Cashier {
+        merchant: 200,
+        ..CASHIER
+    };
+    let disabled = Cashier {
+        active: false,
+        ..CASHIER
+    };
+    for c in [&elsewhere, &disabled] {
+        let want = if c.active {
+            LedgerError::CashierElsewhere
+        } else {
+            LedgerError::CashierDisabled
+        };
+        assert_eq!(
+            deposit(amt(5), &s, merchant(&m), "k1", c),
+            Err(want.clone())
+        );
+        assert_eq!(withdrawal(amt(5), &s, merchant(&m), "k1", c), Err(want));
+    }
+    let plan = deposit(amt(5), &s, merchant(&m), "k1", &CASHIER).unwrap();
+    assert_eq!(plan.tx.cashier, Some(7));
+    let plan = withdrawal(amt(5), &s, merchant(&m), "k1", &CASHIER).unwrap();
+    assert_eq!(plan.tx.cashier, Some(7));
+    let plan = payment(amt(5), &s, merchant(&m), "k1", None).unwrap();
+    assert_eq!(plan.tx.cashier, None, "a payment has no cashier");
 }
 
 #[test]
@@ -85,7 +124,7 @@ fn an_account_of_another_currency_is_refused() {
     let mut s = shopper(1, 1_000);
     s.currency = Currency::USD;
     assert!(matches!(
-        deposit(amt(5), &s, merchant(&m), "k1"),
+        deposit(amt(5), &s, merchant(&m), "k1", &CASHIER),
         Err(LedgerError::Storage(_))
     ));
 }
@@ -93,7 +132,7 @@ fn an_account_of_another_currency_is_refused() {
 #[test]
 fn deposit_credits_the_shopper_from_the_till() {
     let m = shop();
-    let plan = deposit(amt(250), &shopper(1, 10), merchant(&m), "k1").unwrap();
+    let plan = deposit(amt(250), &shopper(1, 10), merchant(&m), "k1", &CASHIER).unwrap();
     assert_eq!(plan.tx.kind, TxKind::Deposit);
     assert_eq!(plan.tx.merchant, Some(100));
     assert_eq!(plan.tx.other, 100);
@@ -124,11 +163,11 @@ fn frozen_shopper_takes_no_deposit_and_cannot_pay() {
     let m = shop();
     let s = frozen(shopper(1, 1_000));
     assert_eq!(
-        deposit(amt(5), &s, merchant(&m), "k1"),
+        deposit(amt(5), &s, merchant(&m), "k1", &CASHIER),
         Err(LedgerError::AccountFrozen)
     );
     assert_eq!(
-        withdrawal(amt(5), &s, merchant(&m), "k1"),
+        withdrawal(amt(5), &s, merchant(&m), "k1", &CASHIER),
         Err(LedgerError::AccountFrozen)
     );
     assert_eq!(
@@ -152,8 +191,8 @@ fn frozen_merchant_takes_no_payment_but_its_till_still_moves_cash() {
         payment(amt(5), &s, merchant(&m), "k1", None),
         Err(LedgerError::AccountFrozen)
     );
-    assert!(deposit(amt(5), &s, merchant(&m), "k1").is_ok());
-    assert!(withdrawal(amt(5), &s, merchant(&m), "k1").is_ok());
+    assert!(deposit(amt(5), &s, merchant(&m), "k1", &CASHIER).is_ok());
+    assert!(withdrawal(amt(5), &s, merchant(&m), "k1", &CASHIER).is_ok());
 }
 
 #[test]
@@ -161,7 +200,7 @@ fn insufficient_funds_for_every_debit() {
     let m = shop();
     let s = shopper(1, 99);
     assert_eq!(
-        withdrawal(amt(100), &s, merchant(&m), "k1"),
+        withdrawal(amt(100), &s, merchant(&m), "k1", &CASHIER),
         Err(LedgerError::InsufficientFunds)
     );
     assert_eq!(
@@ -199,7 +238,7 @@ fn frozen_check_comes_before_funds_and_merchant() {
 #[test]
 fn withdrawal_pays_the_till() {
     let m = shop();
-    let plan = withdrawal(amt(40), &shopper(1, 100), merchant(&m), "k1").unwrap();
+    let plan = withdrawal(amt(40), &shopper(1, 100), merchant(&m), "k1", &CASHIER).unwrap();
     assert_eq!(plan.tx.kind, TxKind::Withdrawal);
     assert_eq!(plan.legs[0].account, 1);
     assert_eq!(plan.legs[0].after, 60);
@@ -322,7 +361,7 @@ fn a_balance_that_would_overflow_is_refused() {
     let m = shop();
     let s = shopper(1, i64::MAX - 1);
     assert!(matches!(
-        deposit(amt(2), &s, merchant(&m), "k1"),
+        deposit(amt(2), &s, merchant(&m), "k1", &CASHIER),
         Err(LedgerError::InvalidAmount(_))
     ));
 }
@@ -398,8 +437,8 @@ impl Model {
     fn run(&mut self, op: &Op) -> Result<(), LedgerError> {
         let m = (self.get(100).clone(), self.get(101).clone());
         let plan = match *op {
-            Op::Deposit(s, n) => deposit(amt(n), self.get(s), merchant(&m), "k")?,
-            Op::Withdraw(s, n) => withdrawal(amt(n), self.get(s), merchant(&m), "k")?,
+            Op::Deposit(s, n) => deposit(amt(n), self.get(s), merchant(&m), "k", &CASHIER)?,
+            Op::Withdraw(s, n) => withdrawal(amt(n), self.get(s), merchant(&m), "k", &CASHIER)?,
             Op::Pay(s, n) => payment(amt(n), self.get(s), merchant(&m), "k", None)?,
             Op::Transfer(a, b, n) => transfer(amt(n), self.get(a), self.get(b), None, None)?,
             Op::Refund(p, n) => {

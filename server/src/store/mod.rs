@@ -11,11 +11,11 @@ pub mod receipt;
 pub mod relocate;
 pub mod sqlite;
 
-use crate::limits::{Grant, GuessKey, GuessRules, NoPinGuard};
+use crate::limits::{Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
 use async_trait::async_trait;
 use palmline_shared::api::{
-    AccountRow, DailyReport, DailyTotals, ErrorCode, HistoryPage, KioskRow, LedgerCheck,
-    PalmScanRow, Receipt, ScanOutcome, Shopper, Wallet,
+    AccountRow, Cashier, CashierStatus, CashierTotals, DailyReport, DailyTotals, ErrorCode,
+    HistoryPage, KioskRow, LedgerCheck, PalmScanRow, Receipt, ScanOutcome, Shopper, Wallet,
 };
 use palmline_shared::Money;
 use serde::{Deserialize, Serialize};
@@ -53,15 +53,20 @@ pub enum Command {
         password_hash: String,
         pin_hash: Option<String>,
     },
+    /// Cash in, taken by the cashier `cashier_id` (who must be an active cashier of the
+    /// kiosk's merchant; recorded on the transaction).
     Deposit {
         at: KioskRef,
         username: String,
         amount: Money,
+        cashier_id: i64,
     },
+    /// Cash out, paid by the cashier `cashier_id` (as for a deposit).
     Withdrawal {
         at: KioskRef,
         shopper_id: i64,
         amount: Money,
+        cashier_id: i64,
     },
     Payment {
         at: KioskRef,
@@ -113,6 +118,38 @@ pub enum Command {
     },
     TouchKiosk {
         at: KioskRef,
+    },
+    /// A new cashier of `merchant` (its accounts are created if no kiosk of it was seen
+    /// yet). Refused with [`LedgerError::CashierExists`] if the merchant has one of that
+    /// name. Answers [`Outcome::Cashier`].
+    CreateCashier {
+        merchant: String,
+        name: String,
+        pin_hash: String,
+    },
+    /// The cashier can no longer sign in, and its open sessions stop working. Answers
+    /// [`Outcome::Cashier`]; [`LedgerError::UnknownCashier`] if there is none.
+    DisableCashier {
+        cashier_id: i64,
+    },
+    /// Counts one guess at a cashier's PIN BEFORE it is checked, on the cashier's own
+    /// counters (the same rule as [`Command::ReserveGuess`], one lock for every kiosk).
+    /// Answers [`Outcome::Guess`].
+    ReserveCashierGuess {
+        cashier_id: i64,
+        kiosk_id: String,
+        rules: GuessRules,
+    },
+    /// The reserved cashier PIN was right: its failures and lock are cleared and the guess
+    /// goes back to the day's budget.
+    CashierGuessRight {
+        cashier_id: i64,
+    },
+    CreateCashierSession {
+        token_hash: [u8; 32],
+        cashier_id: i64,
+        kiosk_id: String,
+        expires_at: i64,
     },
     /// Stores (replacing any earlier) the encrypted enrollment templates of a shopper.
     EnrollPalm {
@@ -166,6 +203,7 @@ pub enum Outcome {
     Shopper(Shopper),
     Receipt(Receipt),
     Account(AccountRow),
+    Cashier(Cashier),
     Guess(Grant),
     /// An enrollment or deletion of a palm, and the palm's version after it.
     Palm(PalmVersion),
@@ -238,6 +276,93 @@ pub(crate) fn group_palm_changes(
     out
 }
 
+/// A cashier's guess counts as the rule reads them ([`crate::limits::reserve_guess`]), from
+/// the columns of its row: the day's counts only if they are of `today`.
+pub(crate) fn cashier_counts(
+    failures: u32,
+    locked_until: Option<i64>,
+    (guess_day, guesses, locks): (Option<&str>, u32, u32),
+    today: &str,
+) -> GuessCounts {
+    let (guesses_today, locks_today) = if guess_day == Some(today) {
+        (guesses, locks)
+    } else {
+        (0, 0)
+    };
+    GuessCounts {
+        failures,
+        locked_until,
+        guesses_today,
+        locks_today,
+    }
+}
+
+/// The key a cashier's guess is logged under (its `account_id` is the cashier's id).
+pub(crate) fn cashier_key(cashier_id: i64, kiosk_id: &str) -> GuessKey {
+    GuessKey {
+        account_id: cashier_id,
+        factor: crate::limits::Factor::Cashier,
+        kiosk_id: kiosk_id.to_string(),
+    }
+}
+
+pub(crate) fn cashier_status(s: &str) -> CashierStatus {
+    if s == "active" {
+        CashierStatus::Active
+    } else {
+        CashierStatus::Disabled
+    }
+}
+
+/// One row of a day's cash by cashier: the cashier (`None`: recorded before cashiers), its
+/// name, the kind of movement, how many and their sum in minor units.
+pub(crate) type CashRow = (Option<i64>, Option<String>, String, i64, i64);
+
+/// A day's cash per cashier from `rows` (any order): named cashiers by name, then the cash
+/// without a cashier.
+pub(crate) fn cashier_totals(
+    rows: impl IntoIterator<Item = CashRow>,
+    cur: palmline_shared::Currency,
+) -> Result<Vec<CashierTotals>, LedgerError> {
+    let mut out: Vec<CashierTotals> = Vec::new();
+    for (id, name, kind, count, sum) in rows {
+        let i = match out.iter().position(|t| t.cashier_id == id) {
+            Some(i) => i,
+            None => {
+                out.push(CashierTotals {
+                    cashier_id: id,
+                    name: name.unwrap_or_default(),
+                    deposits_count: 0,
+                    deposits_total: Money::zero(cur),
+                    withdrawals_count: 0,
+                    withdrawals_total: Money::zero(cur),
+                    cash_net: Money::zero(cur),
+                });
+                out.len() - 1
+            }
+        };
+        let t = &mut out[i];
+        let m = Money::from_minor(sum, cur);
+        match kind.as_str() {
+            "deposit" => (t.deposits_count, t.deposits_total) = (count, m),
+            "withdrawal" => (t.withdrawals_count, t.withdrawals_total) = (count, m),
+            _ => continue,
+        }
+        t.cash_net = t
+            .deposits_total
+            .checked_sub(t.withdrawals_total)
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+    }
+    out.sort_by(|a, b| {
+        (a.cashier_id.is_none(), &a.name, a.cashier_id).cmp(&(
+            b.cashier_id.is_none(),
+            &b.name,
+            b.cashier_id,
+        ))
+    });
+    Ok(out)
+}
+
 /// Cut-offs of a purge, in Unix seconds: rows older than these go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cutoffs {
@@ -301,6 +426,14 @@ pub enum LedgerError {
     UnsupportedCurrency(String),
     #[error("over the limit without PIN: the PIN is required")]
     PinRequired,
+    #[error("no such cashier")]
+    UnknownCashier,
+    #[error("this merchant already has a cashier of that name")]
+    CashierExists,
+    #[error("this cashier is disabled")]
+    CashierDisabled,
+    #[error("this cashier works for another merchant")]
+    CashierElsewhere,
     #[error("storage failure: {0}")]
     Storage(String),
 }
@@ -319,6 +452,10 @@ impl LedgerError {
             LedgerError::InvalidAmount(_) => ErrorCode::InvalidAmount,
             LedgerError::UnsupportedCurrency(_) => ErrorCode::UnsupportedCurrency,
             LedgerError::PinRequired => ErrorCode::PinRequired,
+            LedgerError::UnknownCashier => ErrorCode::UnknownCashier,
+            LedgerError::CashierExists => ErrorCode::CashierExists,
+            LedgerError::CashierDisabled => ErrorCode::CashierDisabled,
+            LedgerError::CashierElsewhere => ErrorCode::Forbidden,
             LedgerError::Storage(_) => ErrorCode::Internal,
         }
     }
@@ -348,6 +485,24 @@ pub struct ShopperAuth {
 pub struct SessionInfo {
     pub shopper_id: i64,
     pub kiosk_id: String,
+    pub expires_at: i64,
+}
+
+/// What a cashier sign-in needs about a cashier.
+#[derive(Debug, Clone)]
+pub struct CashierAuth {
+    pub cashier: Cashier,
+    pub pin_hash: String,
+}
+
+/// A valid (unexpired) cashier session, with its cashier as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CashierSessionInfo {
+    pub cashier_id: i64,
+    pub name: String,
+    pub merchant: String,
+    pub kiosk_id: String,
+    pub active: bool,
     pub expires_at: i64,
 }
 
@@ -389,6 +544,20 @@ pub trait Store: Send + Sync + 'static {
         token_hash: [u8; 32],
         now: i64,
     ) -> Result<Option<SessionInfo>, LedgerError>;
+    /// The cashier called `name` at `merchant`, if any.
+    async fn cashier_auth(
+        &self,
+        merchant: &str,
+        name: &str,
+    ) -> Result<Option<CashierAuth>, LedgerError>;
+    /// The cashier session of this token hash, if it has not expired by `now`.
+    async fn cashier_session(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<Option<CashierSessionInfo>, LedgerError>;
+    /// Cashiers (of one merchant, or all), by merchant then name.
+    async fn cashiers(&self, merchant: Option<&str>) -> Result<Vec<Cashier>, LedgerError>;
     async fn wallet(&self, shopper_id: i64) -> Result<Wallet, LedgerError>;
     async fn history(
         &self,

@@ -7,16 +7,16 @@
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
 use super::{
-    Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome, PalmChange, PalmVersion, Purged,
-    SessionInfo, ShopperAuth, Store, StoredResult,
+    CashierAuth, CashierSessionInfo, Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome,
+    PalmChange, PalmVersion, Purged, SessionInfo, ShopperAuth, Store, StoredResult,
 };
 use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
 use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
 use crate::metrics::WriterMetrics;
 use async_trait::async_trait;
 use palmline_shared::api::{
-    AccountRow, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow,
-    LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
+    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage,
+    KioskRow, LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
 };
 use palmline_shared::{Currency, Money};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -31,6 +31,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema2.sql"),
     include_str!("schema3.sql"),
     include_str!("schema4.sql"),
+    include_str!("schema5.sql"),
 ];
 
 /// Most commands one group commit carries.
@@ -364,8 +365,8 @@ fn persist(c: &Connection, plan: &Plan) -> Result<(i64, String), LedgerError> {
     let now = now_text();
     let tx = &plan.tx;
     c.prepare_cached(
-        "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at, cashier_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -379,7 +380,8 @@ fn persist(c: &Connection, plan: &Plan) -> Result<(i64, String), LedgerError> {
             tx.refers_to,
             tx.description,
             tx.created_by,
-            now
+            now,
+            tx.cashier
         ])
     })
     .map_err(storage)?;
@@ -421,17 +423,35 @@ fn persist_leg(c: &Connection, tx_id: i64, leg: &Leg) -> Result<(), LedgerError>
 
 // ------------------------------------------------------------------ money commands
 
+/// A cashier as the ledger core checks it.
+fn cashier_core(c: &Connection, id: i64) -> Result<ledger::Cashier, LedgerError> {
+    c.prepare_cached("SELECT merchant_id, status FROM cashiers WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id], |r| {
+                Ok(ledger::Cashier {
+                    id,
+                    merchant: r.get(0)?,
+                    active: r.get::<_, String>(1)? == "active",
+                })
+            })
+            .optional()
+        })
+        .map_err(storage)?
+        .ok_or(LedgerError::UnknownCashier)
+}
+
 fn deposit(
     c: &Connection,
     cur: Currency,
     at: KioskRef,
-    username: &str,
+    (username, cashier): (&str, i64),
     amount: Money,
 ) -> Result<Outcome, LedgerError> {
     let amount = ledger::check_amount(amount, cur)?;
+    let cashier = cashier_core(c, cashier)?;
     let shopper = shopper_by_name(c, username)?;
     let m = merchant_accounts(c, &at.merchant, cur)?;
-    let plan = ledger::deposit(amount, &shopper.core, m.core(), &at.kiosk_id)?;
+    let plan = ledger::deposit(amount, &shopper.core, m.core(), &at.kiosk_id, &cashier)?;
     kiosk_receipt(c, &plan, shopper.name, m.account.name, at.kiosk_id)
 }
 
@@ -439,13 +459,14 @@ fn withdrawal(
     c: &Connection,
     cur: Currency,
     at: KioskRef,
-    shopper_id: i64,
+    (shopper_id, cashier): (i64, i64),
     amount: Money,
 ) -> Result<Outcome, LedgerError> {
     let amount = ledger::check_amount(amount, cur)?;
+    let cashier = cashier_core(c, cashier)?;
     let shopper = shopper_by_id(c, shopper_id)?;
     let m = merchant_accounts(c, &at.merchant, cur)?;
-    let plan = ledger::withdrawal(amount, &shopper.core, m.core(), &at.kiosk_id)?;
+    let plan = ledger::withdrawal(amount, &shopper.core, m.core(), &at.kiosk_id, &cashier)?;
     kiosk_receipt(c, &plan, shopper.name, m.account.name, at.kiosk_id)
 }
 
@@ -584,12 +605,14 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             at,
             username,
             amount,
-        } => deposit(c, cur, at, &username, amount),
+            cashier_id,
+        } => deposit(c, cur, at, (&username, cashier_id), amount),
         Command::Withdrawal {
             at,
             shopper_id,
             amount,
-        } => withdrawal(c, cur, at, shopper_id, amount),
+            cashier_id,
+        } => withdrawal(c, cur, at, (shopper_id, cashier_id), amount),
         Command::Payment {
             at,
             shopper_id,
@@ -620,6 +643,26 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
         Command::GuessRight { key } => guess_right(c, &key).map(|()| Outcome::Done),
         Command::WithoutPin { guard, debit } => without_pin(c, cur, &guard, *debit),
         Command::TouchKiosk { at } => touch_kiosk(c, cur, &at),
+        Command::CreateCashier {
+            merchant,
+            name,
+            pin_hash,
+        } => create_cashier(c, cur, &merchant, &name, &pin_hash),
+        Command::DisableCashier { cashier_id } => disable_cashier(c, cashier_id),
+        Command::ReserveCashierGuess {
+            cashier_id,
+            kiosk_id,
+            rules,
+        } => reserve_cashier_guess(c, cashier_id, &kiosk_id, rules).map(Outcome::Guess),
+        Command::CashierGuessRight { cashier_id } => {
+            cashier_guess_right(c, cashier_id).map(|()| Outcome::Done)
+        }
+        Command::CreateCashierSession {
+            token_hash,
+            cashier_id,
+            kiosk_id,
+            expires_at,
+        } => create_cashier_session(c, &token_hash, cashier_id, &kiosk_id, expires_at),
         Command::EnrollPalm {
             shopper_id,
             ciphertexts,
@@ -706,6 +749,171 @@ fn create_session(
     c.execute(
         "INSERT INTO sessions (token_hash, account_id, kiosk_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![&token_hash[..], shopper_id, kiosk_id, expires_at, now_text()],
+    )
+    .map_err(storage)?;
+    Ok(Outcome::Done)
+}
+
+// ------------------------------------------------------------------ cashiers
+
+const CASHIER_COLUMNS: &str = "SELECT c.id, a.name, c.name, c.status, c.created_at, c.pin_hash
+     FROM cashiers c JOIN accounts a ON a.id = c.merchant_id";
+
+fn row_cashier(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Cashier, String)> {
+    Ok((
+        Cashier {
+            id: r.get(0)?,
+            merchant: r.get(1)?,
+            name: r.get(2)?,
+            status: super::cashier_status(&r.get::<_, String>(3)?),
+            created_at: r.get(4)?,
+        },
+        r.get(5)?,
+    ))
+}
+
+/// Cashiers matching `filter` (a condition over `cashiers c` and `accounts a`), by merchant
+/// then name, with their PIN hashes.
+fn cashiers_where(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<(Cashier, String)>, LedgerError> {
+    let sql = format!("{CASHIER_COLUMNS} WHERE {filter} ORDER BY a.name, c.name, c.id");
+    c.prepare_cached(&sql)
+        .and_then(|mut s| s.query_map(p, row_cashier)?.collect())
+        .map_err(storage)
+}
+
+fn cashier_by_id(c: &Connection, id: i64) -> Result<Cashier, LedgerError> {
+    cashiers_where(c, "c.id = ?1", [id])?
+        .pop()
+        .map(|(cashier, _)| cashier)
+        .ok_or(LedgerError::UnknownCashier)
+}
+
+fn create_cashier(
+    c: &Connection,
+    cur: Currency,
+    merchant: &str,
+    name: &str,
+    pin_hash: &str,
+) -> Result<Outcome, LedgerError> {
+    let merchant_id = merchant_accounts(c, merchant, cur)?.account.core.id;
+    let r = c.execute(
+        "INSERT INTO cashiers (merchant_id, name, pin_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![merchant_id, name, pin_hash, now_text()],
+    );
+    match r {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            return Err(LedgerError::CashierExists)
+        }
+        Err(e) => return Err(storage(e)),
+    }
+    Ok(Outcome::Cashier(cashier_by_id(c, c.last_insert_rowid())?))
+}
+
+fn disable_cashier(c: &Connection, id: i64) -> Result<Outcome, LedgerError> {
+    let n = c
+        .execute(
+            "UPDATE cashiers SET status = 'disabled' WHERE id = ?1",
+            [id],
+        )
+        .map_err(storage)?;
+    if n == 0 {
+        return Err(LedgerError::UnknownCashier);
+    }
+    Ok(Outcome::Cashier(cashier_by_id(c, id)?))
+}
+
+/// The guess counts on a cashier's row, read for `today`.
+fn cashier_guesses(c: &Connection, id: i64, today: &str) -> Result<GuessCounts, LedgerError> {
+    c.prepare_cached(
+        "SELECT failures, locked_until, guess_day, guesses, locks FROM cashiers WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([id], |r| {
+            let day: Option<String> = r.get(2)?;
+            Ok(super::cashier_counts(
+                r.get(0)?,
+                r.get(1)?,
+                (day.as_deref(), r.get(3)?, r.get(4)?),
+                today,
+            ))
+        })
+        .optional()
+    })
+    .map_err(storage)?
+    .ok_or(LedgerError::UnknownCashier)
+}
+
+fn put_cashier_guesses(
+    c: &Connection,
+    id: i64,
+    today: &str,
+    g: GuessCounts,
+) -> Result<(), LedgerError> {
+    c.prepare_cached(
+        "UPDATE cashiers SET failures = ?2, locked_until = ?3, guess_day = ?4, guesses = ?5, locks = ?6
+         WHERE id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            g.failures,
+            g.locked_until,
+            today,
+            g.guesses_today,
+            g.locks_today
+        ])
+    })
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Counts a guess at a cashier's PIN before it is checked, by the shoppers' rule
+/// ([`crate::limits::reserve_guess`]) on the cashier's own counters.
+fn reserve_cashier_guess(
+    c: &Connection,
+    id: i64,
+    kiosk_id: &str,
+    rules: GuessRules,
+) -> Result<Grant, LedgerError> {
+    let day = today();
+    let counts = cashier_guesses(c, id, &day)?;
+    let key = super::cashier_key(id, kiosk_id);
+    let (grant, after) = limits::reserve_guess(&key, rules, unix_now(), counts);
+    if let Some(a) = after {
+        put_cashier_guesses(c, id, &day, a)?;
+    }
+    Ok(grant)
+}
+
+fn cashier_guess_right(c: &Connection, id: i64) -> Result<(), LedgerError> {
+    let day = today();
+    let g = cashier_guesses(c, id, &day)?;
+    let after = GuessCounts {
+        failures: 0,
+        locked_until: None,
+        guesses_today: g.guesses_today.saturating_sub(1),
+        locks_today: g.locks_today,
+    };
+    put_cashier_guesses(c, id, &day, after)
+}
+
+fn create_cashier_session(
+    c: &Connection,
+    token_hash: &[u8; 32],
+    cashier_id: i64,
+    kiosk_id: &str,
+    expires_at: i64,
+) -> Result<Outcome, LedgerError> {
+    c.execute(
+        "INSERT INTO cashier_sessions (token_hash, cashier_id, kiosk_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![&token_hash[..], cashier_id, kiosk_id, expires_at, now_text()],
     )
     .map_err(storage)?;
     Ok(Outcome::Done)
@@ -814,6 +1022,10 @@ fn purge(c: &Connection, cut: Cutoffs, batch: u32) -> Result<Purged, LedgerError
         sessions: gone(
             "DELETE FROM sessions WHERE token_hash IN
                (SELECT token_hash FROM sessions WHERE expires_at < ?1 LIMIT ?2)",
+            &cut.now,
+        )? + gone(
+            "DELETE FROM cashier_sessions WHERE token_hash IN
+               (SELECT token_hash FROM cashier_sessions WHERE expires_at < ?1 LIMIT ?2)",
             &cut.now,
         )?,
         guess_days: gone(
@@ -1049,6 +1261,7 @@ fn merchant_day_totals(
         deposits_total: Money::zero(cur),
         withdrawals_total: Money::zero(cur),
         cash_net: Money::zero(cur),
+        cashiers: Vec::new(),
     };
     let mut stmt = c
         .prepare_cached(
@@ -1083,6 +1296,22 @@ fn merchant_day_totals(
         .deposits_total
         .checked_sub(t.withdrawals_total)
         .map_err(|e| LedgerError::Storage(e.to_string()))?;
+    let rows: Vec<super::CashRow> = c
+        .prepare_cached(
+            "SELECT t.cashier_id, c.name, t.kind, COUNT(*), SUM(t.amount)
+             FROM transactions t LEFT JOIN cashiers c ON c.id = t.cashier_id
+             WHERE t.merchant_id = ?1 AND t.created_at >= ?2 AND t.created_at < ?3
+               AND t.kind IN ('deposit', 'withdrawal')
+             GROUP BY t.cashier_id, c.name, t.kind",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![merchant_id, from, to], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })
+        .map_err(storage)?;
+    t.cashiers = super::cashier_totals(rows, cur)?;
     Ok(t)
 }
 
@@ -1172,6 +1401,68 @@ impl Store for SqliteStore {
                 .optional()
             })
             .map_err(storage)
+        })
+        .await
+    }
+
+    async fn cashier_auth(
+        &self,
+        merchant: &str,
+        name: &str,
+    ) -> Result<Option<CashierAuth>, LedgerError> {
+        let (merchant, name) = (merchant.to_string(), name.to_string());
+        self.read(move |c| {
+            let found = cashiers_where(
+                c,
+                "a.kind = 'merchant' AND a.name = ?1 AND c.name = ?2",
+                params![merchant, name],
+            )?;
+            Ok(found
+                .into_iter()
+                .next()
+                .map(|(cashier, pin_hash)| CashierAuth { cashier, pin_hash }))
+        })
+        .await
+    }
+
+    async fn cashier_session(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<Option<CashierSessionInfo>, LedgerError> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT s.cashier_id, c.name, a.name, s.kiosk_id, c.status, s.expires_at
+                 FROM cashier_sessions s JOIN cashiers c ON c.id = s.cashier_id
+                 JOIN accounts a ON a.id = c.merchant_id
+                 WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![&token_hash[..], now], |r| {
+                    Ok(CashierSessionInfo {
+                        cashier_id: r.get(0)?,
+                        name: r.get(1)?,
+                        merchant: r.get(2)?,
+                        kiosk_id: r.get(3)?,
+                        active: r.get::<_, String>(4)? == "active",
+                        expires_at: r.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(storage)
+        })
+        .await
+    }
+
+    async fn cashiers(&self, merchant: Option<&str>) -> Result<Vec<Cashier>, LedgerError> {
+        let merchant = merchant.map(str::to_string);
+        self.read(move |c| {
+            let rows = match merchant {
+                Some(m) => cashiers_where(c, "a.name = ?1", [m])?,
+                None => cashiers_where(c, "1 = 1", params![])?,
+            };
+            Ok(rows.into_iter().map(|(cashier, _)| cashier).collect())
         })
         .await
     }

@@ -22,7 +22,12 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub running: Running,
     pub base: String,
+    /// The cashier session of each kiosk's till (see [`TestServer::desk`]).
+    desks: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// The PIN of the till cashier [`TestServer::desk`] creates at each merchant.
+pub const DESK_PIN: &str = "2468";
 
 impl TestServer {
     pub async fn start() -> TestServer {
@@ -97,7 +102,12 @@ impl TestServer {
         };
         let running = start(cfg).await.unwrap();
         let base = format!("https://localhost:{}", running.addr.port());
-        TestServer { dir, running, base }
+        TestServer {
+            dir,
+            running,
+            base,
+            desks: Default::default(),
+        }
     }
 
     pub fn pki(&self) -> Pki {
@@ -141,6 +151,32 @@ impl TestServer {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
+        self.post_as(c, path, (key, token, None), body).await
+    }
+
+    /// As [`TestServer::post_raw`], at the cash desk: with the kiosk's till cashier signed
+    /// in ([`TestServer::desk`]).
+    pub async fn post_desk(
+        &self,
+        c: &Client,
+        path: &str,
+        key: Option<&str>,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let desk = self.desk(c).await;
+        self.post_as(c, path, (key, token, Some(&desk)), body).await
+    }
+
+    /// A POST with an idempotency key, a shopper's bearer token and a cashier session, each
+    /// if given.
+    pub async fn post_as(
+        &self,
+        c: &Client,
+        path: &str,
+        (key, token, cashier): (Option<&str>, Option<&str>, Option<&str>),
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut req = c
             .post(self.url(path))
             .header("content-type", "application/json")
@@ -150,6 +186,9 @@ impl TestServer {
         }
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        if let Some(t) = cashier {
+            req = req.header(CASHIER_SESSION_HEADER, t);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
@@ -179,13 +218,61 @@ impl TestServer {
     }
 
     pub async fn deposit(&self, c: &Client, name: &str, amount: &str) -> (StatusCode, Value) {
-        self.post(
+        self.post_desk(
             c,
             "/v1/deposits",
-            &format!("dep-{name}-{amount}-{}", rand_key()),
-            json!({"username": name, "amount": {"amount": amount, "currency": "EUR"}}),
+            Some(&format!("dep-{name}-{amount}-{}", rand_key())),
+            None,
+            json!({"username": name, "amount": {"amount": amount, "currency": "EUR"}})
+                .to_string()
+                .into_bytes(),
         )
         .await
+    }
+
+    /// Creates a cashier of `merchant` through the operator API.
+    pub async fn add_cashier(&self, merchant: &str, name: &str, pin: &str) -> (StatusCode, Value) {
+        self.post(
+            &self.admin(),
+            "/v1/admin/cashiers",
+            &rand_key(),
+            json!({"merchant": merchant, "name": name, "pin": pin}),
+        )
+        .await
+    }
+
+    /// Signs a cashier in at the kiosk `c`.
+    pub async fn cashier_login(&self, c: &Client, name: &str, pin: &str) -> (StatusCode, Value) {
+        self.post_raw(
+            c,
+            "/v1/cashier-sessions",
+            None,
+            None,
+            json!({"name": name, "pin": pin}).to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// The cashier session of the kiosk `c`'s till: a cashier "Till" of its merchant (PIN
+    /// [`DESK_PIN`]), created and signed in on first use.
+    pub async fn desk(&self, c: &Client) -> String {
+        let (s, h) = self.get(c, "/v1/health", None).await;
+        assert_eq!(s, StatusCode::OK, "{h}");
+        let kiosk = h["kiosk_id"].as_str().expect("a kiosk client").to_string();
+        if let Some(t) = self.desks.lock().unwrap().get(&kiosk) {
+            return t.clone();
+        }
+        let merchant = h["merchant"].as_str().unwrap();
+        let (s, v) = self.add_cashier(merchant, "Till", DESK_PIN).await;
+        assert!(
+            s == StatusCode::CREATED || v["error"]["code"] == "cashier_exists",
+            "{s} {v}"
+        );
+        let (s, v) = self.cashier_login(c, "Till", DESK_PIN).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let token = v["token"].as_str().unwrap().to_string();
+        self.desks.lock().unwrap().insert(kiosk, token.clone());
+        token
     }
 
     pub async fn login(&self, c: &Client, name: &str, password: &str) -> (StatusCode, Value) {

@@ -148,6 +148,24 @@ async fn find_merchant(tx: &Tx<'_>, merchant: &str) -> Result<Option<MerchantIds
     }))
 }
 
+/// The cashier of a deposit or withdrawal, share-locked until the transaction ends: a
+/// concurrent disable waits for the movement (or the movement sees it disabled). Taken
+/// before any account lock, and disabling or guessing locks no account, so no cycle forms.
+pub(super) async fn cashier(tx: &Tx<'_>, id: i64) -> Result<ledger::Cashier, LedgerError> {
+    let row = query_opt(
+        tx,
+        "SELECT merchant_id, status FROM cashiers WHERE id = $1 FOR SHARE",
+        &[&id],
+    )
+    .await?
+    .ok_or(LedgerError::UnknownCashier)?;
+    Ok(ledger::Cashier {
+        id,
+        merchant: row.get(0),
+        active: row.get::<_, &str>(1) == "active",
+    })
+}
+
 /// A payment as a refund finds it: what was paid, by whom, to whom (never changes).
 pub(super) struct PaymentRow {
     pub paid: i64,
@@ -187,8 +205,8 @@ pub(super) async fn persist(tx: &Tx<'_>, plan: &Plan) -> Result<(i64, String), L
     let t = &plan.tx;
     let id: i64 = query_one(
         tx,
-        "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at, cashier_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
         &[
             &t.kind.as_str(),
             &t.amount.minor(),
@@ -201,6 +219,7 @@ pub(super) async fn persist(tx: &Tx<'_>, plan: &Plan) -> Result<(i64, String), L
             &t.description,
             &t.created_by,
             &now,
+            &t.cashier,
         ],
     )
     .await?

@@ -149,12 +149,17 @@ async fn money(
             at,
             username,
             amount,
-        } => deposit(tx, cur, at, &username, amount).await?,
+            cashier_id,
+        } => deposit(tx, cur, at, (&username, cashier_id), amount).await?,
         Command::Withdrawal {
             at,
             shopper_id,
             amount,
-        } => at_kiosk(tx, cur, Debit::Withdrawal, at, shopper_id, amount, guard).await?,
+            cashier_id,
+        } => {
+            let kind = Debit::Withdrawal(cashier_id);
+            at_kiosk(tx, cur, kind, at, shopper_id, amount, guard).await?
+        }
         Command::Payment {
             at,
             shopper_id,
@@ -205,10 +210,11 @@ async fn deposit(
     tx: &Tx<'_>,
     cur: Currency,
     at: KioskRef,
-    username: &str,
+    (username, cashier): (&str, i64),
     amount: Money,
 ) -> Result<Decided, LedgerError> {
     let amount = ledger::check_amount(amount, cur)?;
+    let cashier = accounts::cashier(tx, cashier).await?;
     let shopper = accounts::shopper_named(tx, username)
         .await?
         .ok_or_else(|| LedgerError::UnknownAccount(username.to_string()))?;
@@ -219,13 +225,14 @@ async fn deposit(
         account: &locked.get(m.account)?.core,
         till: &locked.get(m.till)?.core,
     };
-    let plan = ledger::deposit(amount, s, merchant, &at.kiosk_id)?;
+    let plan = ledger::deposit(amount, s, merchant, &at.kiosk_id, &cashier)?;
     Ok((plan, kiosk_parties(&locked, shopper, m, at.kiosk_id)))
 }
 
 /// The debits at a kiosk, which differ only in the rule they call.
 enum Debit {
-    Withdrawal,
+    /// Paid out by this cashier.
+    Withdrawal(i64),
     Payment(Option<String>),
 }
 
@@ -239,6 +246,10 @@ async fn at_kiosk(
     guard: Option<&NoPinGuard>,
 ) -> Result<Decided, LedgerError> {
     let amount = ledger::check_amount(amount, cur)?;
+    let cashier = match kind {
+        Debit::Withdrawal(id) => Some(accounts::cashier(tx, id).await?),
+        Debit::Payment(_) => None,
+    };
     let m = accounts::merchant_ids(tx, &at.merchant, cur).await?;
     let locked = accounts::lock(tx, &[shopper, m.account, m.till]).await?;
     let s = &locked.shopper(shopper)?.core;
@@ -247,9 +258,12 @@ async fn at_kiosk(
         account: &locked.get(m.account)?.core,
         till: &locked.get(m.till)?.core,
     };
-    let plan = match kind {
-        Debit::Withdrawal => ledger::withdrawal(amount, s, merchant, &at.kiosk_id)?,
-        Debit::Payment(d) => ledger::payment(amount, s, merchant, &at.kiosk_id, d)?,
+    let plan = match (kind, cashier) {
+        (Debit::Withdrawal(_), Some(c)) => {
+            ledger::withdrawal(amount, s, merchant, &at.kiosk_id, &c)?
+        }
+        (Debit::Withdrawal(_), None) => return Err(storage("a withdrawal without its cashier")),
+        (Debit::Payment(d), _) => ledger::payment(amount, s, merchant, &at.kiosk_id, d)?,
     };
     Ok((plan, kiosk_parties(&locked, shopper, m, at.kiosk_id)))
 }

@@ -24,13 +24,14 @@ mod turn;
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    Command, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store,
-    StoredResult, Turn,
+    CashierAuth, CashierSessionInfo, Command, Idem, LedgerError, PalmChange, PalmVersion,
+    SessionInfo, ShopperAuth, Store, StoredResult, Turn,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
 use palmline_shared::api::{
-    AccountRow, DailyReport, DailyTotals, HistoryPage, KioskRow, LedgerCheck, PalmScanRow, Wallet,
+    AccountRow, Cashier, DailyReport, DailyTotals, HistoryPage, KioskRow, LedgerCheck, PalmScanRow,
+    Wallet,
 };
 use palmline_shared::Currency;
 use std::time::Duration;
@@ -38,7 +39,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 /// Migrations, applied in order; `schema_version` holds the number applied.
-pub const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("replicas.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("replicas.sql"),
+    include_str!("cashiers.sql"),
+];
 
 /// Any fixed number: concurrent migrators (several replicas starting) take turns on it.
 const MIGRATION_LOCK: i64 = 0x7061_6c6d;
@@ -215,6 +220,26 @@ impl Store for PgStore {
         now: i64,
     ) -> Result<Option<SessionInfo>, LedgerError> {
         reads::session(&self.client().await?, &token_hash, now).await
+    }
+
+    async fn cashier_auth(
+        &self,
+        merchant: &str,
+        name: &str,
+    ) -> Result<Option<CashierAuth>, LedgerError> {
+        reads::cashier_auth(&self.client().await?, merchant, name).await
+    }
+
+    async fn cashier_session(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> Result<Option<CashierSessionInfo>, LedgerError> {
+        reads::cashier_session(&self.client().await?, &token_hash, now).await
+    }
+
+    async fn cashiers(&self, merchant: Option<&str>) -> Result<Vec<Cashier>, LedgerError> {
+        reads::cashiers(&self.client().await?, merchant).await
     }
 
     async fn wallet(&self, shopper_id: i64) -> Result<Wallet, LedgerError> {

@@ -6,12 +6,13 @@ use super::{pg_err, query, query_one, query_opt, storage};
 use crate::store::clock::day_bounds;
 use crate::store::receipt::status_of;
 use crate::store::{
-    group_palm_changes, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth,
+    cashier_status, group_palm_changes, CashierAuth, CashierSessionInfo, LedgerError, PalmChange,
+    PalmVersion, SessionInfo, ShopperAuth,
 };
 use deadpool_postgres::{GenericClient, Object};
 use palmline_shared::api::{
-    AccountRow, BalanceMismatch, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow,
-    LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
+    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage,
+    KioskRow, LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
 };
 use palmline_shared::{Currency, Money};
 use tokio_postgres::types::ToSql;
@@ -180,6 +181,7 @@ async fn merchant_day_totals(
         deposits_total: zero,
         withdrawals_total: zero,
         cash_net: zero,
+        cashiers: Vec::new(),
     };
     let rows = query(
         c,
@@ -202,7 +204,100 @@ async fn merchant_day_totals(
         .deposits_total
         .checked_sub(t.withdrawals_total)
         .map_err(storage)?;
+    let rows = query(
+        c,
+        "SELECT t.cashier_id, c.name, t.kind, COUNT(*), SUM(t.amount)::BIGINT
+         FROM transactions t LEFT JOIN cashiers c ON c.id = t.cashier_id
+         WHERE t.merchant_id = $1 AND t.created_at >= $2 AND t.created_at < $3
+           AND t.kind IN ('deposit', 'withdrawal')
+         GROUP BY t.cashier_id, c.name, t.kind",
+        &[&merchant_id, &from, &to],
+    )
+    .await?;
+    let rows = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)));
+    t.cashiers = crate::store::cashier_totals(rows, cur)?;
     Ok(t)
+}
+
+const CASHIER_ROWS: &str = "SELECT c.id, a.name, c.name, c.status, c.created_at, c.pin_hash
+     FROM cashiers c JOIN accounts a ON a.id = c.merchant_id";
+
+fn cashier_of(r: &tokio_postgres::Row) -> (Cashier, String) {
+    (
+        Cashier {
+            id: r.get(0),
+            merchant: r.get(1),
+            name: r.get(2),
+            status: cashier_status(r.get(3)),
+            created_at: r.get(4),
+        },
+        r.get(5),
+    )
+}
+
+pub(super) async fn cashier_by_id(c: &impl GenericClient, id: i64) -> Result<Cashier, LedgerError> {
+    let sql = format!("{CASHIER_ROWS} WHERE c.id = $1");
+    let row = query_opt(c, &sql, &[&id])
+        .await?
+        .ok_or(LedgerError::UnknownCashier)?;
+    Ok(cashier_of(&row).0)
+}
+
+pub(super) async fn cashier_auth(
+    c: &impl GenericClient,
+    merchant: &str,
+    name: &str,
+) -> Result<Option<CashierAuth>, LedgerError> {
+    let sql = format!("{CASHIER_ROWS} WHERE a.kind = 'merchant' AND a.name = $1 AND c.name = $2");
+    Ok(query_opt(c, &sql, &[&merchant, &name]).await?.map(|r| {
+        let (cashier, pin_hash) = cashier_of(&r);
+        CashierAuth { cashier, pin_hash }
+    }))
+}
+
+pub(super) async fn cashiers(
+    c: &impl GenericClient,
+    merchant: Option<&str>,
+) -> Result<Vec<Cashier>, LedgerError> {
+    let order = "ORDER BY a.name COLLATE \"C\", c.name COLLATE \"C\", c.id";
+    let rows = match merchant {
+        Some(m) => {
+            query(
+                c,
+                &format!("{CASHIER_ROWS} WHERE a.name = $1 {order}"),
+                &[&m],
+            )
+            .await?
+        }
+        None => query(c, &format!("{CASHIER_ROWS} {order}"), &[]).await?,
+    };
+    Ok(rows.iter().map(|r| cashier_of(r).0).collect())
+}
+
+pub(super) async fn cashier_session(
+    c: &impl GenericClient,
+    token_hash: &[u8; 32],
+    now: i64,
+) -> Result<Option<CashierSessionInfo>, LedgerError> {
+    let row = query_opt(
+        c,
+        "SELECT s.cashier_id, c.name, a.name, s.kiosk_id, c.status, s.expires_at
+         FROM cashier_sessions s JOIN cashiers c ON c.id = s.cashier_id
+         JOIN accounts a ON a.id = c.merchant_id
+         WHERE s.token_hash = $1 AND s.expires_at > $2",
+        &[&&token_hash[..], &now],
+    )
+    .await?;
+    Ok(row.map(|r| CashierSessionInfo {
+        cashier_id: r.get(0),
+        name: r.get(1),
+        merchant: r.get(2),
+        kiosk_id: r.get(3),
+        active: r.get::<_, &str>(4) == "active",
+        expires_at: r.get(5),
+    }))
 }
 
 const ACCOUNT_ROWS: &str = "SELECT id, kind, name, email, status, balance, created_at,

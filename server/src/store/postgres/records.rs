@@ -51,6 +51,54 @@ pub(super) async fn apply(
             .await?;
             Ok(Outcome::Done)
         }
+        Command::CreateCashier {
+            merchant,
+            name,
+            pin_hash,
+        } => create_cashier(tx, cur, &merchant, &name, &pin_hash).await,
+        Command::DisableCashier { cashier_id } => {
+            let sql = "UPDATE cashiers SET status = 'disabled' WHERE id = $1";
+            if execute(tx, sql, &[&cashier_id]).await? == 0 {
+                return Err(LedgerError::UnknownCashier);
+            }
+            Ok(Outcome::Cashier(
+                reads::cashier_by_id(tx, cashier_id).await?,
+            ))
+        }
+        Command::ReserveCashierGuess {
+            cashier_id,
+            kiosk_id,
+            rules,
+        } => reserve_cashier_guess(tx, cashier_id, &kiosk_id, rules)
+            .await
+            .map(Outcome::Guess),
+        Command::CashierGuessRight { cashier_id } => {
+            let day = today();
+            let c = locked_cashier_counts(tx, cashier_id, &day).await?;
+            let after = GuessCounts {
+                failures: 0,
+                locked_until: None,
+                guesses_today: c.guesses_today.saturating_sub(1),
+                locks_today: c.locks_today,
+            };
+            put_cashier_counts(tx, cashier_id, &day, after).await?;
+            Ok(Outcome::Done)
+        }
+        Command::CreateCashierSession {
+            token_hash,
+            cashier_id,
+            kiosk_id,
+            expires_at,
+        } => {
+            execute(
+                tx,
+                "INSERT INTO cashier_sessions (token_hash, cashier_id, kiosk_id, expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&&token_hash[..], &cashier_id, &kiosk_id, &expires_at, &now_text()],
+            )
+            .await?;
+            Ok(Outcome::Done)
+        }
         Command::EnrollPalm {
             shopper_id,
             ciphertexts,
@@ -224,7 +272,14 @@ async fn purge(tx: &Tx<'_>, cut: Cutoffs, batch: u32) -> Result<Purged, LedgerEr
                (SELECT token_hash FROM sessions WHERE expires_at < $1 LIMIT $2)",
             &[&cut.now, &batch],
         )
-        .await?,
+        .await?
+            + execute(
+                tx,
+                "DELETE FROM cashier_sessions WHERE token_hash IN
+                   (SELECT token_hash FROM cashier_sessions WHERE expires_at < $1 LIMIT $2)",
+                &[&cut.now, &batch],
+            )
+            .await?,
         guess_days: execute(
             tx,
             "DELETE FROM auth_day WHERE (account_id, secret, day) IN
@@ -319,6 +374,93 @@ async fn put_counts(
         tx,
         "UPDATE auth_day SET guesses = $4, locks = $5 WHERE account_id = $1 AND secret = $2 AND day = $3",
         &[&k.account_id, &k.factor.secret(), &day, &int(c.guesses_today)?, &int(c.locks_today)?],
+    )
+    .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ cashiers
+
+async fn create_cashier(
+    tx: &Tx<'_>,
+    cur: Currency,
+    merchant: &str,
+    name: &str,
+    pin_hash: &str,
+) -> Result<Outcome, LedgerError> {
+    let merchant_id = accounts::merchant_ids(tx, merchant, cur).await?.account;
+    let id: i64 = query_opt(
+        tx,
+        "INSERT INTO cashiers (merchant_id, name, pin_hash, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (merchant_id, name) DO NOTHING RETURNING id",
+        &[&merchant_id, &name, &pin_hash, &now_text()],
+    )
+    .await?
+    .ok_or(LedgerError::CashierExists)?
+    .get(0);
+    Ok(Outcome::Cashier(reads::cashier_by_id(tx, id).await?))
+}
+
+/// Counts a guess at a cashier's PIN before it is checked ([`limits::reserve_guess`]) with
+/// the cashier's row locked, so concurrent guesses at any replica take turns.
+async fn reserve_cashier_guess(
+    tx: &Tx<'_>,
+    id: i64,
+    kiosk_id: &str,
+    rules: GuessRules,
+) -> Result<Grant, LedgerError> {
+    let day = today();
+    let counts = locked_cashier_counts(tx, id, &day).await?;
+    let key = crate::store::cashier_key(id, kiosk_id);
+    let (grant, after) = limits::reserve_guess(&key, rules, unix_now(), counts);
+    if let Some(a) = after {
+        put_cashier_counts(tx, id, &day, a).await?;
+    }
+    Ok(grant)
+}
+
+/// A cashier's guess counts, its row locked until the transaction ends.
+async fn locked_cashier_counts(
+    tx: &Tx<'_>,
+    id: i64,
+    day: &str,
+) -> Result<GuessCounts, LedgerError> {
+    let r = query_opt(
+        tx,
+        "SELECT failures, locked_until, guess_day, guesses, locks FROM cashiers
+         WHERE id = $1 FOR NO KEY UPDATE",
+        &[&id],
+    )
+    .await?
+    .ok_or(LedgerError::UnknownCashier)?;
+    let count = |i: usize| u32::try_from(r.get::<_, i32>(i)).map_err(storage);
+    Ok(crate::store::cashier_counts(
+        count(0)?,
+        r.get(1),
+        (r.get(2), count(3)?, count(4)?),
+        day,
+    ))
+}
+
+async fn put_cashier_counts(
+    tx: &Tx<'_>,
+    id: i64,
+    day: &str,
+    c: GuessCounts,
+) -> Result<(), LedgerError> {
+    let int = |n: u32| i32::try_from(n).map_err(storage);
+    execute(
+        tx,
+        "UPDATE cashiers SET failures = $2, locked_until = $3, guess_day = $4, guesses = $5, locks = $6
+         WHERE id = $1",
+        &[
+            &id,
+            &int(c.failures)?,
+            &c.locked_until,
+            &day,
+            &int(c.guesses_today)?,
+            &int(c.locks_today)?,
+        ],
     )
     .await?;
     Ok(())

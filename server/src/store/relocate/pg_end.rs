@@ -41,11 +41,14 @@ impl PgEnd {
             .await
             .map_err(|e| Role::Destination.ledger(e))?;
         let end = PgEnd::with_pool(pool, Role::Destination).await?;
-        let tables: Vec<&str> = super::tables::TABLES.iter().map(|t| t.name).collect();
+        let tables: Vec<&str> = super::tables::TABLES
+            .iter()
+            .map(|t| t.name)
+            .chain(super::tables::DROPPED.iter().copied())
+            .collect();
         end.run(&format!(
-            "BEGIN; SET LOCAL lock_timeout = '30s'; LOCK TABLE {}, {} IN EXCLUSIVE MODE",
+            "BEGIN; SET LOCAL lock_timeout = '30s'; LOCK TABLE {} IN EXCLUSIVE MODE",
             tables.join(", "),
-            super::tables::DROPPED
         ))
         .await?;
         Ok(end)

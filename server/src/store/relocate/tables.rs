@@ -33,8 +33,9 @@ pub struct Table {
 
 use Col::{Big, Blob, Int, Real, Text};
 
-/// Every table of the ledger but `sessions` (open shopper sessions are dropped) and the
-/// schema's own version, parents before children.
+/// Every table of the ledger but the open sessions ([`DROPPED`]) and the schema's own
+/// version, parents before children (a cashier's merchant account before the cashier, the
+/// cashier before the transactions it handled).
 pub const TABLES: &[Table] = &[
     Table {
         name: "accounts",
@@ -55,6 +56,24 @@ pub const TABLES: &[Table] = &[
         identity: true,
     },
     Table {
+        name: "cashiers",
+        cols: &[
+            ("id", Big),
+            ("merchant_id", Big),
+            ("name", Text),
+            ("pin_hash", Text),
+            ("status", Text),
+            ("failures", Int),
+            ("locked_until", Big),
+            ("guess_day", Text),
+            ("guesses", Int),
+            ("locks", Int),
+            ("created_at", Text),
+        ],
+        key: 1,
+        identity: true,
+    },
+    Table {
         name: "transactions",
         cols: &[
             ("id", Big),
@@ -69,6 +88,7 @@ pub const TABLES: &[Table] = &[
             ("description", Text),
             ("created_by", Text),
             ("created_at", Text),
+            ("cashier_id", Big),
         ],
         key: 1,
         identity: true,
@@ -178,8 +198,8 @@ pub const TABLES: &[Table] = &[
     },
 ];
 
-/// The table a move leaves behind: open sessions (shoppers log in again).
-pub const DROPPED: &str = "sessions";
+/// The tables a move leaves behind: open shopper and cashier sessions (they sign in again).
+pub const DROPPED: &[&str] = &["sessions", "cashier_sessions"];
 
 /// A row, its values in the order of [`Table::cols`].
 pub type Row = Vec<Value>;
