@@ -1,5 +1,7 @@
 //! One mapping from every error to an HTTP status and the stable JSON error body.
-//! Internal details (storage errors) are logged, never sent.
+//! Internal details (storage errors) are logged, never sent: a storage fault that goes away
+//! on its own (disk full, read-only, database unreachable) is 503 `unavailable` with a
+//! Retry-After; any other storage failure is 500 `internal`.
 
 use crate::store::LedgerError;
 use axum::http::header::RETRY_AFTER;
@@ -35,6 +37,14 @@ impl ApiError {
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         match e {
+            LedgerError::Unavailable { fault, detail } => {
+                tracing::warn!(%fault, %detail, "storage unavailable; answered 503");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the ledger is unavailable for a moment; nothing was changed; retry with the same Idempotency-Key",
+                )
+                .retry_after(fault.retry_after())
+            }
             LedgerError::Storage(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::new(ErrorCode::Internal, "internal error; try again")

@@ -9,9 +9,9 @@
 //! Reads ([`reads`]) run outside any transaction. Timestamps are the same fixed-width UTC
 //! text as SQLite's ([`super::clock`]), so both stores sort and cut days alike.
 //!
-//! Errors: a failure to reach the database is `LedgerError::Storage("postgres unavailable:
-//! …")`; any other error the server reports is `Storage("postgres <SQLSTATE>: …")`, so the
-//! code is stable and can be matched on without reading the message.
+//! Errors: a database that cannot serve now (unreachable, shutting down, out of disk or
+//! connections, read-only) is a typed `LedgerError::Unavailable` ([`pg_err`], [`fault_of`]);
+//! any other error the server reports is `Storage("postgres <SQLSTATE>: …")`.
 
 mod accounts;
 mod commands;
@@ -24,11 +24,11 @@ mod turn;
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    Command, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store,
+    Command, FaultWatch, Idem, LedgerError, StorageFault, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store,
     StoredResult, Turn,
 };
 use async_trait::async_trait;
-use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_postgres::{GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
 use palmline_shared::api::{
     AccountRow, DailyReport, DailyTotals, HistoryPage, KioskRow, LedgerCheck, PalmScanRow, Wallet,
 };
@@ -46,31 +46,61 @@ const MIGRATION_LOCK: i64 = 0x7061_6c6d;
 /// Connections `serve` keeps to PostgreSQL.
 pub const SERVE_POOL_SIZE: usize = 16;
 
-/// The prefix of every storage error that means "the database could not be reached".
-pub const UNAVAILABLE: &str = "postgres unavailable";
-
-/// A tokio-postgres error as a [`LedgerError::Storage`] with a stable code: the SQLSTATE the
-/// server sent, or [`UNAVAILABLE`] when the connection failed or broke.
+/// A tokio-postgres error as a [`LedgerError`]: [`LedgerError::Unavailable`] when the
+/// database cannot serve now (see [`fault_of`]), else `Storage("postgres <SQLSTATE>: …")`
+/// with the SQLSTATE the server sent, or the client's own error (a bug).
 pub(crate) fn pg_err(e: tokio_postgres::Error) -> LedgerError {
     match e.as_db_error() {
-        Some(db) if db.code().code().starts_with("08") => {
-            LedgerError::Storage(format!("{UNAVAILABLE}: {}", db.message()))
-        }
         Some(db) => {
-            LedgerError::Storage(format!("postgres {}: {}", db.code().code(), db.message()))
+            let code = db.code().code();
+            let detail = format!("postgres {code}: {}", db.message());
+            match fault_of(code) {
+                Some(fault) => LedgerError::unavailable(fault, detail),
+                None => LedgerError::Storage(detail),
+            }
         }
-        None => match std::error::Error::source(&e) {
-            // "error connecting to server" alone does not say why.
-            Some(cause) => LedgerError::Storage(format!("{UNAVAILABLE}: {e}: {cause}")),
-            None => LedgerError::Storage(format!("{UNAVAILABLE}: {e}")),
-        },
+        // The connection failed, broke or was closed: the error's cause is an I/O error.
+        None if e.is_closed() || io_cause(&e) => {
+            let detail = match std::error::Error::source(&e) {
+                // "error connecting to server" alone does not say why.
+                Some(cause) => format!("postgres: {e}: {cause}"),
+                None => format!("postgres: {e}"),
+            };
+            LedgerError::unavailable(StorageFault::Unreachable, detail)
+        }
+        None => LedgerError::Storage(format!("postgres client: {e}")),
     }
 }
 
+/// The fault a SQLSTATE means, or `None` for an error that a retry would not cure.
+pub fn fault_of(sqlstate: &str) -> Option<StorageFault> {
+    match sqlstate {
+        // connection_exception; admin_shutdown, crash_shutdown, cannot_connect_now.
+        s if s.starts_with("08") => Some(StorageFault::Unreachable),
+        "57P01" | "57P02" | "57P03" => Some(StorageFault::Unreachable),
+        "53100" => Some(StorageFault::DiskFull),
+        // insufficient_resources (memory, connections, limits); lock_not_available.
+        s if s.starts_with("53") => Some(StorageFault::Busy),
+        "55P03" => Some(StorageFault::Busy),
+        // read_only_sql_transaction: connected to a standby (mid-failover).
+        "25006" => Some(StorageFault::ReadOnly),
+        _ => None,
+    }
+}
+
+fn io_cause(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some())
+}
+
 pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
+    use deadpool_postgres::PoolError;
     match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
-        e => LedgerError::Storage(format!("{UNAVAILABLE}: {e}")),
+        PoolError::Backend(e) => pg_err(e),
+        // No connection in time: every one is busy, or none can be made.
+        e @ PoolError::Timeout(_) => {
+            LedgerError::unavailable(StorageFault::Unreachable, format!("postgres pool: {e}"))
+        }
+        e => LedgerError::Storage(format!("postgres pool: {e}")),
     }
 }
 
@@ -110,20 +140,55 @@ async fn execute(c: &impl GenericClient, sql: &str, p: Params<'_>) -> Result<u64
 }
 
 /// A pool of at most `size` connections to `url` (`postgres://user@host:port/db`).
+///
+/// Bounded waits, so that a database that does not answer fails a request (503) instead of
+/// hanging it: a connection is made within [`CONNECT_TIMEOUT`] (unless the URL sets
+/// `connect_timeout`), a pooled one is waited for at most [`POOL_WAIT`], and the kernel
+/// gives up on a connection whose sent data stay unacknowledged for [`TCP_USER_TIMEOUT`]
+/// (a peer gone without a reset), which breaks it. A pooled connection found closed is
+/// dropped and replaced when it is next taken (deadpool's fast recycling), so the pool
+/// heals by itself once the database is back.
 pub fn pool(url: &str, size: usize) -> Result<Pool, LedgerError> {
-    let mut cfg = Config::new();
-    cfg.url = Some(url.to_string());
-    let mut pool = PoolConfig::new(size);
-    // A database that does not answer fails the request instead of hanging it.
-    pool.timeouts = Timeouts {
-        wait: Some(Duration::from_secs(30)),
-        create: Some(Duration::from_secs(10)),
-        recycle: Some(Duration::from_secs(10)),
+    let mut pg: tokio_postgres::Config = url.parse().map_err(storage)?;
+    if pg.get_user().is_none() {
+        // As libpq and deadpool's own config do.
+        if let Ok(user) = std::env::var("USER") {
+            pg.user(&user);
+        }
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    pg.keepalives_idle(Duration::from_secs(30));
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let mut cfg = PoolConfig::new(size);
+    cfg.timeouts = Timeouts {
+        wait: Some(POOL_WAIT),
+        create: Some(CONNECT_TIMEOUT),
+        recycle: Some(CONNECT_TIMEOUT),
     };
-    cfg.pool = Some(pool);
-    cfg.create_pool(Some(Runtime::Tokio1), NoTls)
+    Pool::builder(manager)
+        .config(cfg)
+        .runtime(Runtime::Tokio1)
+        .build()
         .map_err(storage)
 }
+
+/// Longest wait to open a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a pooled connection when all are in use.
+pub const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long sent data may stay unacknowledged before the connection is broken.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Applies the migrations not yet applied, in one transaction; returns the version after.
 pub async fn migrate(pool: &Pool) -> Result<usize, LedgerError> {
@@ -162,6 +227,8 @@ pub async fn migrate(pool: &Pool) -> Result<usize, LedgerError> {
 pub struct PgStore {
     pool: Pool,
     currency: Currency,
+    /// The latest command's storage health, for `GET /v1/health`.
+    faults: FaultWatch,
 }
 
 impl PgStore {
@@ -173,11 +240,19 @@ impl PgStore {
     /// A store over an existing pool (migrated here).
     pub async fn with_pool(pool: Pool, currency: Currency) -> Result<PgStore, LedgerError> {
         migrate(&pool).await?;
-        Ok(PgStore { pool, currency })
+        Ok(PgStore {
+            pool,
+            currency,
+            faults: FaultWatch::default(),
+        })
     }
 
     async fn client(&self) -> Result<Object, LedgerError> {
-        self.pool.get().await.map_err(pool_err)
+        let got = self.pool.get().await.map_err(pool_err);
+        if got.is_err() {
+            self.faults.observe(&got);
+        }
+        got
     }
 }
 
@@ -192,9 +267,15 @@ impl Store for PgStore {
         Some(std::sync::Arc::new(throttle::PgThrottle { pool }))
     }
 
+    fn storage_fault(&self) -> Option<StorageFault> {
+        self.faults.current()
+    }
+
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let mut client = self.client().await?;
-        commands::execute_command(&mut client, self.currency, idem, cmd).await
+        let result = commands::execute_command(&mut client, self.currency, idem, cmd).await;
+        self.faults.observe(&result);
+        result
     }
 
     async fn replay(&self, idem: &Idem) -> Result<Option<StoredResult>, LedgerError> {
