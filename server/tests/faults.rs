@@ -123,8 +123,15 @@ impl Volume {
             .set_len(mib << 20)
             .unwrap();
         // No blocks reserved for root: the tests run as root, and full must mean full.
-        let made = run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&image))
-            .and_then(|()| run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount)));
+        let made = run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&image))
+        .and_then(|()| {
+            run(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mount))
+        });
         if let Err(e) = made {
             skip(&format!("no small ext4 volume can be mounted here ({e})"));
             return None;
@@ -227,7 +234,11 @@ async fn sqlite_volume_full_answers_503_then_recovers() {
     assert_eq!(again.body, retried.body, "the key replays its one payment");
     eprintln!("disk full: first payment after freeing space answered in {recovery:?}");
     assert_eq!(health(&t).await, "ok");
-    assert_eq!(t.balance_of("alice").await, 9_700, "1.00 + 2.00 paid, once each");
+    assert_eq!(
+        t.balance_of("alice").await,
+        9_700,
+        "1.00 + 2.00 paid, once each"
+    );
     let check = t.ledger().await;
     assert!(check.ok, "{check:?}");
     assert_eq!(check.transactions_checked, 3, "deposit and two payments");
@@ -248,8 +259,10 @@ async fn sqlite_files_not_writable_answer_503_then_recover() {
     // is a SIGBUS, not an error.
     let immutable = |on: bool| {
         for f in [&db, &wal] {
-            run(Command::new("chattr").arg(if on { "+i" } else { "-i" }).arg(f))
-                .expect("chattr on ext4");
+            run(Command::new("chattr")
+                .arg(if on { "+i" } else { "-i" })
+                .arg(f))
+            .expect("chattr on ext4");
         }
     };
     immutable(true);
@@ -364,8 +377,13 @@ async fn postgres_unreachable_answers_503_then_recovers_without_a_restart() {
     let proxy = Proxy::start().await;
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name);
     let dir = TestServer::prepared_dir();
-    let t =
-        TestServer::start_on(dir, Database::parse(&url).unwrap(), PalmPolicy::default(), |_| {}).await;
+    let t = TestServer::start_on(
+        dir,
+        Database::parse(&url).unwrap(),
+        PalmPolicy::default(),
+        |_| {},
+    )
+    .await;
     let a = t.kiosk("kiosk-a");
     t.register(&a, "alice", None).await;
     let (s, v) = t.deposit(&a, "alice", "100.00").await;
@@ -418,10 +436,16 @@ async fn postgres_unreachable_answers_503_then_recovers_without_a_restart() {
         });
     }
 
-    wait_until("payments before the cut", || tally.ok.load(Ordering::SeqCst) >= 8).await;
+    wait_until("payments before the cut", || {
+        tally.ok.load(Ordering::SeqCst) >= 8
+    })
+    .await;
     proxy.cut().await;
     let cut_at = Instant::now();
-    wait_until("refusals", || tally.unavailable.load(Ordering::SeqCst) >= 20).await;
+    wait_until("refusals", || {
+        tally.unavailable.load(Ordering::SeqCst) >= 20
+    })
+    .await;
     assert_eq!(health(&t).await, "degraded");
     let acked_during_cut = tally.ok.load(Ordering::SeqCst);
     let down_for = cut_at.elapsed();
@@ -454,7 +478,10 @@ async fn postgres_unreachable_answers_503_then_recovers_without_a_restart() {
     assert_eq!(ids.len(), acks.len(), "one transaction per key");
     let direct = db.pool.get().await.unwrap();
     let rows = direct
-        .query("SELECT id FROM transactions WHERE kind = 'payment' ORDER BY id", &[])
+        .query(
+            "SELECT id FROM transactions WHERE kind = 'payment' ORDER BY id",
+            &[],
+        )
         .await
         .unwrap();
     let stored: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();

@@ -323,7 +323,11 @@ impl FromRequestParts<SharedState> for KioskCaller {
                         // fail a read that it can still answer; the next call tries again.
                         Err(e) if e.fault().is_some() => {
                             tracing::warn!(kiosk = %k.kiosk_id, error = %e, "kiosk last-seen not recorded");
-                            state.kiosk_seen.lock().expect("poisoned").remove(&k.kiosk_id);
+                            state
+                                .kiosk_seen
+                                .lock()
+                                .expect("poisoned")
+                                .remove(&k.kiosk_id);
                         }
                         other => {
                             other.map_err(ApiError::from)?;

@@ -7,8 +7,8 @@
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
 use super::{
-    Command, Cutoffs, FaultWatch, Idem, KioskRef, LedgerError, StorageFault, Outcome, PalmChange, PalmVersion, Purged,
-    SessionInfo, ShopperAuth, Store, StoredResult,
+    Command, Cutoffs, FaultWatch, Idem, KioskRef, LedgerError, Outcome, PalmChange, PalmVersion,
+    Purged, SessionInfo, ShopperAuth, StorageFault, Store, StoredResult,
 };
 use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
 use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
@@ -41,7 +41,8 @@ type Reply = Box<dyn FnOnce(Result<(), LedgerError>) + Send>;
 /// A unit of work for the writer: runs inside a savepoint, says whether to keep its changes
 /// (`Err`: roll them back, and why), and returns the acknowledgement to send once the
 /// batch's fate is known.
-type Job = Box<dyn FnOnce(Result<&Connection, LedgerError>) -> (Result<(), LedgerError>, Reply) + Send>;
+type Job =
+    Box<dyn FnOnce(Result<&Connection, LedgerError>) -> (Result<(), LedgerError>, Reply) + Send>;
 
 pub struct SqliteStore {
     writer: mpsc::SyncSender<Job>,
@@ -94,10 +95,12 @@ fn refine(e: LedgerError, path: &Path) -> LedgerError {
             wal.push("-wal");
             let wal = PathBuf::from(wal);
             let probe = |p: &Path| std::fs::OpenOptions::new().append(true).open(p);
-            let denied = [path, wal.as_path()].into_iter().find_map(|p| match probe(p) {
-                Err(io) if io.kind() != std::io::ErrorKind::NotFound => Some(io),
-                _ => None,
-            });
+            let denied = [path, wal.as_path()]
+                .into_iter()
+                .find_map(|p| match probe(p) {
+                    Err(io) if io.kind() != std::io::ErrorKind::NotFound => Some(io),
+                    _ => None,
+                });
             match denied {
                 Some(io) => LedgerError::unavailable(
                     StorageFault::ReadOnly,
@@ -312,9 +315,12 @@ impl Writer {
     fn end_savepoint(&self, kept: Result<(), LedgerError>) -> Result<(), LedgerError> {
         let conn = &self.conn;
         let lost = || {
-            kept.clone().err().filter(|e| e.fault().is_some()).unwrap_or_else(|| {
-                LedgerError::Storage("SQLite ended the group's transaction".into())
-            })
+            kept.clone()
+                .err()
+                .filter(|e| e.fault().is_some())
+                .unwrap_or_else(|| {
+                    LedgerError::Storage("SQLite ended the group's transaction".into())
+                })
         };
         if conn.is_autocommit() {
             return Err(lost());
@@ -1618,9 +1624,8 @@ impl Store for SqliteStore {
 
 /// Recomputes every balance from the entries on `c` (in whatever transaction it is in).
 pub(crate) fn check_ledger(c: &Connection) -> Result<LedgerCheck, LedgerError> {
-    let q = |sql: &str| -> Result<i64, LedgerError> {
-        c.query_row(sql, [], |r| r.get(0)).map_err(db)
-    };
+    let q =
+        |sql: &str| -> Result<i64, LedgerError> { c.query_row(sql, [], |r| r.get(0)).map_err(db) };
     let accounts_checked = q("SELECT COUNT(*) FROM accounts")?;
     let transactions_checked = q("SELECT COUNT(*) FROM transactions")?;
     let total_balance_minor = q("SELECT COALESCE(SUM(balance), 0) FROM accounts")?;
@@ -1755,4 +1760,101 @@ pub const REKEY_PAGE: usize = 1024;
 pub fn open_in(data_dir: &Path, currency: Currency) -> Result<SqliteStore, LedgerError> {
     std::fs::create_dir_all(data_dir).map_err(storage)?;
     SqliteStore::open(&data_dir.join("palmline.db"), currency)
+}
+
+#[cfg(test)]
+mod writer_tests {
+    //! The writer's group commit when a job loses the group's transaction.
+    use super::*;
+    use std::sync::mpsc::{channel, Receiver};
+
+    type Fate = Receiver<Result<(), LedgerError>>;
+
+    /// A job running `f` and the channel its acknowledgement arrives on.
+    fn job(f: impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static) -> (Job, Fate) {
+        let (tx, rx) = channel();
+        let job: Job = Box::new(move |conn| {
+            let res = conn.and_then(f);
+            let keep = res.clone();
+            let reply: Reply = Box::new(move |fate| {
+                let _ = tx.send(fate.and(res));
+            });
+            (keep, reply)
+        });
+        (job, rx)
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<(), LedgerError> + Send {
+        move |c| {
+            c.execute("INSERT INTO t VALUES (?1)", [x])
+                .map(drop)
+                .map_err(db)
+        }
+    }
+
+    fn run(
+        store: &SqliteStore,
+        f: impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static,
+    ) -> Result<(), LedgerError> {
+        let (j, fate) = job(f);
+        store.writer.send(j).unwrap();
+        fate.recv().unwrap()
+    }
+
+    #[test]
+    fn a_group_whose_transaction_sqlite_ended_fails_whole_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("w.db"), Currency::EUR).unwrap();
+        run(&store, |c| {
+            c.execute_batch("CREATE TABLE t (x INTEGER)").map_err(db)
+        })
+        .unwrap();
+
+        // A runs alone and holds the writer until B, C and D are queued behind it, so that
+        // those three make one group.
+        let (started_tx, started) = channel();
+        let (release, gate) = channel::<()>();
+        let (a, a_fate) = job(move |_| {
+            started_tx.send(()).unwrap();
+            gate.recv().unwrap();
+            Ok(())
+        });
+        store.writer.send(a).unwrap();
+        started.recv().unwrap();
+        let (b, b_fate) = job(insert(1));
+        // C's transaction ends under it, as SQLite's own rollback on SQLITE_FULL does.
+        let (c, c_fate) = job(|c| {
+            c.execute_batch("ROLLBACK").map_err(db)?;
+            Err(LedgerError::unavailable(StorageFault::DiskFull, "test"))
+        });
+        let (d, d_fate) = job(insert(2));
+        for j in [b, c, d] {
+            store.writer.send(j).unwrap();
+        }
+        release.send(()).unwrap();
+
+        assert_eq!(a_fate.recv().unwrap(), Ok(()));
+        for fate in [b_fate, c_fate, d_fate] {
+            let e = fate
+                .recv()
+                .unwrap()
+                .expect_err("no job of the group is acknowledged");
+            assert_eq!(e.fault(), Some(StorageFault::DiskFull), "{e}");
+        }
+        assert_eq!(store.faults.current(), Some(StorageFault::DiskFull));
+
+        // The next group works, and nothing of the failed one was kept (D, run after the
+        // transaction ended, would have committed alone).
+        run(&store, insert(3)).unwrap();
+        assert_eq!(store.faults.current(), None);
+        let conn = open(&dir.path().join("w.db"), true).unwrap();
+        let rows: Vec<i64> = conn
+            .prepare("SELECT x FROM t ORDER BY x")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, vec![3]);
+    }
 }

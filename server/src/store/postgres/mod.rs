@@ -24,8 +24,8 @@ mod turn;
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    Command, FaultWatch, Idem, LedgerError, StorageFault, PalmChange, PalmVersion, SessionInfo, ShopperAuth, Store,
-    StoredResult, Turn,
+    Command, FaultWatch, Idem, LedgerError, PalmChange, PalmVersion, SessionInfo, ShopperAuth,
+    StorageFault, Store, StoredResult, Turn,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
