@@ -288,10 +288,12 @@ async fn sqlite_files_not_writable_answer_503_then_recover() {
 }
 
 /// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones
-/// refused: nothing listens) and restore on the same port.
+/// refused: nothing listens) and restore on the same port, or freeze (connections stay up,
+/// nothing is passed on: a database that accepts data and never answers).
 struct Proxy {
     port: u16,
     inner: Arc<Mutex<ProxyInner>>,
+    frozen: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -307,6 +309,7 @@ impl Proxy {
         let p = Proxy {
             port,
             inner: Default::default(),
+            frozen: tokio::sync::watch::Sender::new(false),
         };
         p.serve(listener);
         p
@@ -314,11 +317,19 @@ impl Proxy {
 
     fn serve(&self, listener: tokio::net::TcpListener) {
         let inner = self.inner.clone();
+        let frozen = self.frozen.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
+                let frozen = frozen.subscribe();
                 let relay = tokio::spawn(async move {
-                    if let Ok(mut up) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    let Ok(mut up) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else {
+                        return;
+                    };
+                    let (dr, dw) = down.split();
+                    let (ur, uw) = up.split();
+                    tokio::select! {
+                        _ = pump(dr, uw, frozen.clone()) => {}
+                        _ = pump(ur, dw, frozen) => {}
                     }
                 });
                 inner.lock().unwrap().relays.push(relay.abort_handle());
@@ -345,6 +356,29 @@ impl Proxy {
         sock.set_reuseaddr(true).unwrap();
         sock.bind(([127, 0, 0, 1], self.port).into()).unwrap();
         self.serve(sock.listen(64).unwrap());
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.send_replace(on);
+    }
+}
+
+/// Copies `from` to `to`, holding the data while frozen.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -493,6 +527,69 @@ async fn postgres_unreachable_answers_503_then_recovers_without_a_restart() {
     assert_eq!(check.transactions_checked, 1 + (WORKERS * EACH) as i64);
     drop(direct);
 
+    t.stop().await;
+    proxy.cut().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_that_stops_answering_answers_503_within_the_command_timeout() {
+    use palmline_server::store::postgres::COMMAND_TIMEOUT;
+    let Some(db) = common::pg::fresh_db("frozen").await else {
+        return;
+    };
+    let proxy = Proxy::start().await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, db.name);
+    let dir = TestServer::prepared_dir();
+    let t = TestServer::start_on(
+        dir,
+        Database::parse(&url).unwrap(),
+        PalmPolicy::default(),
+        |_| {},
+    )
+    .await;
+    let a = t.kiosk("kiosk-a");
+    t.register(&a, "alice", None).await;
+    let (s, v) = t.deposit(&a, "alice", "100.00").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let token = t.token(&a, "alice").await;
+    let first = pay(&t, &a, &token, "before", "1.00").await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+
+    proxy.freeze(true);
+    let sent = Instant::now();
+    let bound = COMMAND_TIMEOUT + Duration::from_secs(5);
+    let refused = tokio::time::timeout(bound, pay(&t, &a, &token, "frozen", "2.00"))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {bound:?}: the request hangs"));
+    let waited = sent.elapsed();
+    refused.assert_unavailable();
+    eprintln!("postgres frozen: 503 after {waited:?} (command timeout {COMMAND_TIMEOUT:?})");
+
+    proxy.freeze(false);
+    let thawed = Instant::now();
+    let deadline = thawed + Duration::from_secs(30);
+    let retried = loop {
+        let ans = pay(&t, &a, &token, "frozen", "2.00").await;
+        if ans.status == StatusCode::OK {
+            break ans;
+        }
+        ans.assert_unavailable();
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await; // client back-off
+    };
+    eprintln!(
+        "postgres thawed: payment through {:?} later",
+        thawed.elapsed()
+    );
+    assert_eq!(
+        pay(&t, &a, &token, "frozen", "2.00").await.body,
+        retried.body
+    );
+    assert_eq!(t.balance_of("alice").await, 9_700, "1.00 + 2.00, once each");
+    let check = t.ledger().await;
+    assert!(check.ok, "{check:?}");
+    assert_eq!(check.transactions_checked, 3);
     t.stop().await;
     proxy.cut().await;
     db.drop_db().await;

@@ -183,6 +183,28 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, LedgerError> {
         .map_err(storage)
 }
 
+/// Longest a store call waits on the database (a server that accepts data but never
+/// answers, a lock never granted) before its request answers 503.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn no_answer() -> LedgerError {
+    LedgerError::unavailable(
+        StorageFault::Unreachable,
+        format!("postgres: no answer within {COMMAND_TIMEOUT:?}"),
+    )
+}
+
+/// A read bounded by [`COMMAND_TIMEOUT`]. Its connection goes back to the pool even when it
+/// timed out: a read holds no transaction open (`ledger_check`'s is rolled back when
+/// dropped), and the next user of the connection waits behind it, bounded as well.
+async fn bounded<T>(
+    read: impl std::future::Future<Output = Result<T, LedgerError>>,
+) -> Result<T, LedgerError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err(no_answer()))
+}
+
 /// Longest wait to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a pooled connection when all are in use.
@@ -273,21 +295,31 @@ impl Store for PgStore {
 
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let mut client = self.client().await?;
-        let result = commands::execute_command(&mut client, self.currency, idem, cmd).await;
+        let run = commands::execute_command(&mut client, self.currency, idem, cmd);
+        let result = match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection may still hold the command's transaction: it never goes
+                // back to the pool; dropping it closes it, and the server rolls back.
+                drop(Object::take(client));
+                Err(no_answer())
+            }
+        };
         self.faults.observe(&result);
         result
     }
 
     async fn replay(&self, idem: &Idem) -> Result<Option<StoredResult>, LedgerError> {
-        commands::lookup_idem(&self.client().await?, idem).await
+        bounded(async { commands::lookup_idem(&self.client().await?, idem).await }).await
     }
 
     async fn shopper_auth(&self, username: &str) -> Result<Option<ShopperAuth>, LedgerError> {
-        reads::shopper_auth(&self.client().await?, "name = $1", &username).await
+        bounded(async { reads::shopper_auth(&self.client().await?, "name = $1", &username).await })
+            .await
     }
 
     async fn shopper_auth_by_id(&self, id: i64) -> Result<Option<ShopperAuth>, LedgerError> {
-        reads::shopper_auth(&self.client().await?, "id = $1", &id).await
+        bounded(async { reads::shopper_auth(&self.client().await?, "id = $1", &id).await }).await
     }
 
     async fn session(
@@ -295,11 +327,12 @@ impl Store for PgStore {
         token_hash: [u8; 32],
         now: i64,
     ) -> Result<Option<SessionInfo>, LedgerError> {
-        reads::session(&self.client().await?, &token_hash, now).await
+        bounded(async { reads::session(&self.client().await?, &token_hash, now).await }).await
     }
 
     async fn wallet(&self, shopper_id: i64) -> Result<Wallet, LedgerError> {
-        reads::wallet(&self.client().await?, shopper_id, self.currency).await
+        bounded(async { reads::wallet(&self.client().await?, shopper_id, self.currency).await })
+            .await
     }
 
     async fn history(
@@ -308,16 +341,23 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<HistoryPage, LedgerError> {
-        let c = self.client().await?;
-        reads::history(&c, shopper_id, before, limit, self.currency).await
+        bounded(async {
+            let c = self.client().await?;
+            reads::history(&c, shopper_id, before, limit, self.currency).await
+        })
+        .await
     }
 
     async fn merchant_day(&self, merchant: &str, date: &str) -> Result<DailyTotals, LedgerError> {
-        reads::merchant_day(&self.client().await?, merchant, date, self.currency).await
+        bounded(async {
+            reads::merchant_day(&self.client().await?, merchant, date, self.currency).await
+        })
+        .await
     }
 
     async fn daily_report(&self, date: &str) -> Result<DailyReport, LedgerError> {
-        reads::daily_report(&self.client().await?, date, self.currency).await
+        bounded(async { reads::daily_report(&self.client().await?, date, self.currency).await })
+            .await
     }
 
     async fn accounts(
@@ -325,11 +365,12 @@ impl Store for PgStore {
         query: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AccountRow>, LedgerError> {
-        reads::accounts(&self.client().await?, query, limit, self.currency).await
+        bounded(async { reads::accounts(&self.client().await?, query, limit, self.currency).await })
+            .await
     }
 
     async fn kiosks(&self) -> Result<Vec<KioskRow>, LedgerError> {
-        reads::kiosks(&self.client().await?).await
+        bounded(async { reads::kiosks(&self.client().await?).await }).await
     }
 
     async fn palm_scans(
@@ -337,26 +378,26 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<PalmScanRow>, LedgerError> {
-        reads::palm_scans(&self.client().await?, before, limit).await
+        bounded(async { reads::palm_scans(&self.client().await?, before, limit).await }).await
     }
 
     async fn ledger_check(&self) -> Result<LedgerCheck, LedgerError> {
-        reads::ledger_check(&mut self.client().await?).await
+        bounded(async { reads::ledger_check(&mut self.client().await?).await }).await
     }
 
     async fn palm_templates(
         &self,
         ids: Option<Vec<i64>>,
     ) -> Result<Vec<(i64, Vec<Vec<u8>>)>, LedgerError> {
-        reads::palm_templates(&self.client().await?, ids).await
+        bounded(async { reads::palm_templates(&self.client().await?, ids).await }).await
     }
 
     async fn palm_owners(&self) -> Result<Vec<i64>, LedgerError> {
-        reads::palm_owners(&self.client().await?).await
+        bounded(async { reads::palm_owners(&self.client().await?).await }).await
     }
 
     async fn palm_version(&self) -> Result<PalmVersion, LedgerError> {
-        reads::palm_version(&self.client().await?).await
+        bounded(async { reads::palm_version(&self.client().await?).await }).await
     }
 
     async fn palm_changes(
@@ -364,11 +405,11 @@ impl Store for PgStore {
         after: PalmVersion,
         limit: u32,
     ) -> Result<Vec<PalmChange>, LedgerError> {
-        reads::palm_changes(&self.client().await?, after, limit).await
+        bounded(async { reads::palm_changes(&self.client().await?, after, limit).await }).await
     }
 
     async fn total_balance(&self) -> Result<i64, LedgerError> {
-        reads::total_balance(&self.client().await?).await
+        bounded(async { reads::total_balance(&self.client().await?).await }).await
     }
 
     fn currency(&self) -> Currency {
