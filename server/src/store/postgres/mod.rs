@@ -194,9 +194,10 @@ fn no_answer() -> LedgerError {
     )
 }
 
-/// A read bounded by [`COMMAND_TIMEOUT`]. Its connection goes back to the pool even when it
-/// timed out: a read holds no transaction open (`ledger_check`'s is rolled back when
-/// dropped), and the next user of the connection waits behind it, bounded as well.
+/// A read (or a throttle's short transaction) bounded by [`COMMAND_TIMEOUT`]. Its connection
+/// goes back to the pool even when it timed out: a transaction dropped unfinished queues its
+/// `ROLLBACK` on the connection before anything else, and the next user of the connection
+/// waits behind it, bounded as well.
 async fn bounded<T>(
     read: impl std::future::Future<Output = Result<T, LedgerError>>,
 ) -> Result<T, LedgerError> {
