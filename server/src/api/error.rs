@@ -67,3 +67,28 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StorageFault;
+
+    #[test]
+    fn a_storage_fault_is_503_with_retry_after_and_no_detail_and_a_bug_is_500() {
+        let e = ApiError::from(LedgerError::unavailable(
+            StorageFault::DiskFull,
+            "sqlite 13: database or disk is full",
+        ));
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(!e.message.contains("disk"), "{}", e.message);
+        let resp = e.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[RETRY_AFTER], "5");
+
+        let bug = ApiError::from(LedgerError::Storage("unbalanced posting".into()));
+        assert_eq!(bug.code, ErrorCode::Internal);
+        let resp = bug.into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().get(RETRY_AFTER).is_none());
+    }
+}

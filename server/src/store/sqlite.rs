@@ -98,7 +98,15 @@ fn refine(e: LedgerError, path: &Path) -> LedgerError {
             let denied = [path, wal.as_path()]
                 .into_iter()
                 .find_map(|p| match probe(p) {
-                    Err(io) if io.kind() != std::io::ErrorKind::NotFound => Some(io),
+                    Err(io)
+                        if matches!(
+                            io.kind(),
+                            std::io::ErrorKind::PermissionDenied
+                                | std::io::ErrorKind::ReadOnlyFilesystem
+                        ) =>
+                    {
+                        Some(io)
+                    }
                     _ => None,
                 });
             match denied {
@@ -1799,6 +1807,69 @@ mod writer_tests {
         let (j, fate) = job(f);
         store.writer.send(j).unwrap();
         fate.recv().unwrap()
+    }
+
+    #[test]
+    fn sqlite_codes_a_retry_may_cure_are_faults_and_damage_is_not() {
+        use rusqlite::ffi;
+        let err = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        assert_eq!(
+            db(err(ffi::SQLITE_FULL)).fault(),
+            Some(StorageFault::DiskFull)
+        );
+        assert_eq!(
+            db(err(ffi::SQLITE_READONLY)).fault(),
+            Some(StorageFault::ReadOnly)
+        );
+        assert_eq!(db(err(ffi::SQLITE_BUSY)).fault(), Some(StorageFault::Busy));
+        assert_eq!(
+            db(err(ffi::SQLITE_IOERR_WRITE)).fault(),
+            Some(StorageFault::Io)
+        );
+        for bug in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_MISUSE,
+        ] {
+            assert!(matches!(db(err(bug)), LedgerError::Storage(_)), "{bug}");
+        }
+        assert!(matches!(
+            db(rusqlite::Error::QueryReturnedNoRows),
+            LedgerError::Storage(_)
+        ));
+    }
+
+    #[test]
+    fn an_io_error_on_a_file_that_cannot_be_opened_for_writing_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = || LedgerError::unavailable(StorageFault::Io, "sqlite 778: disk I/O error");
+        // A missing file says nothing; a writable one leaves the I/O error as it is.
+        let file = dir.path().join("x.db");
+        assert_eq!(refine(io(), &file).fault(), Some(StorageFault::Io));
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(refine(io(), &file).fault(), Some(StorageFault::Io));
+        // Not writable: chmod for anyone but root; as root only an immutable file refuses.
+        let mut perms = std::fs::metadata(&file).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&file, perms).unwrap();
+        let writable = || std::fs::OpenOptions::new().append(true).open(&file).is_ok();
+        let chattr = |flag: &str| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&file)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let immutable = writable() && chattr("+i");
+        if writable() {
+            eprintln!("SKIPPED the read-only half: the file stays writable here (root, no chattr)");
+            return;
+        }
+        let refined = refine(io(), &file).fault();
+        if immutable {
+            chattr("-i");
+        }
+        assert_eq!(refined, Some(StorageFault::ReadOnly));
     }
 
     #[test]

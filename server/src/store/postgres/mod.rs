@@ -417,3 +417,28 @@ impl Store for PgStore {
         self.currency
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_that_a_retry_may_cure_are_faults_and_the_rest_are_not() {
+        let cases = [
+            ("08006", Some(StorageFault::Unreachable)),
+            ("08001", Some(StorageFault::Unreachable)),
+            ("57P01", Some(StorageFault::Unreachable)),
+            ("57P03", Some(StorageFault::Unreachable)),
+            ("53100", Some(StorageFault::DiskFull)),
+            ("53300", Some(StorageFault::Busy)),
+            ("55P03", Some(StorageFault::Busy)),
+            ("25006", Some(StorageFault::ReadOnly)),
+            ("23505", None), // unique violation: a bug here
+            ("40001", None), // serialization failure: locks in id order rule it out
+            ("42P01", None),
+        ];
+        for (code, fault) in cases {
+            assert_eq!(fault_of(code), fault, "{code}");
+        }
+    }
+}
