@@ -616,7 +616,9 @@ fn keeps_the_books(rt: &Rt, store: Arc<dyn Store>, ops: Vec<Op>) {
                     }
                 }
                 Ok(_) => {}
-                Err(LedgerError::Storage(e)) => panic!("storage error: {e}"),
+                Err(e @ (LedgerError::Storage(_) | LedgerError::Unavailable { .. })) => {
+                    panic!("storage error: {e}")
+                }
                 Err(_) => {}
             }
         }
@@ -1368,19 +1370,16 @@ fn postgres_replicas_share_the_in_flight_guard() {
 }
 
 #[test]
-fn postgres_unreachable_is_a_stable_storage_error() {
+fn postgres_unreachable_is_a_typed_unavailable_error() {
     rt().block_on(async {
         // Port 1 of this machine: nobody listens there.
         let url = "postgres://postgres@127.0.0.1:1/palmline";
         let err = PgStore::open(url, EUR, 1).await.err().expect("no server");
         match err {
-            LedgerError::Storage(m) => {
-                assert!(
-                    m.starts_with(palmline_server::store::postgres::UNAVAILABLE),
-                    "{m}"
-                )
+            LedgerError::Unavailable { fault, .. } => {
+                assert_eq!(fault, palmline_server::store::StorageFault::Unreachable)
             }
-            e => panic!("not a storage error: {e:?}"),
+            e => panic!("not an unavailable store: {e:?}"),
         }
     });
 }

@@ -1,5 +1,7 @@
 //! One mapping from every error to an HTTP status and the stable JSON error body.
-//! Internal details (storage errors) are logged, never sent.
+//! Internal details (storage errors) are logged, never sent: a storage fault that goes away
+//! on its own (disk full, read-only, database unreachable) is 503 `unavailable` with a
+//! Retry-After; any other storage failure is 500 `internal`.
 
 use crate::store::LedgerError;
 use axum::http::header::RETRY_AFTER;
@@ -35,6 +37,14 @@ impl ApiError {
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         match e {
+            LedgerError::Unavailable { fault, detail } => {
+                tracing::warn!(%fault, %detail, "storage unavailable; answered 503");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the ledger is unavailable for a moment; nothing was changed; retry with the same Idempotency-Key",
+                )
+                .retry_after(fault.retry_after())
+            }
             LedgerError::Storage(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::new(ErrorCode::Internal, "internal error; try again")
@@ -55,5 +65,30 @@ impl IntoResponse for ApiError {
                 .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StorageFault;
+
+    #[test]
+    fn a_storage_fault_is_503_with_retry_after_and_no_detail_and_a_bug_is_500() {
+        let e = ApiError::from(LedgerError::unavailable(
+            StorageFault::DiskFull,
+            "sqlite 13: database or disk is full",
+        ));
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(!e.message.contains("disk"), "{}", e.message);
+        let resp = e.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[RETRY_AFTER], "5");
+
+        let bug = ApiError::from(LedgerError::Storage("unbalanced posting".into()));
+        assert_eq!(bug.code, ErrorCode::Internal);
+        let resp = bug.into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().get(RETRY_AFTER).is_none());
     }
 }

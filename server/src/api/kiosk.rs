@@ -30,8 +30,14 @@ pub async fn health(
         super::Caller::Kiosk(k) => ("kiosk", Some(k.kiosk_id), Some(k.merchant)),
         super::Caller::Admin(_) => ("admin", None, None),
     };
+    // "degraded": the store's latest write failed for a storage fault and none has
+    // succeeded since (docs/FAULTS.md); payments then answer 503 `unavailable`.
+    let status = match state.store.storage_fault() {
+        Some(_) => "degraded",
+        None => "ok",
+    };
     Ok(Json(Health {
-        status: "ok".into(),
+        status: status.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         role: role.into(),
         kiosk_id,

@@ -324,11 +324,25 @@ impl FromRequestParts<SharedState> for KioskCaller {
                     }
                 };
                 if due {
-                    state
+                    let touched = state
                         .store
                         .execute(None, crate::store::Command::TouchKiosk { at: k.clone() })
-                        .await
-                        .map_err(ApiError::from)?;
+                        .await;
+                    match touched {
+                        // Last-seen is bookkeeping: a store that cannot write now must not
+                        // fail a read that it can still answer; the next call tries again.
+                        Err(e) if e.fault().is_some() => {
+                            tracing::warn!(kiosk = %k.kiosk_id, error = %e, "kiosk last-seen not recorded");
+                            state
+                                .kiosk_seen
+                                .lock()
+                                .expect("poisoned")
+                                .remove(&k.kiosk_id);
+                        }
+                        other => {
+                            other.map_err(ApiError::from)?;
+                        }
+                    }
                 }
                 Ok(KioskCaller(k))
             }

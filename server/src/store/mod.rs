@@ -400,8 +400,8 @@ impl Purged {
     }
 }
 
-/// Errors of the ledger. Domain errors are part of the idempotent result; `Storage` is not
-/// (a retry after a storage failure runs again).
+/// Errors of the ledger. Domain errors are part of the idempotent result; `Unavailable` and
+/// `Storage` are not (a retry after a storage failure runs again).
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum LedgerError {
     #[error("insufficient funds")]
@@ -434,8 +434,107 @@ pub enum LedgerError {
     CashierDisabled,
     #[error("this cashier works for another merchant")]
     CashierElsewhere,
+    /// The store cannot serve now for a reason outside the program (disk full, file not
+    /// writable, database unreachable or busy) that goes away when its cause does: the
+    /// request changed nothing and may be retried with the same idempotency key. The API
+    /// answers 503 `unavailable` with a Retry-After; `detail` goes only to the log.
+    #[error("storage unavailable ({fault}): {detail}")]
+    Unavailable { fault: StorageFault, detail: String },
+    /// Any other storage failure: a bug or a damaged database (500 `internal`).
     #[error("storage failure: {0}")]
     Storage(String),
+}
+
+/// Why a store is unavailable. Told apart for the operator (log, metrics), never for the
+/// client, which sees one `unavailable` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StorageFault {
+    /// The database cannot be reached: connection refused, broken or timed out, no pooled
+    /// connection in time, the server shutting down or starting (PostgreSQL class 08,
+    /// 57P01-57P03).
+    Unreachable,
+    /// The volume is full (SQLITE_FULL; PostgreSQL 53100).
+    DiskFull,
+    /// The database cannot be written: a read-only file, directory or file system, or a
+    /// read-only PostgreSQL (a standby: 25006).
+    ReadOnly,
+    /// Another writer held the database past the wait (SQLITE_BUSY/LOCKED after the busy
+    /// timeout; PostgreSQL 55P03 lock timeout, 53xxx out of resources other than disk).
+    Busy,
+    /// An I/O error of the disk (SQLITE_IOERR not explained by the above).
+    Io,
+}
+
+impl StorageFault {
+    /// How long a client is told to wait before retrying (`Retry-After`).
+    pub fn retry_after(self) -> std::time::Duration {
+        let secs = match self {
+            StorageFault::Busy => 1,
+            StorageFault::Unreachable => 2,
+            StorageFault::DiskFull | StorageFault::ReadOnly | StorageFault::Io => 5,
+        };
+        std::time::Duration::from_secs(secs)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageFault::Unreachable => "unreachable",
+            StorageFault::DiskFull => "disk_full",
+            StorageFault::ReadOnly => "read_only",
+            StorageFault::Busy => "busy",
+            StorageFault::Io => "io",
+        }
+    }
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl LedgerError {
+    /// A [`LedgerError::Unavailable`].
+    pub fn unavailable(fault: StorageFault, detail: impl std::fmt::Display) -> LedgerError {
+        LedgerError::Unavailable {
+            fault,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The fault, if this is [`LedgerError::Unavailable`].
+    pub fn fault(&self) -> Option<StorageFault> {
+        match self {
+            LedgerError::Unavailable { fault, .. } => Some(*fault),
+            _ => None,
+        }
+    }
+}
+
+/// The store's last word on its own health, for `GET /v1/health`: the fault of the latest
+/// storage outcome observed, cleared by the next success. No I/O: it is only what the
+/// store's own traffic already saw.
+#[derive(Debug, Clone, Default)]
+pub struct FaultWatch(std::sync::Arc<std::sync::Mutex<Option<StorageFault>>>);
+
+impl FaultWatch {
+    /// Records an outcome: a fault sets the state, a success clears it; other errors
+    /// (domain answers, bugs) say nothing about the storage's health.
+    pub fn observe<T>(&self, r: &Result<T, LedgerError>) {
+        let next = match r {
+            Ok(_) => None,
+            Err(e) => match e.fault() {
+                Some(f) => Some(f),
+                None if e.is_final() => None,
+                None => return,
+            },
+        };
+        *self.0.lock().expect("fault watch poisoned") = next;
+    }
+
+    pub fn current(&self) -> Option<StorageFault> {
+        *self.0.lock().expect("fault watch poisoned")
+    }
 }
 
 impl LedgerError {
@@ -456,6 +555,7 @@ impl LedgerError {
             LedgerError::CashierExists => ErrorCode::CashierExists,
             LedgerError::CashierDisabled => ErrorCode::CashierDisabled,
             LedgerError::CashierElsewhere => ErrorCode::Forbidden,
+            LedgerError::Unavailable { .. } => ErrorCode::Unavailable,
             LedgerError::Storage(_) => ErrorCode::Internal,
         }
     }
@@ -463,7 +563,10 @@ impl LedgerError {
     /// Whether this error is a final answer to the request (and so is replayed to retries).
     /// `PinRequired` is not: the kiosk asks for the PIN and sends again.
     pub fn is_final(&self) -> bool {
-        !matches!(self, LedgerError::Storage(_) | LedgerError::PinRequired)
+        !matches!(
+            self,
+            LedgerError::Storage(_) | LedgerError::Unavailable { .. } | LedgerError::PinRequired
+        )
     }
 }
 
@@ -525,6 +628,12 @@ pub trait Store: Send + Sync + 'static {
     /// store (PostgreSQL: rows); `None` when one process serves it (SQLite), which then
     /// keeps them in its memory ([`crate::throttle::LocalThrottle`]).
     fn shared_throttle(&self) -> Option<std::sync::Arc<dyn crate::throttle::Throttle>> {
+        None
+    }
+
+    /// The fault that made the store's latest write fail, until a write succeeds again
+    /// ([`FaultWatch`]); `None` when the latest write went through. No I/O.
+    fn storage_fault(&self) -> Option<StorageFault> {
         None
     }
 

@@ -7,8 +7,9 @@
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
 use super::{
-    CashierAuth, CashierSessionInfo, Command, Cutoffs, Idem, KioskRef, LedgerError, Outcome,
-    PalmChange, PalmVersion, Purged, SessionInfo, ShopperAuth, Store, StoredResult,
+    CashierAuth, CashierSessionInfo, Command, Cutoffs, FaultWatch, Idem, KioskRef, LedgerError,
+    Outcome, PalmChange, PalmVersion, Purged, SessionInfo, ShopperAuth, StorageFault, Store,
+    StoredResult,
 };
 use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
 use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
@@ -37,13 +38,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 /// Most commands one group commit carries.
 const MAX_BATCH: usize = 512;
 
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A unit of work for the writer: runs inside a savepoint, says whether to keep its changes,
-/// and returns the acknowledgement to send once the batch is durable.
-type Job = Box<dyn FnOnce(Result<&Connection, String>) -> (bool, Reply) + Send>;
+/// Tells a caller the fate of its batch: `Ok` once the batch is durable, else why not.
+type Reply = Box<dyn FnOnce(Result<(), LedgerError>) + Send>;
+/// A unit of work for the writer: runs inside a savepoint, says whether to keep its changes
+/// (`Err`: roll them back, and why), and returns the acknowledgement to send once the
+/// batch's fate is known.
+type Job =
+    Box<dyn FnOnce(Result<&Connection, LedgerError>) -> (Result<(), LedgerError>, Reply) + Send>;
 
 pub struct SqliteStore {
     writer: mpsc::SyncSender<Job>,
+    /// The latest group commit's storage health, kept by the writer thread.
+    faults: FaultWatch,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     currency: Currency,
@@ -53,6 +59,68 @@ pub struct SqliteStore {
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Storage(e.to_string())
+}
+
+/// A SQLite error as a [`LedgerError`]: [`LedgerError::Unavailable`] for what a retry may
+/// cure once the disk has room, the file is writable or the other writer is done; anything
+/// else (a bug, a damaged file) stays `Storage`.
+pub(crate) fn db(e: rusqlite::Error) -> LedgerError {
+    use rusqlite::ErrorCode as C;
+    let fault = match e.sqlite_error_code() {
+        Some(C::DiskFull) => StorageFault::DiskFull,
+        Some(C::ReadOnly) => StorageFault::ReadOnly,
+        Some(C::DatabaseBusy | C::DatabaseLocked) => StorageFault::Busy,
+        Some(C::SystemIoFailure | C::CannotOpen) => StorageFault::Io,
+        Some(C::DatabaseCorrupt | C::NotADatabase) => {
+            tracing::error!(error = %e, "the SQLite database is damaged");
+            return LedgerError::Storage(e.to_string());
+        }
+        _ => return LedgerError::Storage(e.to_string()),
+    };
+    let extended = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => f.extended_code,
+        _ => 0,
+    };
+    LedgerError::unavailable(fault, format!("sqlite {extended}: {e}"))
+}
+
+/// An I/O fault of the writer told apart when the file system says why: an I/O error
+/// while the database file cannot be opened for writing is a read-only file, directory or
+/// volume (EROFS, EACCES, EPERM of an immutable file), not a failing disk.
+fn refine(e: LedgerError, path: &Path) -> LedgerError {
+    match e {
+        LedgerError::Unavailable {
+            fault: StorageFault::Io,
+            detail,
+        } => {
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            let wal = PathBuf::from(wal);
+            let probe = |p: &Path| std::fs::OpenOptions::new().append(true).open(p);
+            let denied = [path, wal.as_path()]
+                .into_iter()
+                .find_map(|p| match probe(p) {
+                    Err(io)
+                        if matches!(
+                            io.kind(),
+                            std::io::ErrorKind::PermissionDenied
+                                | std::io::ErrorKind::ReadOnlyFilesystem
+                        ) =>
+                    {
+                        Some(io)
+                    }
+                    _ => None,
+                });
+            match denied {
+                Some(io) => LedgerError::unavailable(
+                    StorageFault::ReadOnly,
+                    format!("{detail} (file not writable: {io})"),
+                ),
+                None => LedgerError::unavailable(StorageFault::Io, detail),
+            }
+        }
+        other => other,
+    }
 }
 
 // The clock moved to `store::clock` (both stores use it); these paths stay for callers.
@@ -99,17 +167,24 @@ impl SqliteStore {
         currency: Currency,
         max_batch: usize,
     ) -> Result<SqliteStore, LedgerError> {
-        let mut conn = open(path, false).map_err(storage)?;
-        migrate(&mut conn).map_err(storage)?;
+        let mut conn = open(path, false).map_err(db)?;
+        migrate(&mut conn).map_err(db)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
         let metrics = WriterMetrics::default();
-        let observed = metrics.clone();
+        let writer = Writer {
+            conn,
+            path: path.to_path_buf(),
+            metrics: metrics.clone(),
+            faults: FaultWatch::default(),
+        };
+        let faults = writer.faults.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch.max(1), observed))
+            .spawn(move || writer.run(rx, max_batch.max(1)))
             .map_err(storage)?;
         Ok(SqliteStore {
             writer: tx,
+            faults,
             metrics,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_path_buf(),
@@ -125,13 +200,10 @@ impl SqliteStore {
     ) -> Result<R, LedgerError> {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, LedgerError>>();
         let job: Job = Box::new(move |conn| {
-            let res = match conn {
-                Ok(c) => f(c),
-                Err(e) => Err(LedgerError::Storage(e)),
-            };
-            let keep = res.is_ok();
+            let res = conn.and_then(f);
+            let keep = res.as_ref().map(|_| ()).map_err(Clone::clone);
             let reply: Reply = Box::new(move |commit| {
-                let _ = tx.send(commit.map_err(LedgerError::Storage).and(res));
+                let _ = tx.send(commit.and(res));
             });
             (keep, reply)
         });
@@ -156,7 +228,7 @@ impl SqliteStore {
             let conn = pool.lock().expect("reader pool poisoned").pop();
             let conn = match conn {
                 Some(c) => c,
-                None => open(&path, true).map_err(storage)?,
+                None => open(&path, true).map_err(db)?,
             };
             let res = f(&conn);
             let mut pool = pool.lock().expect("reader pool poisoned");
@@ -170,58 +242,122 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(
+/// The writer thread's state: the one read-write connection and what it reports.
+struct Writer {
     conn: Connection,
-    rx: mpsc::Receiver<Job>,
-    max_batch: usize,
+    path: PathBuf,
     metrics: WriterMetrics,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    faults: FaultWatch,
+}
+
+impl Writer {
+    /// Group commits until every sender is gone. A batch that fails (disk full, file not
+    /// writable, busy) fails as a whole and the thread goes on: the next batch starts a
+    /// new transaction on the same connection, which works again once the cause is gone.
+    fn run(self, rx: mpsc::Receiver<Job>, max_batch: usize) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.metrics.batch_size.observe(batch.len() as f64);
+            let size = batch.len();
+            let (fate, replies) = self.apply(batch);
+            let fate = fate.map_err(|e| refine(e, &self.path));
+            self.faults.observe(&fate);
+            if let Err(e) = &fate {
+                tracing::error!(error = %e, fault = ?e.fault(), jobs = size, "group commit failed; none of its requests was acknowledged");
+            }
+            for reply in replies {
+                reply(fate.clone());
             }
         }
-        metrics.batch_size.observe(batch.len() as f64);
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let msg = e.to_string();
-            for job in batch {
-                let (_, reply) = job(Err(msg.clone()));
-                reply(Err(msg.clone()));
-            }
-            continue;
-        }
+    }
+
+    /// Runs a batch in one transaction, each job in its own savepoint, and commits it.
+    /// Returns the batch's fate and every job's reply. Jobs not run (the transaction was
+    /// lost before their turn) have already been told the error.
+    fn apply(&self, batch: Vec<Job>) -> (Result<(), LedgerError>, Vec<Reply>) {
+        let conn = &self.conn;
         let mut replies = Vec::with_capacity(batch.len());
-        for job in batch {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                let (_, reply) = job(Err(e.to_string()));
+        let mut jobs = batch.into_iter();
+        let mut fate = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
+        if fate.is_ok() {
+            for job in jobs.by_ref() {
+                if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                    let e = db(e);
+                    replies.push(job(Err(e.clone())).1);
+                    fate = Err(e);
+                    break;
+                }
+                let (kept, reply) = job(Ok(conn));
                 replies.push(reply);
-                continue;
+                if let Err(e) = self.end_savepoint(kept) {
+                    fate = Err(e);
+                    break;
+                }
             }
-            let (keep, reply) = job(Ok(&conn));
-            let end = if keep {
-                conn.execute_batch("RELEASE job")
-            } else {
-                conn.execute_batch("ROLLBACK TO job; RELEASE job")
-            };
-            if let Err(e) = end {
-                tracing::error!(error = %e, "savepoint end failed");
-            }
-            replies.push(reply);
         }
+        fate = match fate {
+            Ok(()) => self.commit(),
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(e)
+            }
+        };
+        if let Err(e) = &fate {
+            for job in jobs {
+                let (_, reply) = job(Err(e.clone()));
+                reply(Err(e.clone()));
+            }
+        }
+        (fate, replies)
+    }
+
+    /// Keeps or rolls back one job's savepoint. `Err` when the batch's transaction is gone
+    /// (SQLite rolls it all back by itself on some errors, such as SQLITE_FULL): what the
+    /// jobs before did is lost with it, so the whole batch must fail.
+    fn end_savepoint(&self, kept: Result<(), LedgerError>) -> Result<(), LedgerError> {
+        let conn = &self.conn;
+        let lost = || {
+            kept.clone()
+                .err()
+                .filter(|e| e.fault().is_some())
+                .unwrap_or_else(|| {
+                    LedgerError::Storage("SQLite ended the group's transaction".into())
+                })
+        };
+        if conn.is_autocommit() {
+            return Err(lost());
+        }
+        let end = if kept.is_ok() {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "savepoint end failed");
+            return Err(if conn.is_autocommit() { lost() } else { db(e) });
+        }
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<(), LedgerError> {
         let started = std::time::Instant::now();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-        metrics
+        let commit = self.conn.execute_batch("COMMIT").map_err(db);
+        self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+        if commit.is_err() && !self.conn.is_autocommit() {
+            // Still open (SQLITE_BUSY leaves it so): give the locks back.
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        for reply in replies {
-            reply(commit.clone());
-        }
+        commit
     }
 }
 
@@ -266,7 +402,7 @@ fn load_account(
 ) -> Result<Option<Acct>, LedgerError> {
     c.prepare_cached(&format!("{ACCOUNT_COLUMNS} WHERE {filter}"))
         .and_then(|mut s| s.query_row(p, row_acct).optional())
-        .map_err(storage)
+        .map_err(db)
 }
 
 fn shopper_by_name(c: &Connection, name: &str) -> Result<Acct, LedgerError> {
@@ -319,13 +455,13 @@ fn create_merchant(
         "INSERT INTO accounts (kind, name, currency, created_at) VALUES ('merchant', ?1, ?2, ?3)",
         params![merchant, currency.code(), now],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     let id = c.last_insert_rowid();
     c.execute(
         "INSERT INTO accounts (kind, name, currency, merchant_id, created_at) VALUES ('till', ?1, ?2, ?3, ?4)",
         params![format!("till:{merchant}"), currency.code(), id, now],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     load_account(c, "id = ?1", [id])?
         .ok_or_else(|| LedgerError::Storage("merchant vanished".into()))
 }
@@ -339,7 +475,7 @@ fn payment_state(c: &Connection, id: i64, cur: Currency) -> Result<PaymentState,
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
-        .map_err(storage)?
+        .map_err(db)?
         .ok_or(LedgerError::UnknownPayment)?;
     let refunded: i64 = c
         .query_row(
@@ -347,7 +483,7 @@ fn payment_state(c: &Connection, id: i64, cur: Currency) -> Result<PaymentState,
             [id],
             |r| r.get(0),
         )
-        .map_err(storage)?;
+        .map_err(db)?;
     Ok(PaymentState {
         id,
         paid: Money::from_minor(paid, cur),
@@ -384,7 +520,7 @@ fn persist(c: &Connection, plan: &Plan) -> Result<(i64, String), LedgerError> {
             tx.cashier
         ])
     })
-    .map_err(storage)?;
+    .map_err(db)?;
     let tx_id = c.last_insert_rowid();
     for leg in &plan.legs {
         persist_leg(c, tx_id, leg)?;
@@ -417,7 +553,7 @@ fn persist_leg(c: &Connection, tx_id: i64, leg: &Leg) -> Result<(), LedgerError>
         "INSERT INTO entries (tx_id, account_id, amount, balance_after) VALUES (?1, ?2, ?3, ?4)",
     )
     .and_then(|mut s| s.execute(params![tx_id, leg.account, leg.delta, leg.after]))
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(())
 }
 
@@ -580,7 +716,7 @@ fn shopper_view(c: &Connection, id: i64) -> Result<Shopper, LedgerError> {
         })
         .optional()
     })
-    .map_err(storage)?
+    .map_err(db)?
     .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
 }
 
@@ -727,7 +863,7 @@ fn set_frozen(
             "UPDATE accounts SET status = ?1 WHERE id = ?2 AND kind IN ('shopper', 'merchant')",
             params![status.as_str(), account_id],
         )
-        .map_err(storage)?;
+        .map_err(db)?;
     if n == 0 {
         return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
     }
@@ -745,12 +881,12 @@ fn create_session(
         "DELETE FROM sessions WHERE expires_at < ?1",
         [unix_now() - 3600],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     c.execute(
         "INSERT INTO sessions (token_hash, account_id, kiosk_id, expires_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![&token_hash[..], shopper_id, kiosk_id, expires_at, now_text()],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(Outcome::Done)
 }
 
@@ -926,7 +1062,7 @@ fn touch_kiosk(c: &Connection, cur: Currency, at: &KioskRef) -> Result<Outcome, 
          ON CONFLICT (kiosk_id) DO UPDATE SET last_seen = excluded.last_seen, merchant_id = excluded.merchant_id, requests = requests + 1",
         params![at.kiosk_id, merchant, now_text()],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(Outcome::Done)
 }
 
@@ -943,14 +1079,14 @@ fn enroll_palm(
         "DELETE FROM palm_templates WHERE account_id = ?1",
         [shopper_id],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     let now = now_text();
     for (i, ct) in ciphertexts.iter().enumerate() {
         c.execute(
             "INSERT INTO palm_templates (account_id, idx, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![shopper_id, i as i64, ct, now],
         )
-        .map_err(storage)?;
+        .map_err(db)?;
     }
     Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
 }
@@ -961,7 +1097,7 @@ fn delete_palm(c: &Connection, shopper_id: i64) -> Result<Outcome, LedgerError> 
         "DELETE FROM palm_templates WHERE account_id = ?1",
         [shopper_id],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(Outcome::Palm(next_palm_version(c, shopper_id)?))
 }
 
@@ -977,7 +1113,7 @@ fn log_scan(
         "INSERT INTO palm_scans (kiosk_id, at, purpose, outcome, score, account_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![kiosk_id, now_text(), purpose, outcome.as_str(), score, shopper_id],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(Outcome::Done)
 }
 
@@ -991,13 +1127,13 @@ fn next_palm_version(c: &Connection, account: i64) -> Result<PalmVersion, Ledger
             [],
             |r| r.get(0),
         )
-        .map_err(storage)?;
+        .map_err(db)?;
     c.execute(
         "INSERT INTO palm_versions (account_id, version) VALUES (?1, ?2)
          ON CONFLICT (account_id) DO UPDATE SET version = excluded.version",
         params![account, v],
     )
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(PalmVersion(v as u64))
 }
 
@@ -1005,7 +1141,7 @@ fn next_palm_version(c: &Connection, account: i64) -> Result<PalmVersion, Ledger
 /// never touched.
 fn purge(c: &Connection, cut: Cutoffs, batch: u32) -> Result<Purged, LedgerError> {
     let gone = |sql: &str, p: &dyn rusqlite::ToSql| -> Result<u64, LedgerError> {
-        let n = c.execute(sql, params![p, batch]).map_err(storage)?;
+        let n = c.execute(sql, params![p, batch]).map_err(db)?;
         Ok(n as u64)
     };
     let today = ts_of(cut.now)?[..10].to_string();
@@ -1049,7 +1185,7 @@ fn kiosk_guesses(c: &Connection, k: &GuessKey) -> Result<(u32, Option<i64>), Led
         })
         .optional()
     })
-    .map_err(storage)
+    .map_err(db)
     .map(|row| row.unwrap_or((0, None)))
 }
 
@@ -1064,7 +1200,7 @@ fn day_guesses(c: &Connection, k: &GuessKey, day: &str) -> Result<(u32, u32), Le
         })
         .optional()
     })
-    .map_err(storage)
+    .map_err(db)
     .map(|row| row.unwrap_or((0, 0)))
 }
 
@@ -1080,7 +1216,7 @@ fn put_day(
          ON CONFLICT (account_id, secret, day) DO UPDATE SET guesses = excluded.guesses, locks = excluded.locks",
     )
     .and_then(|mut s| s.execute(params![k.account_id, k.factor.secret(), day, guesses, locks]))
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(())
 }
 
@@ -1095,7 +1231,7 @@ fn put_kiosk(
          ON CONFLICT (account_id, factor, kiosk_id) DO UPDATE SET failures = excluded.failures, locked_until = excluded.locked_until",
     )
     .and_then(|mut s| s.execute(params![k.account_id, k.factor.as_str(), k.kiosk_id, failures, locked_until]))
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(())
 }
 
@@ -1138,7 +1274,7 @@ fn no_pin_spent(
             "SELECT COALESCE(SUM(amount), 0) FROM no_pin_debits WHERE account_id = ?1 AND created_at >= ?2",
         )
         .and_then(|mut s| s.query_row(params![shopper_id, today()], |r| r.get(0)))
-        .map_err(storage)?;
+        .map_err(db)?;
     let Some(session) = session else {
         return Ok(ledger::NoPinSpent {
             today: today_sum,
@@ -1150,7 +1286,7 @@ fn no_pin_spent(
             "SELECT COALESCE(SUM(amount), 0) FROM no_pin_debits WHERE session_hash = ?1",
         )
         .and_then(|mut s| s.query_row(params![&session[..]], |r| r.get(0)))
-        .map_err(storage)?;
+        .map_err(db)?;
     Ok(ledger::NoPinSpent {
         today: today_sum,
         session: Some(in_session),
@@ -1187,7 +1323,7 @@ fn without_pin(
             r.created_at
         ])
     })
-    .map_err(storage)?;
+    .map_err(db)?;
     Ok(outcome)
 }
 
@@ -1205,7 +1341,7 @@ fn accounts_query(
 ) -> Result<Vec<AccountRow>, LedgerError> {
     let sql =
         format!("SELECT id, kind, name, email, status, balance, created_at, EXISTS (SELECT 1 FROM palm_templates p WHERE p.account_id = accounts.id) FROM accounts {filter}");
-    let mut stmt = c.prepare_cached(&sql).map_err(storage)?;
+    let mut stmt = c.prepare_cached(&sql).map_err(db)?;
     let rows = stmt
         .query_map(p, |r| {
             Ok(AccountRow {
@@ -1219,9 +1355,9 @@ fn accounts_query(
                 created_at: r.get(6)?,
             })
         })
-        .map_err(storage)?
+        .map_err(db)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(storage)?;
+        .map_err(db)?;
     Ok(rows)
 }
 
@@ -1236,7 +1372,7 @@ fn lookup_idem(c: &Connection, idem: &Idem) -> Result<Option<StoredResult>, Ledg
             })
             .optional()
         })
-        .map_err(storage)?;
+        .map_err(db)?;
     match row {
         None => Ok(None),
         Some((hash, _)) if hash != idem.request_hash => Err(LedgerError::IdempotencyMismatch),
@@ -1268,7 +1404,7 @@ fn merchant_day_totals(
             "SELECT kind, COUNT(*), SUM(amount) FROM transactions
              WHERE merchant_id = ?1 AND created_at >= ?2 AND created_at < ?3 GROUP BY kind",
         )
-        .map_err(storage)?;
+        .map_err(db)?;
     let rows = stmt
         .query_map(params![merchant_id, from, to], |r| {
             Ok((
@@ -1277,9 +1413,9 @@ fn merchant_day_totals(
                 r.get::<_, i64>(2)?,
             ))
         })
-        .map_err(storage)?;
+        .map_err(db)?;
     for row in rows {
-        let (kind, count, sum) = row.map_err(storage)?;
+        let (kind, count, sum) = row.map_err(db)?;
         let m = Money::from_minor(sum, cur);
         match kind.as_str() {
             "payment" => {
@@ -1321,6 +1457,10 @@ impl Store for SqliteStore {
         self.metrics.register(registry);
     }
 
+    fn storage_fault(&self) -> Option<StorageFault> {
+        self.faults.current()
+    }
+
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let cur = self.currency;
         match idem {
@@ -1332,19 +1472,23 @@ impl Store for SqliteStore {
                     }
                     // The command in a nested savepoint: a domain error rolls back its own
                     // changes but is still recorded as the answer to this key.
-                    c.execute_batch("SAVEPOINT cmd").map_err(storage)?;
+                    c.execute_batch("SAVEPOINT cmd").map_err(db)?;
                     let result = apply(c, cur, cmd);
                     let end = if result.is_ok() {
                         "RELEASE cmd"
                     } else {
                         "ROLLBACK TO cmd; RELEASE cmd"
                     };
-                    c.execute_batch(end).map_err(storage)?;
+                    let ended = c.execute_batch(end).map_err(db);
+                    // A failure not final (storage) is never stored: the retry runs again.
+                    // It is also the better answer when the savepoint could not end
+                    // (SQLite may have rolled the whole transaction back over it).
                     if let Err(e) = &result {
                         if !e.is_final() {
                             return Err(e.clone());
                         }
                     }
+                    ended?;
                     let stored = serde_json::to_string(&result).map_err(storage)?;
                     c.prepare_cached(
                         "INSERT INTO idempotency (scope, key, request_hash, result, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1358,7 +1502,7 @@ impl Store for SqliteStore {
                             now_text()
                         ])
                     })
-                    .map_err(storage)?;
+                    .map_err(db)?;
                     Ok(result)
                 })
                 .await?
@@ -1400,7 +1544,7 @@ impl Store for SqliteStore {
                 })
                 .optional()
             })
-            .map_err(storage)
+            .map_err(db)
         })
         .await
     }
@@ -1500,7 +1644,7 @@ impl Store for SqliteStore {
                      WHERE e.account_id = ?1 AND e.id < ?2
                      ORDER BY e.id DESC LIMIT ?3",
                 )
-                .map_err(storage)?;
+                .map_err(db)?;
             let rows = stmt
                 .query_map(
                     params![shopper_id, before.unwrap_or(i64::MAX), i64::from(limit) + 1],
@@ -1520,9 +1664,9 @@ impl Store for SqliteStore {
                         ))
                     },
                 )
-                .map_err(storage)?
+                .map_err(db)?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(storage)?;
+                .map_err(db)?;
             let more = rows.len() > limit as usize;
             let mut items = Vec::with_capacity(limit as usize);
             let mut last_entry = None;
@@ -1549,7 +1693,7 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(storage)?;
+                .map_err(db)?;
             match id {
                 Some(id) => merchant_day_totals(c, id, &merchant, &date, cur),
                 // A merchant whose kiosk has not been seen yet has sold nothing.
@@ -1571,7 +1715,7 @@ impl Store for SqliteStore {
                     s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                         .collect::<Result<Vec<_>, _>>()
                 })
-                .map_err(storage)?;
+                .map_err(db)?;
             let mut out = Vec::with_capacity(merchants.len());
             for (id, name) in merchants {
                 out.push(merchant_day_totals(c, id, &name, &date, cur)?);
@@ -1633,7 +1777,7 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(storage)
+            .map_err(db)
         })
         .await
     }
@@ -1665,7 +1809,7 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(storage)
+            .map_err(db)
         })
         .await
     }
@@ -1688,22 +1832,22 @@ impl Store for SqliteStore {
                 None => {
                     let mut stmt = c
                         .prepare("SELECT account_id, ciphertext FROM palm_templates ORDER BY account_id, idx")
-                        .map_err(storage)?;
-                    let mut rows = stmt.query([]).map_err(storage)?;
-                    while let Some(r) = rows.next().map_err(storage)? {
-                        push(r.get(0).map_err(storage)?, r.get(1).map_err(storage)?);
+                        .map_err(db)?;
+                    let mut rows = stmt.query([]).map_err(db)?;
+                    while let Some(r) = rows.next().map_err(db)? {
+                        push(r.get(0).map_err(db)?, r.get(1).map_err(db)?);
                     }
                 }
                 Some(ids) => {
                     let mut stmt = c
                         .prepare_cached("SELECT ciphertext FROM palm_templates WHERE account_id = ?1 ORDER BY idx")
-                        .map_err(storage)?;
+                        .map_err(db)?;
                     for id in ids {
                         let cts = stmt
                             .query_map([id], |r| r.get::<_, Vec<u8>>(0))
-                            .map_err(storage)?
+                            .map_err(db)?
                             .collect::<Result<Vec<_>, _>>()
-                            .map_err(storage)?;
+                            .map_err(db)?;
                         for ct in cts {
                             push(id, ct);
                         }
@@ -1719,7 +1863,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             c.prepare("SELECT DISTINCT account_id FROM palm_templates ORDER BY account_id")
                 .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                .map_err(storage)
+                .map_err(db)
         })
         .await
     }
@@ -1732,7 +1876,7 @@ impl Store for SqliteStore {
                 |r| r.get::<_, i64>(0),
             )
             .map(|v| PalmVersion(v as u64))
-            .map_err(storage)
+            .map_err(db)
         })
         .await
     }
@@ -1751,13 +1895,13 @@ impl Store for SqliteStore {
                        LEFT JOIN palm_templates t ON t.account_id = c.account_id
                       ORDER BY c.version, t.idx",
                 )
-                .map_err(storage)?;
+                .map_err(db)?;
             let rows = stmt
                 .query_map(rusqlite::params![after.0 as i64, limit], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
                 })
-                .map_err(storage)?;
-            let rows = rows.collect::<Result<Vec<_>, _>>().map_err(storage)?;
+                .map_err(db)?;
+            let rows = rows.collect::<Result<Vec<_>, _>>().map_err(db)?;
             Ok(crate::store::group_palm_changes(rows))
         })
         .await
@@ -1768,7 +1912,7 @@ impl Store for SqliteStore {
             c.query_row("SELECT COALESCE(SUM(balance), 0) FROM accounts", [], |r| {
                 r.get(0)
             })
-            .map_err(storage)
+            .map_err(db)
         })
         .await
     }
@@ -1780,16 +1924,15 @@ impl Store for SqliteStore {
 
 /// Recomputes every balance from the entries on `c` (in whatever transaction it is in).
 pub(crate) fn check_ledger(c: &Connection) -> Result<LedgerCheck, LedgerError> {
-    let q = |sql: &str| -> Result<i64, LedgerError> {
-        c.query_row(sql, [], |r| r.get(0)).map_err(storage)
-    };
+    let q =
+        |sql: &str| -> Result<i64, LedgerError> { c.query_row(sql, [], |r| r.get(0)).map_err(db) };
     let accounts_checked = q("SELECT COUNT(*) FROM accounts")?;
     let transactions_checked = q("SELECT COUNT(*) FROM transactions")?;
     let total_balance_minor = q("SELECT COALESCE(SUM(balance), 0) FROM accounts")?;
     let ids = |sql: &str| -> Result<Vec<i64>, LedgerError> {
         c.prepare(sql)
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .map_err(storage)
+            .map_err(db)
     };
     let mut unbalanced =
         ids("SELECT tx_id FROM entries GROUP BY tx_id HAVING SUM(amount) <> 0 ORDER BY tx_id")?;
@@ -1813,7 +1956,7 @@ pub(crate) fn check_ledger(c: &Connection) -> Result<LedgerCheck, LedgerError> {
                 })?
                 .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(storage)?;
+            .map_err(db)?;
     Ok(LedgerCheck::new(
         accounts_checked,
         transactions_checked,
@@ -1845,7 +1988,7 @@ fn auth_query(
             })
             .optional()
         })
-        .map_err(storage)
+        .map_err(db)
 }
 
 /// Writes a transactionally consistent copy of the database to `out` (`VACUUM INTO`),
@@ -1857,11 +2000,11 @@ pub fn backup(db: &Path, out: &Path) -> Result<(), LedgerError> {
             out.display()
         )));
     }
-    let conn = open(db, true).map_err(storage)?;
+    let conn = open(db, true).map_err(self::db)?;
     let target = out
         .to_str()
         .ok_or_else(|| LedgerError::Storage("backup path is not UTF-8".into()))?;
-    conn.execute("VACUUM INTO ?1", [target]).map_err(storage)?;
+    conn.execute("VACUUM INTO ?1", [target]).map_err(self::db)?;
     Ok(())
 }
 
@@ -1917,4 +2060,164 @@ pub const REKEY_PAGE: usize = 1024;
 pub fn open_in(data_dir: &Path, currency: Currency) -> Result<SqliteStore, LedgerError> {
     std::fs::create_dir_all(data_dir).map_err(storage)?;
     SqliteStore::open(&data_dir.join("palmline.db"), currency)
+}
+
+#[cfg(test)]
+mod writer_tests {
+    //! The writer's group commit when a job loses the group's transaction.
+    use super::*;
+    use std::sync::mpsc::{channel, Receiver};
+
+    type Fate = Receiver<Result<(), LedgerError>>;
+
+    /// A job running `f` and the channel its acknowledgement arrives on.
+    fn job(f: impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static) -> (Job, Fate) {
+        let (tx, rx) = channel();
+        let job: Job = Box::new(move |conn| {
+            let res = conn.and_then(f);
+            let keep = res.clone();
+            let reply: Reply = Box::new(move |fate| {
+                let _ = tx.send(fate.and(res));
+            });
+            (keep, reply)
+        });
+        (job, rx)
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<(), LedgerError> + Send {
+        move |c| {
+            c.execute("INSERT INTO t VALUES (?1)", [x])
+                .map(drop)
+                .map_err(db)
+        }
+    }
+
+    fn run(
+        store: &SqliteStore,
+        f: impl FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static,
+    ) -> Result<(), LedgerError> {
+        let (j, fate) = job(f);
+        store.writer.send(j).unwrap();
+        fate.recv().unwrap()
+    }
+
+    #[test]
+    fn sqlite_codes_a_retry_may_cure_are_faults_and_damage_is_not() {
+        use rusqlite::ffi;
+        let err = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        assert_eq!(
+            db(err(ffi::SQLITE_FULL)).fault(),
+            Some(StorageFault::DiskFull)
+        );
+        assert_eq!(
+            db(err(ffi::SQLITE_READONLY)).fault(),
+            Some(StorageFault::ReadOnly)
+        );
+        assert_eq!(db(err(ffi::SQLITE_BUSY)).fault(), Some(StorageFault::Busy));
+        assert_eq!(
+            db(err(ffi::SQLITE_IOERR_WRITE)).fault(),
+            Some(StorageFault::Io)
+        );
+        for bug in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_MISUSE,
+        ] {
+            assert!(matches!(db(err(bug)), LedgerError::Storage(_)), "{bug}");
+        }
+        assert!(matches!(
+            db(rusqlite::Error::QueryReturnedNoRows),
+            LedgerError::Storage(_)
+        ));
+    }
+
+    #[test]
+    fn an_io_error_on_a_file_that_cannot_be_opened_for_writing_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = || LedgerError::unavailable(StorageFault::Io, "sqlite 778: disk I/O error");
+        // A missing file says nothing; a writable one leaves the I/O error as it is.
+        let file = dir.path().join("x.db");
+        assert_eq!(refine(io(), &file).fault(), Some(StorageFault::Io));
+        std::fs::write(&file, b"").unwrap();
+        assert_eq!(refine(io(), &file).fault(), Some(StorageFault::Io));
+        // Not writable: chmod for anyone but root; as root only an immutable file refuses.
+        let mut perms = std::fs::metadata(&file).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&file, perms).unwrap();
+        let writable = || std::fs::OpenOptions::new().append(true).open(&file).is_ok();
+        let chattr = |flag: &str| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&file)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let immutable = writable() && chattr("+i");
+        if writable() {
+            eprintln!("SKIPPED the read-only half: the file stays writable here (root, no chattr)");
+            return;
+        }
+        let refined = refine(io(), &file).fault();
+        if immutable {
+            chattr("-i");
+        }
+        assert_eq!(refined, Some(StorageFault::ReadOnly));
+    }
+
+    #[test]
+    fn a_group_whose_transaction_sqlite_ended_fails_whole_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("w.db"), Currency::EUR).unwrap();
+        run(&store, |c| {
+            c.execute_batch("CREATE TABLE t (x INTEGER)").map_err(db)
+        })
+        .unwrap();
+
+        // A runs alone and holds the writer until B, C and D are queued behind it, so that
+        // those three make one group.
+        let (started_tx, started) = channel();
+        let (release, gate) = channel::<()>();
+        let (a, a_fate) = job(move |_| {
+            started_tx.send(()).unwrap();
+            gate.recv().unwrap();
+            Ok(())
+        });
+        store.writer.send(a).unwrap();
+        started.recv().unwrap();
+        let (b, b_fate) = job(insert(1));
+        // C's transaction ends under it, as SQLite's own rollback on SQLITE_FULL does.
+        let (c, c_fate) = job(|c| {
+            c.execute_batch("ROLLBACK").map_err(db)?;
+            Err(LedgerError::unavailable(StorageFault::DiskFull, "test"))
+        });
+        let (d, d_fate) = job(insert(2));
+        for j in [b, c, d] {
+            store.writer.send(j).unwrap();
+        }
+        release.send(()).unwrap();
+
+        assert_eq!(a_fate.recv().unwrap(), Ok(()));
+        for fate in [b_fate, c_fate, d_fate] {
+            let e = fate
+                .recv()
+                .unwrap()
+                .expect_err("no job of the group is acknowledged");
+            assert_eq!(e.fault(), Some(StorageFault::DiskFull), "{e}");
+        }
+        assert_eq!(store.faults.current(), Some(StorageFault::DiskFull));
+
+        // The next group works, and nothing of the failed one was kept (D, run after the
+        // transaction ended, would have committed alone).
+        run(&store, insert(3)).unwrap();
+        assert_eq!(store.faults.current(), None);
+        let conn = open(&dir.path().join("w.db"), true).unwrap();
+        let rows: Vec<i64> = conn
+            .prepare("SELECT x FROM t ORDER BY x")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, vec![3]);
+    }
 }

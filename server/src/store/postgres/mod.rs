@@ -9,9 +9,9 @@
 //! Reads ([`reads`]) run outside any transaction. Timestamps are the same fixed-width UTC
 //! text as SQLite's ([`super::clock`]), so both stores sort and cut days alike.
 //!
-//! Errors: a failure to reach the database is `LedgerError::Storage("postgres unavailable:
-//! …")`; any other error the server reports is `Storage("postgres <SQLSTATE>: …")`, so the
-//! code is stable and can be matched on without reading the message.
+//! Errors: a database that cannot serve now (unreachable, shutting down, out of disk or
+//! connections, read-only) is a typed `LedgerError::Unavailable` ([`pg_err`], [`fault_of`]);
+//! any other error the server reports is `Storage("postgres <SQLSTATE>: …")`.
 
 mod accounts;
 mod commands;
@@ -24,11 +24,11 @@ mod turn;
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    CashierAuth, CashierSessionInfo, Command, Idem, LedgerError, PalmChange, PalmVersion,
-    SessionInfo, ShopperAuth, Store, StoredResult, Turn,
+    CashierAuth, CashierSessionInfo, Command, FaultWatch, Idem, LedgerError, PalmChange,
+    PalmVersion, SessionInfo, ShopperAuth, StorageFault, Store, StoredResult, Turn,
 };
 use async_trait::async_trait;
-use deadpool_postgres::{Config, GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_postgres::{GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
 use palmline_shared::api::{
     AccountRow, Cashier, DailyReport, DailyTotals, HistoryPage, KioskRow, LedgerCheck, PalmScanRow,
     Wallet,
@@ -51,31 +51,61 @@ const MIGRATION_LOCK: i64 = 0x7061_6c6d;
 /// Connections `serve` keeps to PostgreSQL.
 pub const SERVE_POOL_SIZE: usize = 16;
 
-/// The prefix of every storage error that means "the database could not be reached".
-pub const UNAVAILABLE: &str = "postgres unavailable";
-
-/// A tokio-postgres error as a [`LedgerError::Storage`] with a stable code: the SQLSTATE the
-/// server sent, or [`UNAVAILABLE`] when the connection failed or broke.
+/// A tokio-postgres error as a [`LedgerError`]: [`LedgerError::Unavailable`] when the
+/// database cannot serve now (see [`fault_of`]), else `Storage("postgres <SQLSTATE>: …")`
+/// with the SQLSTATE the server sent, or the client's own error (a bug).
 pub(crate) fn pg_err(e: tokio_postgres::Error) -> LedgerError {
     match e.as_db_error() {
-        Some(db) if db.code().code().starts_with("08") => {
-            LedgerError::Storage(format!("{UNAVAILABLE}: {}", db.message()))
-        }
         Some(db) => {
-            LedgerError::Storage(format!("postgres {}: {}", db.code().code(), db.message()))
+            let code = db.code().code();
+            let detail = format!("postgres {code}: {}", db.message());
+            match fault_of(code) {
+                Some(fault) => LedgerError::unavailable(fault, detail),
+                None => LedgerError::Storage(detail),
+            }
         }
-        None => match std::error::Error::source(&e) {
-            // "error connecting to server" alone does not say why.
-            Some(cause) => LedgerError::Storage(format!("{UNAVAILABLE}: {e}: {cause}")),
-            None => LedgerError::Storage(format!("{UNAVAILABLE}: {e}")),
-        },
+        // The connection failed, broke or was closed: the error's cause is an I/O error.
+        None if e.is_closed() || io_cause(&e) => {
+            let detail = match std::error::Error::source(&e) {
+                // "error connecting to server" alone does not say why.
+                Some(cause) => format!("postgres: {e}: {cause}"),
+                None => format!("postgres: {e}"),
+            };
+            LedgerError::unavailable(StorageFault::Unreachable, detail)
+        }
+        None => LedgerError::Storage(format!("postgres client: {e}")),
     }
 }
 
+/// The fault a SQLSTATE means, or `None` for an error that a retry would not cure.
+pub fn fault_of(sqlstate: &str) -> Option<StorageFault> {
+    match sqlstate {
+        // connection_exception; admin_shutdown, crash_shutdown, cannot_connect_now.
+        s if s.starts_with("08") => Some(StorageFault::Unreachable),
+        "57P01" | "57P02" | "57P03" => Some(StorageFault::Unreachable),
+        "53100" => Some(StorageFault::DiskFull),
+        // insufficient_resources (memory, connections, limits); lock_not_available.
+        s if s.starts_with("53") => Some(StorageFault::Busy),
+        "55P03" => Some(StorageFault::Busy),
+        // read_only_sql_transaction: connected to a standby (mid-failover).
+        "25006" => Some(StorageFault::ReadOnly),
+        _ => None,
+    }
+}
+
+fn io_cause(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|c| c.downcast_ref::<std::io::Error>().is_some())
+}
+
 pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
+    use deadpool_postgres::PoolError;
     match e {
-        deadpool_postgres::PoolError::Backend(e) => pg_err(e),
-        e => LedgerError::Storage(format!("{UNAVAILABLE}: {e}")),
+        PoolError::Backend(e) => pg_err(e),
+        // No connection in time: every one is busy, or none can be made.
+        e @ PoolError::Timeout(_) => {
+            LedgerError::unavailable(StorageFault::Unreachable, format!("postgres pool: {e}"))
+        }
+        e => LedgerError::Storage(format!("postgres pool: {e}")),
     }
 }
 
@@ -115,20 +145,78 @@ async fn execute(c: &impl GenericClient, sql: &str, p: Params<'_>) -> Result<u64
 }
 
 /// A pool of at most `size` connections to `url` (`postgres://user@host:port/db`).
+///
+/// Bounded waits, so that a database that does not answer fails a request (503) instead of
+/// hanging it: a connection is made within [`CONNECT_TIMEOUT`] (unless the URL sets
+/// `connect_timeout`), a pooled one is waited for at most [`POOL_WAIT`], and the kernel
+/// gives up on a connection whose sent data stay unacknowledged for [`TCP_USER_TIMEOUT`]
+/// (a peer gone without a reset), which breaks it. A pooled connection found closed is
+/// dropped and replaced when it is next taken (deadpool's fast recycling), so the pool
+/// heals by itself once the database is back.
 pub fn pool(url: &str, size: usize) -> Result<Pool, LedgerError> {
-    let mut cfg = Config::new();
-    cfg.url = Some(url.to_string());
-    let mut pool = PoolConfig::new(size);
-    // A database that does not answer fails the request instead of hanging it.
-    pool.timeouts = Timeouts {
-        wait: Some(Duration::from_secs(30)),
-        create: Some(Duration::from_secs(10)),
-        recycle: Some(Duration::from_secs(10)),
+    let mut pg: tokio_postgres::Config = url.parse().map_err(storage)?;
+    if pg.get_user().is_none() {
+        // As libpq and deadpool's own config do.
+        if let Ok(user) = std::env::var("USER") {
+            pg.user(&user);
+        }
+    }
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    pg.keepalives_idle(Duration::from_secs(30));
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let mut cfg = PoolConfig::new(size);
+    cfg.timeouts = Timeouts {
+        wait: Some(POOL_WAIT),
+        create: Some(CONNECT_TIMEOUT),
+        recycle: Some(CONNECT_TIMEOUT),
     };
-    cfg.pool = Some(pool);
-    cfg.create_pool(Some(Runtime::Tokio1), NoTls)
+    Pool::builder(manager)
+        .config(cfg)
+        .runtime(Runtime::Tokio1)
+        .build()
         .map_err(storage)
 }
+
+/// Longest a store call waits on the database (a server that accepts data but never
+/// answers, a lock never granted) before its request answers 503.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn no_answer() -> LedgerError {
+    LedgerError::unavailable(
+        StorageFault::Unreachable,
+        format!("postgres: no answer within {COMMAND_TIMEOUT:?}"),
+    )
+}
+
+/// A read (or a throttle's short transaction) bounded by [`COMMAND_TIMEOUT`]. Its connection
+/// goes back to the pool even when it timed out: a transaction dropped unfinished queues its
+/// `ROLLBACK` on the connection before anything else, and the next user of the connection
+/// waits behind it, bounded as well.
+async fn bounded<T>(
+    read: impl std::future::Future<Output = Result<T, LedgerError>>,
+) -> Result<T, LedgerError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err(no_answer()))
+}
+
+/// Longest wait to open a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a pooled connection when all are in use.
+pub const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long sent data may stay unacknowledged before the connection is broken.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Applies the migrations not yet applied, in one transaction; returns the version after.
 pub async fn migrate(pool: &Pool) -> Result<usize, LedgerError> {
@@ -167,6 +255,8 @@ pub async fn migrate(pool: &Pool) -> Result<usize, LedgerError> {
 pub struct PgStore {
     pool: Pool,
     currency: Currency,
+    /// The latest command's storage health, for `GET /v1/health`.
+    faults: FaultWatch,
 }
 
 impl PgStore {
@@ -178,11 +268,19 @@ impl PgStore {
     /// A store over an existing pool (migrated here).
     pub async fn with_pool(pool: Pool, currency: Currency) -> Result<PgStore, LedgerError> {
         migrate(&pool).await?;
-        Ok(PgStore { pool, currency })
+        Ok(PgStore {
+            pool,
+            currency,
+            faults: FaultWatch::default(),
+        })
     }
 
     async fn client(&self) -> Result<Object, LedgerError> {
-        self.pool.get().await.map_err(pool_err)
+        let got = self.pool.get().await.map_err(pool_err);
+        if got.is_err() {
+            self.faults.observe(&got);
+        }
+        got
     }
 }
 
@@ -197,21 +295,37 @@ impl Store for PgStore {
         Some(std::sync::Arc::new(throttle::PgThrottle { pool }))
     }
 
+    fn storage_fault(&self) -> Option<StorageFault> {
+        self.faults.current()
+    }
+
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let mut client = self.client().await?;
-        commands::execute_command(&mut client, self.currency, idem, cmd).await
+        let run = commands::execute_command(&mut client, self.currency, idem, cmd);
+        let result = match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection may still hold the command's transaction: it never goes
+                // back to the pool; dropping it closes it, and the server rolls back.
+                drop(Object::take(client));
+                Err(no_answer())
+            }
+        };
+        self.faults.observe(&result);
+        result
     }
 
     async fn replay(&self, idem: &Idem) -> Result<Option<StoredResult>, LedgerError> {
-        commands::lookup_idem(&self.client().await?, idem).await
+        bounded(async { commands::lookup_idem(&self.client().await?, idem).await }).await
     }
 
     async fn shopper_auth(&self, username: &str) -> Result<Option<ShopperAuth>, LedgerError> {
-        reads::shopper_auth(&self.client().await?, "name = $1", &username).await
+        bounded(async { reads::shopper_auth(&self.client().await?, "name = $1", &username).await })
+            .await
     }
 
     async fn shopper_auth_by_id(&self, id: i64) -> Result<Option<ShopperAuth>, LedgerError> {
-        reads::shopper_auth(&self.client().await?, "id = $1", &id).await
+        bounded(async { reads::shopper_auth(&self.client().await?, "id = $1", &id).await }).await
     }
 
     async fn session(
@@ -219,7 +333,7 @@ impl Store for PgStore {
         token_hash: [u8; 32],
         now: i64,
     ) -> Result<Option<SessionInfo>, LedgerError> {
-        reads::session(&self.client().await?, &token_hash, now).await
+        bounded(async { reads::session(&self.client().await?, &token_hash, now).await }).await
     }
 
     async fn cashier_auth(
@@ -243,7 +357,8 @@ impl Store for PgStore {
     }
 
     async fn wallet(&self, shopper_id: i64) -> Result<Wallet, LedgerError> {
-        reads::wallet(&self.client().await?, shopper_id, self.currency).await
+        bounded(async { reads::wallet(&self.client().await?, shopper_id, self.currency).await })
+            .await
     }
 
     async fn history(
@@ -252,16 +367,23 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<HistoryPage, LedgerError> {
-        let c = self.client().await?;
-        reads::history(&c, shopper_id, before, limit, self.currency).await
+        bounded(async {
+            let c = self.client().await?;
+            reads::history(&c, shopper_id, before, limit, self.currency).await
+        })
+        .await
     }
 
     async fn merchant_day(&self, merchant: &str, date: &str) -> Result<DailyTotals, LedgerError> {
-        reads::merchant_day(&self.client().await?, merchant, date, self.currency).await
+        bounded(async {
+            reads::merchant_day(&self.client().await?, merchant, date, self.currency).await
+        })
+        .await
     }
 
     async fn daily_report(&self, date: &str) -> Result<DailyReport, LedgerError> {
-        reads::daily_report(&self.client().await?, date, self.currency).await
+        bounded(async { reads::daily_report(&self.client().await?, date, self.currency).await })
+            .await
     }
 
     async fn accounts(
@@ -269,11 +391,12 @@ impl Store for PgStore {
         query: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AccountRow>, LedgerError> {
-        reads::accounts(&self.client().await?, query, limit, self.currency).await
+        bounded(async { reads::accounts(&self.client().await?, query, limit, self.currency).await })
+            .await
     }
 
     async fn kiosks(&self) -> Result<Vec<KioskRow>, LedgerError> {
-        reads::kiosks(&self.client().await?).await
+        bounded(async { reads::kiosks(&self.client().await?).await }).await
     }
 
     async fn palm_scans(
@@ -281,26 +404,26 @@ impl Store for PgStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<PalmScanRow>, LedgerError> {
-        reads::palm_scans(&self.client().await?, before, limit).await
+        bounded(async { reads::palm_scans(&self.client().await?, before, limit).await }).await
     }
 
     async fn ledger_check(&self) -> Result<LedgerCheck, LedgerError> {
-        reads::ledger_check(&mut self.client().await?).await
+        bounded(async { reads::ledger_check(&mut self.client().await?).await }).await
     }
 
     async fn palm_templates(
         &self,
         ids: Option<Vec<i64>>,
     ) -> Result<Vec<(i64, Vec<Vec<u8>>)>, LedgerError> {
-        reads::palm_templates(&self.client().await?, ids).await
+        bounded(async { reads::palm_templates(&self.client().await?, ids).await }).await
     }
 
     async fn palm_owners(&self) -> Result<Vec<i64>, LedgerError> {
-        reads::palm_owners(&self.client().await?).await
+        bounded(async { reads::palm_owners(&self.client().await?).await }).await
     }
 
     async fn palm_version(&self) -> Result<PalmVersion, LedgerError> {
-        reads::palm_version(&self.client().await?).await
+        bounded(async { reads::palm_version(&self.client().await?).await }).await
     }
 
     async fn palm_changes(
@@ -308,14 +431,39 @@ impl Store for PgStore {
         after: PalmVersion,
         limit: u32,
     ) -> Result<Vec<PalmChange>, LedgerError> {
-        reads::palm_changes(&self.client().await?, after, limit).await
+        bounded(async { reads::palm_changes(&self.client().await?, after, limit).await }).await
     }
 
     async fn total_balance(&self) -> Result<i64, LedgerError> {
-        reads::total_balance(&self.client().await?).await
+        bounded(async { reads::total_balance(&self.client().await?).await }).await
     }
 
     fn currency(&self) -> Currency {
         self.currency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_that_a_retry_may_cure_are_faults_and_the_rest_are_not() {
+        let cases = [
+            ("08006", Some(StorageFault::Unreachable)),
+            ("08001", Some(StorageFault::Unreachable)),
+            ("57P01", Some(StorageFault::Unreachable)),
+            ("57P03", Some(StorageFault::Unreachable)),
+            ("53100", Some(StorageFault::DiskFull)),
+            ("53300", Some(StorageFault::Busy)),
+            ("55P03", Some(StorageFault::Busy)),
+            ("25006", Some(StorageFault::ReadOnly)),
+            ("23505", None), // unique violation: a bug here
+            ("40001", None), // serialization failure: locks in id order rule it out
+            ("42P01", None),
+        ];
+        for (code, fault) in cases {
+            assert_eq!(fault_of(code), fault, "{code}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! the arithmetic is [`crate::limits`]' and [`crate::throttle`]'s. Times are the database
 //! server's clock (`clock_timestamp()`), so replicas with skewed clocks still agree.
 
-use super::{execute, pg_err, pool_err, query, query_opt};
+use super::{bounded, execute, pg_err, pool_err, query, query_opt};
 use crate::limits::{refill, take_from, Rate};
 use crate::store::LedgerError;
 use crate::throttle::{one_more_failure, slow_down, BucketName, Throttle};
@@ -35,54 +35,64 @@ impl Throttle for PgThrottle {
         buckets: &[(BucketName, Rate)],
         n: u32,
     ) -> Result<Result<(), Duration>, LedgerError> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let now = now_ms(&tx).await?;
-        let mut sorted: Vec<&(BucketName, Rate)> = buckets.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut levels = Vec::with_capacity(sorted.len());
-        for (name, rate) in &sorted {
-            levels.push((bucket_level(&tx, name, *rate, now).await?, *rate));
-        }
-        if let Err(wait) = take_from(&levels, n) {
-            return Ok(Err(wait));
-        }
-        for ((name, _), (level, _)) in sorted.iter().zip(&levels) {
-            let left = level - f64::from(n);
-            let sql = "UPDATE rate_buckets SET level = $2, at_ms = $3 WHERE name = $1";
-            execute(&tx, sql, &[name, &left, &now]).await?;
-        }
-        tx.commit().await.map_err(pg_err)?;
-        Ok(Ok(()))
+        bounded(async {
+            let mut client = self.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            let now = now_ms(&tx).await?;
+            let mut sorted: Vec<&(BucketName, Rate)> = buckets.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut levels = Vec::with_capacity(sorted.len());
+            for (name, rate) in &sorted {
+                levels.push((bucket_level(&tx, name, *rate, now).await?, *rate));
+            }
+            if let Err(wait) = take_from(&levels, n) {
+                return Ok(Err(wait));
+            }
+            for ((name, _), (level, _)) in sorted.iter().zip(&levels) {
+                let left = level - f64::from(n);
+                let sql = "UPDATE rate_buckets SET level = $2, at_ms = $3 WHERE name = $1";
+                execute(&tx, sql, &[name, &left, &now]).await?;
+            }
+            tx.commit().await.map_err(pg_err)?;
+            Ok(Ok(()))
+        })
+        .await
     }
 
     async fn slowed_down(&self, kiosk: &str, free: u32) -> Result<Option<Duration>, LedgerError> {
-        let c = self.pool.get().await.map_err(pool_err)?;
-        let sql = "SELECT failures, last_ms, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+        bounded(async {
+            let c = self.pool.get().await.map_err(pool_err)?;
+            let sql =
+                "SELECT failures, last_ms, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
                      FROM kiosk_failures WHERE kiosk_id = $1";
-        let Some(row) = query_opt(&c, sql, &[&kiosk]).await? else {
-            return Ok(None);
-        };
-        let (failures, last, now): (i32, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        let failures = u32::try_from(failures).unwrap_or(0);
-        Ok(slow_down(failures, since(now, last), free))
+            let Some(row) = query_opt(&c, sql, &[&kiosk]).await? else {
+                return Ok(None);
+            };
+            let (failures, last, now): (i32, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let failures = u32::try_from(failures).unwrap_or(0);
+            Ok(slow_down(failures, since(now, last), free))
+        })
+        .await
     }
 
     async fn record_failure(&self, kiosk: &str) -> Result<(), LedgerError> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let now = now_ms(&tx).await?;
-        let sql = "INSERT INTO kiosk_failures (kiosk_id, failures, last_ms) VALUES ($1, 0, $2)
+        bounded(async {
+            let mut client = self.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            let now = now_ms(&tx).await?;
+            let sql = "INSERT INTO kiosk_failures (kiosk_id, failures, last_ms) VALUES ($1, 0, $2)
                    ON CONFLICT (kiosk_id) DO NOTHING";
-        execute(&tx, sql, &[&kiosk, &now]).await?;
-        let sql = "SELECT failures, last_ms FROM kiosk_failures WHERE kiosk_id = $1 FOR UPDATE";
-        let row = &query(&tx, sql, &[&kiosk]).await?[0];
-        let (failures, last): (i32, i64) = (row.get(0), row.get(1));
-        let next = one_more_failure(u32::try_from(failures).unwrap_or(0), since(now, last));
-        let next = i32::try_from(next).unwrap_or(i32::MAX);
-        let sql = "UPDATE kiosk_failures SET failures = $2, last_ms = $3 WHERE kiosk_id = $1";
-        execute(&tx, sql, &[&kiosk, &next, &now]).await?;
-        tx.commit().await.map_err(pg_err)
+            execute(&tx, sql, &[&kiosk, &now]).await?;
+            let sql = "SELECT failures, last_ms FROM kiosk_failures WHERE kiosk_id = $1 FOR UPDATE";
+            let row = &query(&tx, sql, &[&kiosk]).await?[0];
+            let (failures, last): (i32, i64) = (row.get(0), row.get(1));
+            let next = one_more_failure(u32::try_from(failures).unwrap_or(0), since(now, last));
+            let next = i32::try_from(next).unwrap_or(i32::MAX);
+            let sql = "UPDATE kiosk_failures SET failures = $2, last_ms = $3 WHERE kiosk_id = $1";
+            execute(&tx, sql, &[&kiosk, &next, &now]).await?;
+            tx.commit().await.map_err(pg_err)
+        })
+        .await
     }
 }
 

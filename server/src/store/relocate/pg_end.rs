@@ -7,7 +7,7 @@
 use super::tables::{Col, Row, Table};
 use super::{sqlite_end::checked, MoveError, Role};
 use crate::store::postgres::{self, ledger_check_in, pg_err, pool_err, MIGRATIONS};
-use crate::store::LedgerError;
+use crate::store::{LedgerError, StorageFault};
 use deadpool_postgres::{Object, Pool};
 use palmline_shared::api::LedgerCheck;
 use rusqlite::types::Value;
@@ -246,12 +246,10 @@ impl Role {
     /// A store's error as this end's: unreachable, or any other failure.
     pub(super) fn ledger(self, e: LedgerError) -> MoveError {
         match e {
-            LedgerError::Storage(m) if m.starts_with(postgres::UNAVAILABLE) => {
-                MoveError::Unavailable {
-                    role: self,
-                    detail: m,
-                }
-            }
+            LedgerError::Unavailable {
+                fault: StorageFault::Unreachable,
+                detail,
+            } => MoveError::Unavailable { role: self, detail },
             other => self.storage(other),
         }
     }
