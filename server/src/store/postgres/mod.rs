@@ -2,10 +2,12 @@
 //! server replicas. It calls the same ledger core ([`crate::ledger`]) and only loads,
 //! persists and commits (docs/LEDGER.md); it must never decide anything about money itself.
 //!
-//! Each command is one READ COMMITTED transaction on a pooled connection
+//! Each command runs in a READ COMMITTED transaction on a pooled connection
 //! (deadpool-postgres over tokio-postgres) that first locks the accounts it touches, in id
 //! order ([`accounts`]), and an idempotent command first claims its key as a row
 //! ([`commands`]): both are shared through the database, so replicas need no shared memory.
+//! Money commands share their transaction with others: a group commit ([`group`]), one
+//! savepoint each, as SQLite's writer does; the other commands have one transaction each.
 //! Reads ([`reads`]) run outside any transaction. Timestamps are the same fixed-width UTC
 //! text as SQLite's ([`super::clock`]), so both stores sort and cut days alike.
 //!
@@ -15,6 +17,7 @@
 
 mod accounts;
 mod commands;
+mod group;
 pub mod notify;
 mod reads;
 mod records;
@@ -162,6 +165,9 @@ pub async fn migrate(pool: &Pool) -> Result<usize, LedgerError> {
 pub struct PgStore {
     pool: Pool,
     currency: Currency,
+    /// Money commands go through the group commit ([`group`]); the rest run on their own.
+    /// `None`: every command in its own transaction (the benchmark's baseline).
+    group: Option<group::Group>,
 }
 
 impl PgStore {
@@ -172,8 +178,25 @@ impl PgStore {
 
     /// A store over an existing pool (migrated here).
     pub async fn with_pool(pool: Pool, currency: Currency) -> Result<PgStore, LedgerError> {
+        PgStore::with_pool_grouped(pool, currency, true).await
+    }
+
+    /// As [`PgStore::with_pool`]; with `group_commit` false every money command commits on
+    /// its own (one transaction, one WAL flush each: the baseline the benchmark compares
+    /// the group commit against).
+    pub async fn with_pool_grouped(
+        pool: Pool,
+        currency: Currency,
+        group_commit: bool,
+    ) -> Result<PgStore, LedgerError> {
         migrate(&pool).await?;
-        Ok(PgStore { pool, currency })
+        let writers = group::writers_for(pool.status().max_size);
+        let group = group_commit.then(|| group::Group::start(pool.clone(), currency, writers));
+        Ok(PgStore {
+            pool,
+            currency,
+            group,
+        })
     }
 
     async fn client(&self) -> Result<Object, LedgerError> {
@@ -193,6 +216,9 @@ impl Store for PgStore {
     }
 
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
+        if let Some(group) = self.group.as_ref().filter(|_| commands::is_money(&cmd)) {
+            return group.execute(idem, cmd).await;
+        }
         let mut client = self.client().await?;
         commands::execute_command(&mut client, self.currency, idem, cmd).await
     }
