@@ -6,8 +6,9 @@
 //! (deadpool-postgres over tokio-postgres) that first locks the accounts it touches, in id
 //! order ([`accounts`]), and an idempotent command first claims its key as a row
 //! ([`commands`]): both are shared through the database, so replicas need no shared memory.
-//! Money commands share their transaction with others: a group commit ([`group`]), one
-//! savepoint each, as SQLite's writer does; the other commands have one transaction each.
+//! Optionally ([`PgStore::with_pool_grouped`], not the default), money commands share
+//! their transaction with others: a group commit ([`group`]), one savepoint each, as
+//! SQLite's writer does.
 //! Reads ([`reads`]) run outside any transaction. Timestamps are the same fixed-width UTC
 //! text as SQLite's ([`super::clock`]), so both stores sort and cut days alike.
 //!
@@ -165,8 +166,8 @@ pub async fn migrate(pool: &Pool) -> Result<usize, LedgerError> {
 pub struct PgStore {
     pool: Pool,
     currency: Currency,
-    /// Money commands go through the group commit ([`group`]); the rest run on their own.
-    /// `None`: every command in its own transaction (the benchmark's baseline).
+    /// With group commit ([`PgStore::with_pool_grouped`]), money commands go through it;
+    /// `None` (the default): every command in its own transaction.
     group: Option<group::Group>,
 }
 
@@ -176,14 +177,16 @@ impl PgStore {
         PgStore::with_pool(pool(url, size)?, currency).await
     }
 
-    /// A store over an existing pool (migrated here).
+    /// A store over an existing pool (migrated here): every command in its own transaction.
     pub async fn with_pool(pool: Pool, currency: Currency) -> Result<PgStore, LedgerError> {
-        PgStore::with_pool_grouped(pool, currency, true).await
+        PgStore::with_pool_grouped(pool, currency, false).await
     }
 
-    /// As [`PgStore::with_pool`]; with `group_commit` false every money command commits on
-    /// its own (one transaction, one WAL flush each: the baseline the benchmark compares
-    /// the group commit against).
+    /// As [`PgStore::with_pool`]; with `group_commit` the money commands go through the
+    /// group commit ([`group`]). Not the default: on the 2-core machine of BENCHMARKS.md,
+    /// busy with other work, it was slower than a transaction per command with spread-out
+    /// accounts and only ~1.4× faster with a hot one (each writer's round trips run one
+    /// after another, and each waited for a core); to be measured again on a quiet machine.
     pub async fn with_pool_grouped(
         pool: Pool,
         currency: Currency,
