@@ -35,13 +35,22 @@ fn on_sqlite(test: impl FnOnce(&Rt, Arc<dyn Store>)) {
 /// Runs a contract on a fresh PostgreSQL database (skipped loudly when there is no server,
 /// outside CI). A failing test leaves its database behind, named with its process id.
 fn on_postgres(tag: &str, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
+    on_postgres_with(tag, false, test)
+}
+
+/// As [`on_postgres`], the store's money commands going through its group commit.
+fn on_postgres_grouped(tag: &str, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
+    on_postgres_with(tag, true, test)
+}
+
+fn on_postgres_with(tag: &str, grouped: bool, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
     let rt = rt();
     // Database names stay well under PostgreSQL's 63 bytes.
     let Some(db) = rt.block_on(pg::fresh_db(&tag[..tag.len().min(24)])) else {
         return;
     };
     let store = rt
-        .block_on(PgStore::with_pool(db.pool.clone(), EUR))
+        .block_on(PgStore::with_pool_grouped(db.pool.clone(), EUR, grouped))
         .unwrap();
     test(&rt, Arc::new(store));
     rt.block_on(db.drop_db());
@@ -55,6 +64,9 @@ macro_rules! on_both_stores {
         }
         mod postgres_store {
             $( #[test] fn $name() { super::on_postgres(stringify!($name), super::$name) } )*
+        }
+        mod postgres_grouped_store {
+            $( #[test] fn $name() { super::on_postgres_grouped(stringify!($name), super::$name) } )*
         }
     };
 }

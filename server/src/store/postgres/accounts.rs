@@ -21,7 +21,7 @@
 //! foreign keys take when a row referring to the account is inserted (a deposit's
 //! transaction names the merchant it does not move), so those never wait on a movement.
 
-use super::{execute, pg_err, query, query_one, query_opt, storage};
+use super::{pg_err, query, query_one, query_opt, storage};
 use crate::ledger::{self, AccountKind, Leg, Plan};
 use crate::store::clock::now_text;
 use crate::store::LedgerError;
@@ -198,63 +198,104 @@ pub(super) async fn refunded(tx: &Tx<'_>, payment_id: i64) -> Result<i64, Ledger
     Ok(query_one(tx, sql, &[&payment_id]).await?.get(0))
 }
 
-/// Writes what the core decided: the transaction, then each leg's balance and entry.
-/// Returns the transaction's id and timestamp.
+/// Writes what the core decided in one statement (one round trip, which matters while the
+/// accounts stay locked until commit: a hot merchant account is held for that long): the
+/// transaction, each leg's balance moved from what the core saw to what it decided
+/// (compare-and-set on locked rows, so a miss is a bug, never a lost update), and each leg's
+/// entry in leg order. Returns the transaction's id and timestamp.
 pub(super) async fn persist(tx: &Tx<'_>, plan: &Plan) -> Result<(i64, String), LedgerError> {
     let now = now_text();
     let t = &plan.tx;
-    let id: i64 = query_one(
-        tx,
-        "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at, cashier_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-        &[
-            &t.kind.as_str(),
-            &t.amount.minor(),
-            &t.amount.currency().code(),
-            &t.shopper,
-            &t.other,
-            &t.merchant,
-            &t.kiosk_id,
-            &t.refers_to,
-            &t.description,
-            &t.created_by,
-            &now,
-            &t.cashier,
-        ],
-    )
-    .await?
-    .get(0);
-    for leg in &plan.legs {
-        persist_leg(tx, id, leg).await?;
+    let column = |f: fn(&Leg) -> i64| plan.legs.iter().map(f).collect::<Vec<i64>>();
+    let (ids, deltas) = (column(|l| l.account), column(|l| l.delta));
+    let (before, after) = (column(|l| l.before), column(|l| l.after));
+    let st = tx
+        .prepare_cached(
+            "WITH t AS (
+               INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at, cashier_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id
+             ), legs AS (
+               SELECT * FROM unnest($13::BIGINT[], $14::BIGINT[], $15::BIGINT[], $16::BIGINT[])
+                 WITH ORDINALITY AS l(account, delta, before, after, n)
+             ), moved AS (
+               UPDATE accounts a SET balance = legs.after FROM legs
+               WHERE a.id = legs.account AND a.balance = legs.before RETURNING a.id
+             ), written AS (
+               INSERT INTO entries (tx_id, account_id, amount, balance_after)
+               SELECT t.id, legs.account, legs.delta, legs.after FROM t, legs ORDER BY legs.n
+             )
+             SELECT (SELECT id FROM t), (SELECT count(*) FROM moved)",
+        )
+        .await
+        .map_err(pg_err)?;
+    let row = tx
+        .query_one(
+            &st,
+            &[
+                &t.kind.as_str(),
+                &t.amount.minor(),
+                &t.amount.currency().code(),
+                &t.shopper,
+                &t.other,
+                &t.merchant,
+                &t.kiosk_id,
+                &t.refers_to,
+                &t.description,
+                &t.created_by,
+                &now,
+                &t.cashier,
+                &ids,
+                &deltas,
+                &before,
+                &after,
+            ],
+        )
+        .await
+        .map_err(|e| match e.as_db_error() {
+            // The schema's own guard: a shopper can never go below zero.
+            Some(db)
+                if *db.code() == SqlState::CHECK_VIOLATION && db.table() == Some("accounts") =>
+            {
+                LedgerError::InsufficientFunds
+            }
+            _ => pg_err(e),
+        })?;
+    let (id, moved): (i64, i64) = (row.get(0), row.get(1));
+    if moved != plan.legs.len() as i64 {
+        return Err(storage(format!(
+            "an account of transaction #{id} changed under the ledger"
+        )));
     }
     Ok((id, now))
 }
 
-/// One leg: the balance moves from what the core saw to what it decided (compare-and-set on
-/// a locked row, so a miss is a bug, never a lost update), and its entry.
-async fn persist_leg(tx: &Tx<'_>, tx_id: i64, leg: &Leg) -> Result<(), LedgerError> {
-    let st = tx
-        .prepare_cached("UPDATE accounts SET balance = $1 WHERE id = $2 AND balance = $3")
-        .await
-        .map_err(pg_err)?;
-    let n = tx
-        .execute(&st, &[&leg.after, &leg.account, &leg.before])
-        .await
-        .map_err(|e| match e.code() {
-            // The schema's own guard: a shopper can never go below zero.
-            Some(c) if *c == SqlState::CHECK_VIOLATION => LedgerError::InsufficientFunds,
-            _ => pg_err(e),
-        })?;
-    if n != 1 {
-        return Err(storage(format!(
-            "account #{} changed under the ledger",
-            leg.account
-        )));
-    }
-    execute(
+/// What the commands of one group commit may lock, before any of them runs: account ids,
+/// shoppers and merchants (with their tills) by name, and the parties of refunded payments.
+#[derive(Debug, Default)]
+pub(super) struct Touched {
+    pub ids: Vec<i64>,
+    pub shoppers: Vec<String>,
+    pub merchants: Vec<String>,
+    pub payments: Vec<i64>,
+}
+
+/// Locks every existing account in `t` in one statement, in ascending id order, so that a
+/// group commit's commands, run one after another, never wait on a lock while holding one
+/// that another group (of this or another replica) waits for. Each command then locks its
+/// own accounts again, which are already this transaction's and do not wait.
+pub(super) async fn lock_group(tx: &Tx<'_>, t: &Touched) -> Result<(), LedgerError> {
+    query(
         tx,
-        "INSERT INTO entries (tx_id, account_id, amount, balance_after) VALUES ($1, $2, $3, $4)",
-        &[&tx_id, &leg.account, &leg.delta, &leg.after],
+        "SELECT id FROM accounts WHERE id IN (
+           SELECT unnest($1::BIGINT[])
+           UNION SELECT id FROM accounts WHERE kind = 'shopper' AND name = ANY($2)
+           UNION SELECT m.id FROM accounts m WHERE m.kind = 'merchant' AND m.name = ANY($3)
+           UNION SELECT t.id FROM accounts m JOIN accounts t ON t.kind = 'till' AND t.merchant_id = m.id
+                 WHERE m.kind = 'merchant' AND m.name = ANY($3)
+           UNION SELECT shopper_id FROM transactions WHERE id = ANY($4) AND kind = 'payment'
+           UNION SELECT merchant_id FROM transactions WHERE id = ANY($4) AND kind = 'payment'
+         ) ORDER BY id FOR NO KEY UPDATE",
+        &[&t.ids, &t.shoppers, &t.merchants, &t.payments],
     )
     .await?;
     Ok(())

@@ -80,6 +80,92 @@ async fn idempotent(mut tx: Tx<'_>, cur: Currency, idem: &Idem, cmd: Command) ->
     result
 }
 
+/// Whether `cmd` moves money (and so goes through the group commit, [`super::group`]).
+pub(super) fn is_money(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Deposit { .. }
+            | Command::Withdrawal { .. }
+            | Command::Payment { .. }
+            | Command::Transfer { .. }
+            | Command::Refund { .. }
+            | Command::WithoutPin { .. }
+    )
+}
+
+/// Adds what money command `cmd` may lock to `t` (see [`accounts::lock_group`]): the same
+/// accounts its own lock takes, named as the command names them.
+pub(super) fn touched(cmd: &Command, t: &mut accounts::Touched) {
+    match cmd {
+        Command::Deposit { at, username, .. } => {
+            t.shoppers.push(username.clone());
+            t.merchants.push(at.merchant.clone());
+        }
+        Command::Withdrawal { at, shopper_id, .. } | Command::Payment { at, shopper_id, .. } => {
+            t.ids.push(*shopper_id);
+            t.merchants.push(at.merchant.clone());
+        }
+        Command::Transfer {
+            from_shopper_id,
+            to_username,
+            ..
+        } => {
+            t.ids.push(*from_shopper_id);
+            t.shoppers.push(to_username.clone());
+        }
+        Command::Refund { payment_id, .. } => t.payments.push(*payment_id),
+        Command::WithoutPin { debit, .. } => touched(debit, t),
+        _ => {}
+    }
+}
+
+/// One command of a group commit, inside the group's transaction `tx`: as
+/// [`execute_command`], with the command in a savepoint of its own, so a refused one rolls
+/// back alone. `Err` means the group's transaction cannot go on (a statement outside the
+/// savepoint failed); `Ok` holds this command's answer, to be given once the group commits.
+pub(super) async fn in_group(
+    tx: &mut Tx<'_>,
+    cur: Currency,
+    idem: Option<&Idem>,
+    cmd: Command,
+) -> Result<StoredResult, LedgerError> {
+    if let Some(idem) = idem {
+        if !claim(tx, idem).await? {
+            // Claimed before (committed, or earlier in this group): its answer.
+            return match lookup_idem(tx, idem).await {
+                Ok(done) => {
+                    Ok(done.ok_or_else(|| storage("the idempotency record vanished; retry"))?)
+                }
+                Err(e @ LedgerError::Storage(_)) => Err(e),
+                Err(e) => Ok(Err(e)),
+            };
+        }
+    }
+    let sp = tx.transaction().await.map_err(pg_err)?;
+    let result = apply(&sp, cur, cmd).await;
+    match &result {
+        Ok(_) => sp.commit().await.map_err(pg_err)?,
+        Err(_) => sp.rollback().await.map_err(pg_err)?,
+    }
+    let Some(idem) = idem else { return Ok(result) };
+    if let Err(e) = &result {
+        if !e.is_final() {
+            // Not an answer to keep: the key is free again, as if never claimed.
+            let sql = "DELETE FROM idempotency WHERE scope = $1 AND key = $2";
+            execute(tx, sql, &[&idem.scope, &idem.key]).await?;
+            return Ok(result);
+        }
+    }
+    let stored = serde_json::to_string(&result).map_err(storage)?;
+    execute(
+        tx,
+        "UPDATE idempotency SET result = $3 WHERE scope = $1 AND key = $2",
+        &[&idem.scope, &idem.key, &stored],
+    )
+    .await?;
+    Ok(result)
+}
+
 /// Claims `idem` for this transaction: false if a committed record already has the key
 /// (after waiting for a transaction that holds it uncommitted).
 async fn claim(tx: &Tx<'_>, idem: &Idem) -> Result<bool, LedgerError> {
