@@ -204,6 +204,77 @@ async fn a_lock_at_one_kiosk_spares_the_others_until_the_daily_cap_with_back_off
         .contains("today"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_lifts_a_lock_early_and_only_for_that_shopper() {
+    let t = TestServer::start().await;
+    let a = t.kiosk("kiosk-a");
+    t.register(&a, "dave", None).await;
+    t.register(&a, "erin", None).await;
+    for name in ["dave", "erin"] {
+        for _ in 0..5 {
+            login(&t, &a, name, "nope-nope").await;
+        }
+        let locked = login(&t, &a, name, "password123").await;
+        assert_eq!(locked.code.as_deref(), Some("account_locked"), "{name}");
+    }
+    let (_, rows) = t.get(&t.admin(), "/v1/admin/accounts?q=dave", None).await;
+    let dave = rows[0]["id"].as_i64().unwrap();
+    // A kiosk may not lift it.
+    let (s, _) = t
+        .post(
+            &a,
+            &format!("/v1/admin/accounts/{dave}/unlock"),
+            "u0",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        login(&t, &a, "dave", "password123").await.code.as_deref(),
+        Some("account_locked")
+    );
+    // The operator can; the right password works at once, erin stays locked.
+    let (s, v) = t
+        .post(
+            &t.admin(),
+            &format!("/v1/admin/accounts/{dave}/unlock"),
+            "u1",
+            json!({"reason": "called the help desk"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["id"].as_i64(), Some(dave));
+    assert_eq!(
+        login(&t, &a, "dave", "password123").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        login(&t, &a, "erin", "password123").await.code.as_deref(),
+        Some("account_locked")
+    );
+    // Today's guesses were given back: five more wrong ones before the next lock.
+    for _ in 0..5 {
+        assert_eq!(
+            login(&t, &a, "dave", "nope-nope").await.code.as_deref(),
+            Some("invalid_credentials")
+        );
+    }
+    assert_eq!(
+        login(&t, &a, "dave", "password123").await.code.as_deref(),
+        Some("account_locked")
+    );
+    // Unknown or non-shopper ids change nothing.
+    let (s, v) = t
+        .post(
+            &t.admin(),
+            "/v1/admin/accounts/999999/unlock",
+            "u2",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+}
+
 // ------------------------------------------------------------------ 2. PIN not forgiven
 
 async fn pay(t: &TestServer, c: &Client, tok: &str, amount: &str, pin: Option<&str>) -> Answer {

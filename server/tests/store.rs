@@ -981,6 +981,17 @@ fn guesses_are_counted_once_each_under_concurrency(rt: &Rt, store: Arc<dyn Store
         assert!(matches!(locked, Grant::LockedHere { until } if until > palmline_server::store::clock::unix_now()));
         let elsewhere = store.execute(None, reserve(key(b, "k2"), rules(3))).await;
         assert_eq!(grant(elsewhere), Grant::Granted);
+
+        // The operator lifts bob's locks: k1 grants again, and alice's spent budget stays.
+        let lift = |account_id| store.execute(None, Command::LiftLocks { account_id });
+        assert!(matches!(lift(b).await, Ok(Outcome::Account(r)) if r.id == b));
+        assert_eq!(grant(again(key(b, "k1")).await), Grant::Granted);
+        assert_eq!(grant(again(key(a, "k1")).await), Grant::DailyCapReached);
+        // Lifting alice's gives her day's budget back.
+        assert!(lift(a).await.is_ok());
+        assert_eq!(grant(again(key(a, "k1")).await), Grant::Granted);
+        // Only shoppers: unknown ids and merchants are refused.
+        assert!(matches!(lift(999_999).await, Err(LedgerError::UnknownAccount(_))));
     });
 }
 

@@ -90,6 +90,30 @@ pub async fn unfreeze(
     set_frozen(state, admin, id, headers, body, false).await
 }
 
+/// `POST /v1/admin/accounts/{id}/unlock`: lifts a shopper's lock-outs at every kiosk and
+/// gives back today's guesses (the operator has checked who is asking). Logged.
+pub async fn unlock(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let route = format!("POST /v1/admin/accounts/{id}/unlock");
+    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    if !body.is_empty() {
+        let req: palmline_shared::api::FreezeRequest = parse_json(&body)?;
+        input::free_text(&req.reason, "reason")?;
+    }
+    let outcome = idempotent(&state, idem, async move {
+        Ok(Command::LiftLocks { account_id: id })
+    })
+    .await?;
+    tracing::warn!(account = id, operator = %admin, "lock-outs lifted by the operator");
+    Ok(respond(outcome, StatusCode::OK))
+}
+
 pub async fn refund(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,

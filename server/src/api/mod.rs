@@ -198,6 +198,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/accounts", get(admin::accounts))
         .route("/v1/admin/accounts/{id}/freeze", post(admin::freeze))
         .route("/v1/admin/accounts/{id}/unfreeze", post(admin::unfreeze))
+        .route("/v1/admin/accounts/{id}/unlock", post(admin::unlock))
         .route("/v1/admin/refunds", post(admin::refund))
         .route("/v1/admin/kiosks", get(admin::kiosks))
         .route(

@@ -67,6 +67,13 @@ enum Cmd {
     },
     /// Unfreeze an account.
     Unfreeze { id: i64 },
+    /// Lift a shopper's lock-outs early (every kiosk, password and PIN) and give back
+    /// today's guesses: only after checking who the shopper is.
+    Unlock {
+        id: i64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Delete a shopper's enrolled palm (the shopper may enroll again at a kiosk).
     DeletePalm { id: i64 },
     /// Refund (part of) a payment to the shopper.
@@ -404,6 +411,18 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
             print(json, &row, |r| {
                 println!("account {} ({}) is now active", r.id, r.name)
+            })?;
+        }
+        Cmd::Unlock { id, reason } => {
+            let row: AccountRow = api
+                .call(
+                    Method::POST,
+                    &format!("/v1/admin/accounts/{id}/unlock"),
+                    Some(serde_json::to_value(FreezeRequest { reason })?),
+                )
+                .await?;
+            print(json, &row, |r| {
+                println!("account {} ({}): lock-outs lifted", r.id, r.name)
             })?;
         }
         Cmd::DeletePalm { id } => {

@@ -91,6 +91,11 @@ pub enum Command {
         account_id: i64,
         frozen: bool,
     },
+    /// The operator lifts a shopper's lock-outs early (every kiosk, every factor) and gives
+    /// back today's guesses, after checking who the shopper is. Answers the account.
+    LiftLocks {
+        account_id: i64,
+    },
     CreateSession {
         token_hash: [u8; 32],
         shopper_id: i64,

@@ -769,6 +769,7 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             operator,
         } => refund(c, cur, payment_id, amount, reason, operator),
         Command::SetFrozen { account_id, frozen } => set_frozen(c, cur, account_id, frozen),
+        Command::LiftLocks { account_id } => lift_locks(c, cur, account_id),
         Command::CreateSession {
             token_hash,
             shopper_id,
@@ -867,6 +868,31 @@ fn set_frozen(
     if n == 0 {
         return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
     }
+    Ok(Outcome::Account(account_row(c, account_id, cur)?))
+}
+
+fn lift_locks(c: &Connection, cur: Currency, account_id: i64) -> Result<Outcome, LedgerError> {
+    let shopper: Option<i64> = c
+        .query_row(
+            "SELECT id FROM accounts WHERE id = ?1 AND kind = 'shopper'",
+            params![account_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    if shopper.is_none() {
+        return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
+    }
+    c.execute(
+        "DELETE FROM auth_kiosk WHERE account_id = ?1",
+        params![account_id],
+    )
+    .map_err(db)?;
+    c.execute(
+        "DELETE FROM auth_day WHERE account_id = ?1 AND day = ?2",
+        params![account_id, today()],
+    )
+    .map_err(db)?;
     Ok(Outcome::Account(account_row(c, account_id, cur)?))
 }
 

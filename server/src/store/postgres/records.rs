@@ -29,6 +29,7 @@ pub(super) async fn apply(
             register_shopper(tx, cur, new).await
         }
         Command::SetFrozen { account_id, frozen } => set_frozen(tx, cur, account_id, frozen).await,
+        Command::LiftLocks { account_id } => lift_locks(tx, cur, account_id).await,
         Command::CreateSession {
             token_hash,
             shopper_id,
@@ -152,6 +153,33 @@ async fn set_frozen(
     if n == 0 {
         return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
     }
+    Ok(Outcome::Account(
+        reads::account_row(tx, account_id, cur).await?,
+    ))
+}
+
+async fn lift_locks(tx: &Tx<'_>, cur: Currency, account_id: i64) -> Result<Outcome, LedgerError> {
+    let n = execute(
+        tx,
+        "SELECT 1 FROM accounts WHERE id = $1 AND kind = 'shopper' FOR UPDATE",
+        &[&account_id],
+    )
+    .await?;
+    if n == 0 {
+        return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
+    }
+    execute(
+        tx,
+        "DELETE FROM auth_kiosk WHERE account_id = $1",
+        &[&account_id],
+    )
+    .await?;
+    execute(
+        tx,
+        "DELETE FROM auth_day WHERE account_id = $1 AND day = $2",
+        &[&account_id, &today()],
+    )
+    .await?;
     Ok(Outcome::Account(
         reads::account_row(tx, account_id, cur).await?,
     ))
