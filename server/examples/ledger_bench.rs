@@ -460,6 +460,7 @@ async fn api_start(o: &Opts, b: Backend, n: usize) -> ApiBench {
         template_key: data.join("template.key"),
         palm: palmline_server::palm::PalmPolicy::default(),
         retention: Default::default(),
+        log_format: Default::default(),
     };
     let running = palmline_server::serve::start_with_store(cfg, store.clone())
         .await

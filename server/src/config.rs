@@ -20,6 +20,7 @@
 //! matcher_threads = 2            # default: the number of cores
 //! idempotency_retention_days = 30  # then a retried request runs as a new one
 //! scan_retention_days = 365      # the palm-scan log
+//! log_format = "json"            # or "text" (the default); --log-format wins
 //! [tls]            # optional; defaults are the PKI files under DATA/pki/
 //! ca = "/etc/palmline/ca.pem"
 //! crl = "/etc/palmline/crl.pem"
@@ -60,6 +61,8 @@ pub struct FileConfig {
     pub matcher_threads: Option<usize>,
     pub idempotency_retention_days: Option<u64>,
     pub scan_retention_days: Option<u64>,
+    /// `"text"` (the default) or `"json"`: one JSON object per log line.
+    pub log_format: Option<String>,
     pub tls: Option<FileTls>,
     /// Template encryption key file (32 bytes, raw or hex). Default: DATA/template.key.
     pub template_key: Option<PathBuf>,
@@ -114,6 +117,30 @@ pub struct ServerConfig {
     pub palm: crate::palm::PalmPolicy,
     /// How long idempotency records and the palm-scan log are kept.
     pub retention: Retention,
+    /// How `serve` writes its log lines.
+    pub log_format: LogFormat,
+}
+
+/// How `serve` writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (tracing-subscriber's default format).
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the enclosing spans (the request id).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("log_format must be \"text\" or \"json\"".into()),
+        }
+    }
 }
 
 /// Where the ledger lives: SQLite in the data dir (the default) or a PostgreSQL database.
@@ -223,6 +250,10 @@ impl ServerConfig {
             None => Database::Sqlite,
         };
         let retention = retention(&file)?;
+        let log_format = match env("PALMLINE_LOG_FORMAT").or(file.log_format.clone()) {
+            Some(f) => f.parse().map_err(anyhow::Error::msg)?,
+            None => LogFormat::Text,
+        };
         let listen = env("PALMLINE_LISTEN")
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:8443".into());
@@ -273,6 +304,7 @@ impl ServerConfig {
             template_key,
             palm,
             retention,
+            log_format,
         })
     }
 }
@@ -398,6 +430,7 @@ mod tests {
         assert_eq!(c.tls.cert, PathBuf::from("/etc/x.pem"));
         assert!(c.tls.ca.ends_with("pki/ca.pem"));
         assert!(c.template_key.ends_with("template.key"));
+        assert_eq!(c.log_format, LogFormat::Text, "the default");
     }
 
     #[test]
@@ -415,6 +448,11 @@ mod tests {
             Duration::from_secs(120)
         );
         assert!(load("listen = ").is_err());
+        assert!(load("log_format = \"JSON\"").is_err());
+        assert_eq!(
+            load("log_format = \"json\"").unwrap().log_format,
+            LogFormat::Json
+        );
         assert!(load("palm_accept_score = 0").is_err(), "accepts every palm");
         assert!(load("palm_accept_score = 10\npalm_grey_score = 12").is_err());
         for zero in [

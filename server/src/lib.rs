@@ -9,6 +9,7 @@ pub mod follow;
 pub mod identify;
 pub mod ledger;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod palm;
 pub mod pki;

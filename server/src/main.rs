@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use palmline_server::config::{Database, ServerConfig};
+use palmline_server::config::{Database, LogFormat, ServerConfig};
 use palmline_server::pki::{IssuedCert, Pki, Replaced, RevokeTarget};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,10 @@ enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, env = "PALMLINE_LISTEN")]
         listen: Option<String>,
+        /// `text` or `json` (one object per line, with the request id); wins over
+        /// PALMLINE_LOG_FORMAT and `log_format` in TOML. Default: text.
+        #[arg(long)]
+        log_format: Option<LogFormat>,
     },
     /// Manage the certificate authority.
     Pki {
@@ -353,18 +357,12 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.template_key.display()
             );
         }
-        Command::Serve { listen } => {
+        Command::Serve { listen, log_format } => {
             let mut cfg = load()?;
             if let Some(l) = listen {
                 cfg.listen = l;
             }
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            palmline_server::logs::init(log_format.unwrap_or(cfg.log_format));
             require_certificates(&cfg)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(cfg))?;

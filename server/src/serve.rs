@@ -68,9 +68,9 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
     let tls = RustlsConfig::from_config(server_config(&cfg.tls)?);
     let (key, created) = TemplateKey::load_or_create(&cfg.template_key)?;
     if created {
-        eprintln!(
-            "created the template encryption key {} (back it up: enrolled palms cannot be read without it)",
-            cfg.template_key.display()
+        tracing::warn!(
+            path = %cfg.template_key.display(),
+            "created the template encryption key (back it up: enrolled palms cannot be read without it)"
         );
     }
     let palm = PalmService::with_threads(

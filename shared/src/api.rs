@@ -26,6 +26,12 @@ pub const RETRY_AFTER_HEADER: &str = "Retry-After";
 /// the cash desk's requests (deposits, withdrawals), next to the shopper's
 /// `Authorization: Bearer` where there is one.
 pub const CASHIER_SESSION_HEADER: &str = "Cashier-Session";
+/// Request and response header naming a request in the server's logs: the server keeps a
+/// caller's id of 1 to [`MAX_REQUEST_ID_LEN`] characters from `[A-Za-z0-9_-]`, makes one up
+/// otherwise, and sends it back on every answer.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id the server keeps from a caller.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
 /// Cashier names: 1 to this many characters.
 pub const MAX_CASHIER_NAME_CHARS: usize = 32;
 /// Cashier PINs: this many digits at least...

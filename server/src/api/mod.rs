@@ -13,8 +13,10 @@ mod error;
 pub mod input;
 mod kiosk;
 mod palm;
+mod request_id;
 
 pub use error::ApiError;
+pub use request_id::RequestId;
 
 use crate::auth::{HashCost, Hasher};
 use crate::limits::{GuessRules, IdentifyRates, NoPinLimits, Rate};
@@ -212,6 +214,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(axum::middleware::from_fn(request_id::request_id))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -224,15 +227,7 @@ async fn observe(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let started = Instant::now();
-    let method: &'static str = match req.method().as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        _ => "other",
-    };
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -244,6 +239,20 @@ async fn observe(
         .metrics
         .http(method, &route, resp.status().as_u16(), started.elapsed());
     resp
+}
+
+/// A method for a label or a log line: one of the methods the API knows, or `other` (a
+/// caller may send any token as a method).
+fn method_label(m: &axum::http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        _ => "other",
+    }
 }
 
 /// The authenticated caller, from the client certificate.

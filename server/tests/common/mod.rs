@@ -99,6 +99,7 @@ impl TestServer {
             template_key: dir.path().join("template.key"),
             palm,
             retention: Default::default(),
+            log_format: Default::default(),
         };
         let running = start(cfg).await.unwrap();
         let base = format!("https://localhost:{}", running.addr.port());
