@@ -60,6 +60,7 @@ on_both_stores!(
 on_both_stores!(a_disabled_cashier_is_refused_everywhere, "cdis");
 on_both_stores!(the_day_shows_cash_per_cashier, "cday");
 on_both_stores!(bad_cashier_input_is_refused_and_changes_nothing, "cbad");
+on_both_stores!(the_operator_unlocks_a_cashier_and_changes_the_pin, "cops");
 
 /// A deposit of `amount` for `who` with this cashier token (`None`: no header).
 async fn deposit(
@@ -509,5 +510,65 @@ async fn bad_cashier_input_is_refused_and_changes_nothing(pg: Option<&PgDb>) {
         );
     }
     sign_in(&t, &a, "Hal", "4455").await;
+    t.stop().await;
+}
+
+async fn the_operator_unlocks_a_cashier_and_changes_the_pin(pg: Option<&PgDb>) {
+    let t = server(pg, |api| api.guesses.lock_after = 3).await;
+    let a = t.kiosk("kiosk-a");
+    let bo = hire(&t, "Shop A", "Bo", "246810").await;
+    let old_session = sign_in(&t, &a, "Bo", "246810").await;
+    let lock_out = |pin: &'static str| {
+        let (t, a) = (&t, &a);
+        async move {
+            for _ in 0..3 {
+                t.cashier_login(a, "Bo", pin).await;
+            }
+            let (s, v) = t.cashier_login(a, "Bo", "246810").await;
+            (s, code(&v).to_string())
+        }
+    };
+    assert_eq!(
+        lock_out("000000").await,
+        (StatusCode::FORBIDDEN, "account_locked".into())
+    );
+    // A kiosk cannot lift it; the operator can, and the right PIN works again.
+    let unlock = format!("/v1/admin/cashiers/{bo}/unlock");
+    let (s, _) = t.post(&a, &unlock, "k1", json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = t.post(&t.admin(), &unlock, "u1", json!({})).await;
+    assert_eq!((s, v["id"].as_i64()), (StatusCode::OK, Some(bo)), "{v}");
+    sign_in(&t, &a, "Bo", "246810").await;
+
+    // A new PIN: the old one stops working, the open sessions end, the new one signs in.
+    let pin = format!("/v1/admin/cashiers/{bo}/pin");
+    let (s, v) = t.post(&t.admin(), &pin, "p0", json!({"pin": "12ab"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = t
+        .post(&t.admin(), &pin, "p1", json!({"pin": "97531"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("97531"));
+    let (s, v) = t.cashier_login(&a, "Bo", "246810").await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "invalid_credentials")
+    );
+    let (s, v) = deposit(&t, &a, Some(&old_session), "alice", "1.00").await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::UNAUTHORIZED, "cashier_session_expired")
+    );
+    sign_in(&t, &a, "Bo", "97531").await;
+    // Unknown cashiers: 404, nothing created.
+    let (s, _) = t
+        .post(
+            &t.admin(),
+            "/v1/admin/cashiers/999999/unlock",
+            "u2",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     t.stop().await;
 }

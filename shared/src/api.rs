@@ -513,6 +513,12 @@ pub struct NewCashier {
     pub pin: String,
 }
 
+/// `POST /v1/admin/cashiers/{id}/pin`: the cashier's new PIN (4-12 digits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CashierPinChange {
+    pub pin: String,
+}
+
 /// `GET /v1/admin/kiosks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KioskRow {

@@ -19,8 +19,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palmline_shared::api::{
-    CashierSessionRequest, CashierSessionResponse, CashierStatus, ErrorCode, NewCashier,
-    CASHIER_SESSION_HEADER,
+    CashierPinChange, CashierSessionRequest, CashierSessionResponse, CashierStatus, ErrorCode,
+    NewCashier, CASHIER_SESSION_HEADER,
 };
 use serde::Deserialize;
 
@@ -98,6 +98,56 @@ pub async fn disable(
         Ok(Command::DisableCashier { cashier_id: id })
     })
     .await?;
+    cashier_response(outcome, StatusCode::OK)
+}
+
+/// `POST /v1/admin/cashiers/{id}/unlock`: lifts the cashier's lock and gives back the
+/// day's guesses (the operator has checked who is asking). Logged.
+pub async fn unlock(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let route = format!("POST /v1/admin/cashiers/{id}/unlock");
+    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    let outcome = idempotent(&state, idem, async move {
+        Ok(Command::ResetCashier {
+            cashier_id: id,
+            pin_hash: None,
+        })
+    })
+    .await?;
+    tracing::warn!(cashier = id, operator = %admin, "cashier lock lifted by the operator");
+    cashier_response(outcome, StatusCode::OK)
+}
+
+/// `POST /v1/admin/cashiers/{id}/pin`: a new PIN (argon2id), the lock lifted, and the
+/// cashier's open sessions ended. Logged (never the PIN).
+pub async fn set_pin(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let route = format!("POST /v1/admin/cashiers/{id}/pin");
+    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    let req: CashierPinChange = parse_json(&body)?;
+    let pin = CashierPin::parse(req.pin)?;
+    let st = state.clone();
+    let outcome = idempotent(&state, idem, async move {
+        let pin_hash = st.hasher.hash(pin.expose()).await;
+        Ok(Command::ResetCashier {
+            cashier_id: id,
+            pin_hash: Some(pin_hash),
+        })
+    })
+    .await?;
+    tracing::warn!(cashier = id, operator = %admin, "cashier PIN changed by the operator");
     cashier_response(outcome, StatusCode::OK)
 }
 

@@ -208,6 +208,8 @@ pub fn router(state: SharedState) -> Router {
             get(cashier::list).post(cashier::create),
         )
         .route("/v1/admin/cashiers/{id}/disable", post(cashier::disable))
+        .route("/v1/admin/cashiers/{id}/unlock", post(cashier::unlock))
+        .route("/v1/admin/cashiers/{id}/pin", post(cashier::set_pin))
         .route("/v1/admin/palm-scans", get(admin::palm_scans))
         .route("/v1/admin/ledger-check", get(admin::ledger_check))
         .route("/v1/admin/reports/daily", get(admin::daily_report))

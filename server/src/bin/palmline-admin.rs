@@ -128,6 +128,15 @@ enum CashierCmd {
     },
     /// Disable a cashier: no more sign-ins, open sessions stop working.
     Disable { id: i64 },
+    /// Lift a cashier's lock early (after checking who is asking).
+    Unlock { id: i64 },
+    /// Give a cashier a new PIN (asked as for `add`); lifts the lock, ends open sessions.
+    SetPin {
+        id: i64,
+        /// Read the PIN from the first line of stdin (for scripts).
+        #[arg(long)]
+        pin_stdin: bool,
+    },
 }
 
 /// Reads the PIN: one line of stdin with `--pin-stdin`, else twice from the terminal with
@@ -285,6 +294,21 @@ async fn cashier(api: &Api, json: bool, cmd: CashierCmd) -> Result<()> {
                     Some(serde_json::json!({})),
                 )
                 .await?;
+            print(json, &c, show)
+        }
+        CashierCmd::Unlock { id } => {
+            let path = format!("/v1/admin/cashiers/{id}/unlock");
+            let c: Cashier = api
+                .call(Method::POST, &path, Some(serde_json::json!({})))
+                .await?;
+            print(json, &c, show)
+        }
+        CashierCmd::SetPin { id, pin_stdin } => {
+            let body = serde_json::to_value(CashierPinChange {
+                pin: read_pin(pin_stdin)?,
+            })?;
+            let path = format!("/v1/admin/cashiers/{id}/pin");
+            let c: Cashier = api.call(Method::POST, &path, Some(body)).await?;
             print(json, &c, show)
         }
     }

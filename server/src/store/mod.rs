@@ -137,6 +137,13 @@ pub enum Command {
     DisableCashier {
         cashier_id: i64,
     },
+    /// The operator lifts a cashier's lock and gives back the day's guesses; with a new PIN
+    /// hash, the PIN changes too and the cashier's open sessions end. Answers
+    /// [`Outcome::Cashier`]; [`LedgerError::UnknownCashier`] if there is none.
+    ResetCashier {
+        cashier_id: i64,
+        pin_hash: Option<String>,
+    },
     /// Counts one guess at a cashier's PIN BEFORE it is checked, on the cashier's own
     /// counters (the same rule as [`Command::ReserveGuess`], one lock for every kiosk).
     /// Answers [`Outcome::Guess`].

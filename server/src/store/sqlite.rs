@@ -786,6 +786,10 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             pin_hash,
         } => create_cashier(c, cur, &merchant, &name, &pin_hash),
         Command::DisableCashier { cashier_id } => disable_cashier(c, cashier_id),
+        Command::ResetCashier {
+            cashier_id,
+            pin_hash,
+        } => reset_cashier(c, cashier_id, pin_hash.as_deref()),
         Command::ReserveCashierGuess {
             cashier_id,
             kiosk_id,
@@ -987,6 +991,24 @@ fn disable_cashier(c: &Connection, id: i64) -> Result<Outcome, LedgerError> {
         .map_err(storage)?;
     if n == 0 {
         return Err(LedgerError::UnknownCashier);
+    }
+    Ok(Outcome::Cashier(cashier_by_id(c, id)?))
+}
+
+fn reset_cashier(c: &Connection, id: i64, pin_hash: Option<&str>) -> Result<Outcome, LedgerError> {
+    let n = c
+        .execute(
+            "UPDATE cashiers SET failures = 0, locked_until = NULL, guesses = 0, locks = 0,
+               pin_hash = COALESCE(?2, pin_hash) WHERE id = ?1",
+            params![id, pin_hash],
+        )
+        .map_err(storage)?;
+    if n == 0 {
+        return Err(LedgerError::UnknownCashier);
+    }
+    if pin_hash.is_some() {
+        c.execute("DELETE FROM cashier_sessions WHERE cashier_id = ?1", [id])
+            .map_err(storage)?;
     }
     Ok(Outcome::Cashier(cashier_by_id(c, id)?))
 }

@@ -57,6 +57,10 @@ pub(super) async fn apply(
             name,
             pin_hash,
         } => create_cashier(tx, cur, &merchant, &name, &pin_hash).await,
+        Command::ResetCashier {
+            cashier_id,
+            pin_hash,
+        } => reset_cashier(tx, cashier_id, pin_hash).await,
         Command::DisableCashier { cashier_id } => {
             let sql = "UPDATE cashiers SET status = 'disabled' WHERE id = $1";
             if execute(tx, sql, &[&cashier_id]).await? == 0 {
@@ -183,6 +187,23 @@ async fn lift_locks(tx: &Tx<'_>, cur: Currency, account_id: i64) -> Result<Outco
     Ok(Outcome::Account(
         reads::account_row(tx, account_id, cur).await?,
     ))
+}
+
+async fn reset_cashier(
+    tx: &Tx<'_>,
+    id: i64,
+    pin_hash: Option<String>,
+) -> Result<Outcome, LedgerError> {
+    let sql = "UPDATE cashiers SET failures = 0, locked_until = NULL, guesses = 0, locks = 0,
+                 pin_hash = COALESCE($2, pin_hash) WHERE id = $1";
+    if execute(tx, sql, &[&id, &pin_hash]).await? == 0 {
+        return Err(LedgerError::UnknownCashier);
+    }
+    if pin_hash.is_some() {
+        let sql = "DELETE FROM cashier_sessions WHERE cashier_id = $1";
+        execute(tx, sql, &[&id]).await?;
+    }
+    Ok(Outcome::Cashier(reads::cashier_by_id(tx, id).await?))
 }
 
 async fn create_session(
