@@ -461,6 +461,7 @@ async fn api_start(o: &Opts, b: Backend, n: usize) -> ApiBench {
         palm: palmline_server::palm::PalmPolicy::default(),
         retention: Default::default(),
         log_format: Default::default(),
+        conn: Default::default(),
     };
     let running = palmline_server::serve::start_with_store(cfg, store.clone())
         .await

@@ -21,6 +21,10 @@
 //! idempotency_retention_days = 30  # then a retried request runs as a new one
 //! scan_retention_days = 365      # the palm-scan log
 //! log_format = "json"            # or "text" (the default); --log-format wins
+//! max_connections = 1024         # open at once; one more is closed before its handshake
+//! handshake_timeout_secs = 10    # TLS handshake, client certificate included
+//! header_timeout_secs = 10       # request line and headers (slow clients: slowloris)
+//! request_timeout_secs = 30      # a whole request, body and handler included (then 408)
 //! [tls]            # optional; defaults are the PKI files under DATA/pki/
 //! ca = "/etc/palmline/ca.pem"
 //! crl = "/etc/palmline/crl.pem"
@@ -63,6 +67,10 @@ pub struct FileConfig {
     pub scan_retention_days: Option<u64>,
     /// `"text"` (the default) or `"json"`: one JSON object per log line.
     pub log_format: Option<String>,
+    pub max_connections: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub header_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
     pub tls: Option<FileTls>,
     /// Template encryption key file (32 bytes, raw or hex). Default: DATA/template.key.
     pub template_key: Option<PathBuf>,
@@ -119,6 +127,8 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// How `serve` writes its log lines.
     pub log_format: LogFormat,
+    /// Connection, handshake, header and request limits.
+    pub conn: crate::conn::ConnLimits,
 }
 
 /// How `serve` writes its log lines (to stderr).
@@ -250,6 +260,7 @@ impl ServerConfig {
             None => Database::Sqlite,
         };
         let retention = retention(&file)?;
+        let conn = conn_limits(&file)?;
         let log_format = match env("PALMLINE_LOG_FORMAT").or(file.log_format.clone()) {
             Some(f) => f.parse().map_err(anyhow::Error::msg)?,
             None => LogFormat::Text,
@@ -305,6 +316,7 @@ impl ServerConfig {
             palm,
             retention,
             log_format,
+            conn,
         })
     }
 }
@@ -327,6 +339,36 @@ fn retention(f: &FileConfig) -> Result<Retention> {
         )?,
         days("scan_retention_days", f.scan_retention_days, d.scans)?,
     ))
+}
+
+/// Connection limits: each at least 1 (0 would refuse everything or time out at once).
+fn conn_limits(f: &FileConfig) -> Result<crate::conn::ConnLimits> {
+    let d = crate::conn::ConnLimits::default();
+    let secs = |name: &str, v: Option<u64>, default: Duration| -> Result<Duration> {
+        let v = positive(name, v, default.as_secs())?;
+        if v > 3_600 {
+            bail!("{name} must be at most 3600");
+        }
+        Ok(Duration::from_secs(v))
+    };
+    Ok(crate::conn::ConnLimits {
+        max_connections: positive("max_connections", f.max_connections, d.max_connections)?,
+        handshake_timeout: secs(
+            "handshake_timeout_secs",
+            f.handshake_timeout_secs,
+            d.handshake_timeout,
+        )?,
+        header_timeout: secs(
+            "header_timeout_secs",
+            f.header_timeout_secs,
+            d.header_timeout,
+        )?,
+        request_timeout: secs(
+            "request_timeout_secs",
+            f.request_timeout_secs,
+            d.request_timeout,
+        )?,
+    })
 }
 
 /// A setting that must be at least 1 (0 would switch a protection off or stop the server).

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod follow;
 pub mod identify;
 pub mod ledger;

@@ -102,17 +102,26 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
     };
     let state = AppState::new(store, cfg.api.clone(), palm);
     state.set_revoked(crate::tls::revoked_serials(&cfg.tls.crl)?);
-    let app = router(state.clone());
+    let app = router(state.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        cfg.conn.request_timeout,
+    ));
     let addr: SocketAddr = cfg
         .listen
         .parse()
         .with_context(|| format!("listen address {:?}", cfg.listen))?;
     let handle = axum_server::Handle::new();
-    let server = tokio::spawn(
-        axum_server::bind_rustls(addr, tls.clone())
-            .handle(handle.clone())
-            .serve(app.into_make_service()),
-    );
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls.clone())
+        .handshake_timeout(cfg.conn.handshake_timeout)
+        .acceptor(crate::conn::CountingAcceptor::new(cfg.conn.max_connections));
+    let mut bound = axum_server::bind(addr)
+        .acceptor(acceptor)
+        .handle(handle.clone());
+    bound
+        .http_builder()
+        .http1()
+        .header_read_timeout(cfg.conn.header_timeout);
+    let server = tokio::spawn(bound.serve(app.into_make_service()));
     let addr = handle
         .listening()
         .await

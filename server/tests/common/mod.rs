@@ -75,12 +75,28 @@ impl TestServer {
         TestServer::start_on(dir, Database::Sqlite, palm, tune).await
     }
 
+    /// A server on a fresh data dir with these connection limits.
+    pub async fn start_limited(conn: palmline_server::conn::ConnLimits) -> TestServer {
+        let dir = TestServer::prepared_dir();
+        TestServer::start_config(dir, Database::Sqlite, PalmPolicy::default(), |_| {}, conn).await
+    }
+
     /// A server on an existing data dir whose ledger lives in `database`.
     pub async fn start_on(
         dir: tempfile::TempDir,
         database: Database,
         palm: PalmPolicy,
         tune: impl FnOnce(&mut ApiConfig),
+    ) -> TestServer {
+        TestServer::start_config(dir, database, palm, tune, Default::default()).await
+    }
+
+    async fn start_config(
+        dir: tempfile::TempDir,
+        database: Database,
+        palm: PalmPolicy,
+        tune: impl FnOnce(&mut ApiConfig),
+        conn: palmline_server::conn::ConnLimits,
     ) -> TestServer {
         let pki = Pki::new(dir.path());
         let mut api = ApiConfig::defaults(Currency::EUR);
@@ -100,6 +116,7 @@ impl TestServer {
             palm,
             retention: Default::default(),
             log_format: Default::default(),
+            conn,
         };
         let running = start(cfg).await.unwrap();
         let base = format!("https://localhost:{}", running.addr.port());
