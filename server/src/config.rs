@@ -491,6 +491,14 @@ mod tests {
         );
         assert!(load("listen = ").is_err());
         assert!(load("log_format = \"JSON\"").is_err());
+        let c = load("max_connections = 64\nheader_timeout_secs = 5")
+            .unwrap()
+            .conn;
+        assert_eq!(
+            (c.max_connections, c.header_timeout),
+            (64, Duration::from_secs(5))
+        );
+        assert_eq!(c.request_timeout, Duration::from_secs(30), "the default");
         assert_eq!(
             load("log_format = \"json\"").unwrap().log_format,
             LogFormat::Json
@@ -512,6 +520,11 @@ mod tests {
             "idempotency_retention_days = 0",
             "scan_retention_days = 0",
             "scan_retention_days = 40000",
+            "max_connections = 0",
+            "handshake_timeout_secs = 0",
+            "header_timeout_secs = 0",
+            "request_timeout_secs = 0",
+            "request_timeout_secs = 7200",
         ] {
             let e = load(zero).expect_err(zero).to_string();
             assert!(!e.is_empty(), "{zero}");
