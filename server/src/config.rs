@@ -229,6 +229,18 @@ impl ServerConfig {
             }
             None => FileConfig::default(),
         };
+        ServerConfig::from_file(data_dir, file, config.and_then(Path::parent))
+    }
+
+    /// A configuration from TOML text (paths in it relative to `base`), then environment
+    /// overrides: what [`ServerConfig::load`] does after reading the file (the fuzz target
+    /// `config_toml` feeds it arbitrary text).
+    pub fn from_toml(data_dir: &Path, text: &str, base: &Path) -> Result<ServerConfig> {
+        let file: FileConfig = toml::from_str(text).context("parsing config")?;
+        ServerConfig::from_file(data_dir, file, Some(base))
+    }
+
+    fn from_file(data_dir: &Path, file: FileConfig, base: Option<&Path>) -> Result<ServerConfig> {
         let currency_code = env("PALMLINE_CURRENCY")
             .or(file.currency.clone())
             .unwrap_or_else(|| "EUR".into());
@@ -292,7 +304,7 @@ impl ServerConfig {
         }
         let mut palm = crate::palm::PalmPolicy::default();
         if let Some(rel) = &file.palm_policy {
-            let base = config.and_then(Path::parent).unwrap_or(Path::new("."));
+            let base = base.unwrap_or(Path::new("."));
             let p = PolicyFile::load(&base.join(rel))?;
             (palm.accept, palm.grey, palm.margin) = (p.accept, p.grey, p.margin);
         }
