@@ -100,7 +100,9 @@ pub async fn start_with_store(cfg: ServerConfig, store: Arc<dyn Store>) -> Resul
         Some((rx, tasks)) => (Some(rx), tasks),
         None => (None, Vec::new()),
     };
-    let state = AppState::new(store, cfg.api.clone(), palm);
+    let mut api = cfg.api.clone();
+    api.retention = cfg.retention;
+    let state = AppState::new(store, api, palm);
     state.set_revoked(crate::tls::revoked_serials(&cfg.tls.crl)?);
     let app = router(state.clone()).layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,

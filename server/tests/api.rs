@@ -736,3 +736,53 @@ async fn serves_a_postgres_ledger() {
     t.stop().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_the_retention_purge_now() {
+    use palmline_server::store::clock::unix_now;
+    use palmline_server::store::Command;
+    let t = TestServer::start().await;
+    let a = t.kiosk("kiosk-a");
+    t.register(&a, "bob", None).await;
+    let (_, rows) = t.get(&t.admin(), "/v1/admin/accounts?q=bob", None).await;
+    let bob = rows[0]["id"].as_i64().unwrap();
+    // Two sessions of bob: one expired a minute ago, one good for an hour.
+    for (token, expires_at) in [
+        ([7u8; 32], unix_now() - 60),
+        ([8u8; 32], unix_now() + 3_600),
+    ] {
+        let s = Command::CreateSession {
+            token_hash: token,
+            shopper_id: bob,
+            kiosk_id: "kiosk-a".into(),
+            expires_at,
+        };
+        t.running.state.store.execute(None, s).await.unwrap();
+    }
+    // A kiosk may not purge.
+    let (s, _) = t.post(&a, "/v1/admin/purge", "p0", json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let purge = || async {
+        let r = t
+            .admin()
+            .post(t.url("/v1/admin/purge"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<PurgeReport>().await.unwrap()
+    };
+    let first = purge().await;
+    assert_eq!(first.sessions, 1, "{first:?}");
+    assert_eq!(
+        (first.idempotency, first.scans),
+        (0, 0),
+        "nothing is that old"
+    );
+    // Again: nothing left to delete; the live session and the money are untouched.
+    assert_eq!(purge().await.sessions, 0);
+    let left = t.running.state.store.session([8u8; 32], unix_now()).await;
+    assert!(matches!(left, Ok(Some(_))), "{left:?}");
+    let check = t.running.state.store.ledger_check().await.unwrap();
+    assert!(check.ok);
+}

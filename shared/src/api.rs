@@ -519,6 +519,16 @@ pub struct CashierPinChange {
     pub pin: String,
 }
 
+/// `POST /v1/admin/purge`: what the retention purge deleted (never a transaction, an entry
+/// or an account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    pub idempotency: u64,
+    pub scans: u64,
+    pub sessions: u64,
+    pub guess_days: u64,
+}
+
 /// `GET /v1/admin/kiosks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KioskRow {

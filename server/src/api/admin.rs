@@ -114,6 +114,26 @@ pub async fn unlock(
     Ok(respond(outcome, StatusCode::OK))
 }
 
+/// `POST /v1/admin/purge`: the retention purge now, as `serve` runs it every hour: old
+/// idempotency records and palm scans, expired sessions, past days' guess counts. No
+/// Idempotency-Key: a second run leaves the same state (it finds less to delete). Logged.
+pub async fn purge(
+    State(state): State<SharedState>,
+    AdminCaller(admin): AdminCaller,
+) -> Result<Response, ApiError> {
+    let now = crate::store::sqlite::unix_now();
+    let p = crate::retention::purge(&*state.store, state.cfg.retention, now).await?;
+    tracing::info!(operator = %admin, idempotency = p.idempotency, scans = p.scans,
+        sessions = p.sessions, guess_days = p.guess_days, "retention purge by the operator");
+    let report = palmline_shared::api::PurgeReport {
+        idempotency: p.idempotency,
+        scans: p.scans,
+        sessions: p.sessions,
+        guess_days: p.guess_days,
+    };
+    Ok(Json(report).into_response())
+}
+
 pub async fn refund(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,

@@ -60,6 +60,8 @@ pub struct ApiConfig {
     pub hash_concurrency: usize,
     /// Threads the palm matcher may use at once (off the async workers).
     pub matcher_threads: usize,
+    /// What `POST /v1/admin/purge` keeps (the same as `serve`'s hourly purge).
+    pub retention: crate::retention::Retention,
 }
 
 /// `n` whole units of `currency` (50 → 50.00 EUR, 50 JPY).
@@ -87,6 +89,7 @@ impl ApiConfig {
             hash_cost: HashCost::default(),
             hash_concurrency: cores(),
             matcher_threads: cores(),
+            retention: Default::default(),
         }
     }
 }
@@ -212,6 +215,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/cashiers/{id}/pin", post(cashier::set_pin))
         .route("/v1/admin/palm-scans", get(admin::palm_scans))
         .route("/v1/admin/ledger-check", get(admin::ledger_check))
+        .route("/v1/admin/purge", post(admin::purge))
         .route("/v1/admin/reports/daily", get(admin::daily_report))
         .route("/v1/admin/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })

@@ -102,6 +102,9 @@ enum Cmd {
     },
     /// Recompute every balance from the entries.
     LedgerCheck,
+    /// Run the retention purge now (old idempotency records and palm scans, expired
+    /// sessions, past guess counts; never money records).
+    Purge,
     /// Cashiers: the people who take and pay out cash at a merchant's kiosks.
     #[command(subcommand)]
     Cashier(CashierCmd),
@@ -601,6 +604,15 @@ async fn run(cli: Cli) -> Result<()> {
             })?;
         }
         Cmd::Cashier(c) => cashier(&api, json, c).await?,
+        Cmd::Purge => {
+            let r: PurgeReport = api.call(Method::POST, "/v1/admin/purge", None).await?;
+            print(json, &r, |r| {
+                println!(
+                    "purged {} idempotency records, {} palm scans, {} expired sessions, {} guess-count days",
+                    r.idempotency, r.scans, r.sessions, r.guess_days
+                )
+            })?;
+        }
         Cmd::LedgerCheck => {
             let r: LedgerCheck = api
                 .call(Method::GET, "/v1/admin/ledger-check", None)
