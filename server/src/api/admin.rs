@@ -3,7 +3,8 @@
 
 use super::kiosk::{idempotent, respond, Page};
 use super::{
-    check_amount, idempotency, input, parse_json, AdminCaller, ApiError, RawBody, SharedState,
+    admin_action, check_amount, idempotency, input, parse_json, AdminCaller, ApiError, RawBody,
+    SharedState,
 };
 use crate::store::Command;
 use axum::extract::{Path, Query, State};
@@ -50,12 +51,9 @@ async fn set_frozen(
     body: axum::body::Bytes,
     frozen: bool,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let route = format!(
-        "POST /v1/admin/accounts/{id}/{}",
-        if frozen { "freeze" } else { "unfreeze" }
-    );
-    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    let action = if frozen { "freeze" } else { "unfreeze" };
+    let route = format!("POST /v1/admin/accounts/{{id}}/{action}");
+    let (id, idem) = admin_action(id, &admin, &route, &headers, &body)?;
     if !body.is_empty() {
         let req: palmline_shared::api::FreezeRequest = parse_json(&body)?;
         input::free_text(&req.reason, "reason")?;
@@ -99,9 +97,8 @@ pub async fn unlock(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let route = format!("POST /v1/admin/accounts/{id}/unlock");
-    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    let route = "POST /v1/admin/accounts/{id}/unlock";
+    let (id, idem) = admin_action(id, &admin, route, &headers, &body)?;
     if !body.is_empty() {
         let req: palmline_shared::api::FreezeRequest = parse_json(&body)?;
         input::free_text(&req.reason, "reason")?;
@@ -220,14 +217,8 @@ pub async fn delete_palm(
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let idem = idempotency(
-        &headers,
-        &format!("admin:{admin}"),
-        &format!("DELETE /v1/admin/accounts/{id}/palm"),
-        "",
-        b"",
-    )?;
+    let route = "DELETE /v1/admin/accounts/{id}/palm";
+    let (id, idem) = admin_action(id, &admin, route, &headers, b"")?;
     super::palm::delete_palm(&state, idem, id).await
 }
 

@@ -9,7 +9,9 @@
 
 use super::input::{self, CashierName, CashierPin};
 use super::kiosk::{check_reserved, idempotent};
-use super::{idempotency, parse_json, AdminCaller, ApiError, KioskCaller, RawBody, SharedState};
+use super::{
+    admin_action, idempotency, parse_json, AdminCaller, ApiError, KioskCaller, RawBody, SharedState,
+};
 use crate::auth;
 use crate::limits::Factor;
 use crate::store::sqlite::unix_now;
@@ -91,9 +93,8 @@ pub async fn disable(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let route = format!("POST /v1/admin/cashiers/{id}/disable");
-    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    let route = "POST /v1/admin/cashiers/{id}/disable";
+    let (id, idem) = admin_action(id, &admin, route, &headers, &body)?;
     let outcome = idempotent(&state, idem, async move {
         Ok(Command::DisableCashier { cashier_id: id })
     })
@@ -110,9 +111,8 @@ pub async fn unlock(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let route = format!("POST /v1/admin/cashiers/{id}/unlock");
-    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    let route = "POST /v1/admin/cashiers/{id}/unlock";
+    let (id, idem) = admin_action(id, &admin, route, &headers, &body)?;
     let outcome = idempotent(&state, idem, async move {
         Ok(Command::ResetCashier {
             cashier_id: id,
@@ -133,9 +133,8 @@ pub async fn set_pin(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let route = format!("POST /v1/admin/cashiers/{id}/pin");
-    let idem = idempotency(&headers, &format!("admin:{admin}"), &route, "", &body)?;
+    let route = "POST /v1/admin/cashiers/{id}/pin";
+    let (id, idem) = admin_action(id, &admin, route, &headers, &body)?;
     let req: CashierPinChange = parse_json(&body)?;
     let pin = CashierPin::parse(req.pin)?;
     let st = state.clone();

@@ -436,6 +436,22 @@ pub fn check_amount(state: &AppState, amount: Money) -> Result<(), ApiError> {
 
 /// The idempotency context of a mutating request: key from the header, fingerprint over
 /// method, path, caller, subject (e.g. the session's shopper) and body.
+/// An operator's action on one record (`{method} /v1/admin/{path}` with `{id}` in it): the
+/// id from the path, and the idempotency record keyed to the concrete route and operator.
+pub fn admin_action(
+    id: Result<axum::extract::Path<i64>, axum::extract::rejection::PathRejection>,
+    admin: &str,
+    route: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(i64, Idem), ApiError> {
+    let axum::extract::Path(id) =
+        id.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let route = route.replace("{id}", &id.to_string());
+    let idem = idempotency(headers, &format!("admin:{admin}"), &route, "", body)?;
+    Ok((id, idem))
+}
+
 pub fn idempotency(
     headers: &HeaderMap,
     scope: &str,
