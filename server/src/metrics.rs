@@ -238,6 +238,8 @@ impl WriterMetrics {
 pub struct IdentifyMetrics {
     pub seconds: Histogram,
     pub shortlist: Histogram,
+    /// Candidates of the second, turned query (only when the first found no accept).
+    pub turned: Histogram,
     pub indexed: Gauge,
     pub version: Gauge,
 }
@@ -247,6 +249,7 @@ impl Default for IdentifyMetrics {
         IdentifyMetrics {
             seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             shortlist: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            turned: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             indexed: Gauge::default(),
             version: Gauge::default(),
         }
@@ -265,6 +268,11 @@ impl IdentifyMetrics {
             "identify_shortlist_size",
             "Candidates the index handed to the matcher per identification",
             self.shortlist.clone(),
+        );
+        registry.register(
+            "identify_turned_shortlist_size",
+            "Candidates of the second (turned-ROI) query, run when the first found no accept",
+            self.turned.clone(),
         );
         registry.register(
             "palms_indexed",

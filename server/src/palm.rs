@@ -590,27 +590,58 @@ impl PalmService {
         probe: &Template,
         exclude: Option<PalmId>,
     ) -> Result<Identification, LedgerError> {
-        let candidates: Vec<PalmId> = {
-            let index = self.index.read().expect("index lock poisoned");
-            index
-                .candidates(probe, self.policy.shortlist + 1)
-                .into_iter()
-                .filter(|c| Some(*c) != exclude)
-                .take(self.policy.shortlist)
-                .collect()
-        };
-        self.metrics.shortlist.observe(candidates.len() as f64);
-        if candidates.is_empty() {
+        let first = self.shortlist(|ix, k| ix.candidates(probe, k), exclude, &[]);
+        self.metrics.shortlist.observe(first.len() as f64);
+        if first.is_empty() {
             return Ok(self.verdict(None, 0));
         }
+        let mut scores = self.score(store, probe, first.clone()).await?;
+        if self.best_of(&mut scores).decision != Verdict::Accept {
+            // Second stage: the probe's ROI may be turned relative to its enrollment (the
+            // kiosk read the hand's direction wrong), which the first query does not look for.
+            let second = self.shortlist(|ix, k| ix.candidates_turned(probe, k), exclude, &first);
+            self.metrics.turned.observe(second.len() as f64);
+            if !second.is_empty() {
+                scores.extend(self.score(store, probe, second).await?);
+            }
+        }
+        Ok(self.best_of(&mut scores))
+    }
+
+    /// Up to `shortlist` candidates from `query(index, k)`, without `exclude` and `seen`.
+    fn shortlist(
+        &self,
+        query: impl Fn(&dyn CandidateIndex, usize) -> Vec<PalmId>,
+        exclude: Option<PalmId>,
+        seen: &[PalmId],
+    ) -> Vec<PalmId> {
+        let index = self.index.read().expect("index lock poisoned");
+        let k = self.policy.shortlist + 1 + seen.len();
+        query(&**index, k)
+            .into_iter()
+            .filter(|c| Some(*c) != exclude && !seen.contains(c))
+            .take(self.policy.shortlist)
+            .collect()
+    }
+
+    /// The matcher's score of `probe` against each candidate, on the matcher pool.
+    async fn score(
+        &self,
+        store: &dyn Store,
+        probe: &Template,
+        candidates: Vec<PalmId>,
+    ) -> Result<Vec<(PalmId, u32)>, LedgerError> {
         let sealed = store.palm_templates(Some(candidates)).await?;
         let (key, matcher, probe) = (self.key.clone(), self.matcher.clone(), probe.clone());
-        let mut scores = self
-            .on_cpu(move || score_all(&key, &matcher, &probe, sealed))
-            .await?;
+        self.on_cpu(move || score_all(&key, &matcher, &probe, sealed))
+            .await
+    }
+
+    /// The verdict on the best of `scores` (sorted best first, ties by palm id).
+    fn best_of(&self, scores: &mut [(PalmId, u32)]) -> Identification {
         scores.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let runner_up = scores.get(1).map_or(0, |s| s.1);
-        Ok(self.verdict(scores.first().copied(), runner_up))
+        self.verdict(scores.first().copied(), runner_up)
     }
 
     fn verdict(&self, best: Option<(PalmId, u32)>, runner_up: u32) -> Identification {

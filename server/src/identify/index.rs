@@ -376,6 +376,13 @@ impl HashIndex {
 
     /// The vote of every slot for a probe (the ranking before top-k), for diagnostics.
     fn votes(&self, probe: &Template) -> Vec<f32> {
+        self.votes_turned(probe, 0.0)
+    }
+
+    /// The votes for `probe` with its keypoints turned by `turn` degrees about the ROI
+    /// centre (positions and angles together, the descriptors unchanged: ORB descriptors
+    /// are steered by the keypoint's angle). A keypoint turned out of the ROI is left out.
+    fn votes_turned(&self, probe: &Template, turn: f32) -> Vec<f32> {
         let live = self.by_palm.len();
         let mut votes = vec![0f32; self.slots.len()];
         if live == 0 {
@@ -386,7 +393,10 @@ impl HashIndex {
         let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * self.config.tables);
         let roi = probe.roi_size() as f32;
         for (kp, d) in probe.keypoints().iter().zip(probe.descriptors()) {
-            for cell in self.probe_cells(kp, roi) {
+            let Some(kp) = turned(kp, turn, roi) else {
+                continue;
+            };
+            for cell in self.probe_cells(&kp, roi) {
                 for t in 0..self.config.tables {
                     let k = self.key(t, d);
                     keys.push(self.bucket(t, cell, k) as u32);
@@ -422,6 +432,47 @@ impl HashIndex {
     }
 }
 
+impl HashIndex {
+    /// The `k` live palms with the most votes, best first (ties: the older slot).
+    fn top_k(&self, votes: &[f32], k: usize) -> Vec<PalmId> {
+        let mut ranked: Vec<(f32, u32)> = votes
+            .iter()
+            .enumerate()
+            .filter(|(s, v)| **v > 0.0 && self.slots[*s].is_some())
+            .map(|(s, v)| (*v, s as u32))
+            .collect();
+        let by_votes = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if ranked.len() > k {
+            ranked.select_nth_unstable_by(k - 1, by_votes);
+            ranked.truncate(k);
+        }
+        ranked.sort_unstable_by(by_votes);
+        ranked
+            .into_iter()
+            .filter_map(|(_, s)| self.slots[s as usize])
+            .collect()
+    }
+}
+
+/// `k` turned by `turn` degrees about the centre of a `roi`-pixel ROI; `None` when it
+/// leaves the ROI.
+fn turned(k: &Keypoint, turn: f32, roi: f32) -> Option<Keypoint> {
+    if turn == 0.0 {
+        return Some(*k);
+    }
+    let (sin, cos) = turn.to_radians().sin_cos();
+    let c = roi / 2.0;
+    let (dx, dy) = (k.x - c, k.y - c);
+    let (x, y) = (c + dx * cos - dy * sin, c + dx * sin + dy * cos);
+    let inside = |v: f32| (0.0..roi).contains(&v);
+    (inside(x) && inside(y)).then_some(Keypoint {
+        x,
+        y,
+        angle: (k.angle + turn).rem_euclid(360.0),
+        octave: k.octave,
+    })
+}
+
 impl CandidateIndex for HashIndex {
     fn insert(&mut self, palm: PalmId, templates: &[Template]) {
         self.remove(palm);
@@ -455,23 +506,24 @@ impl CandidateIndex for HashIndex {
         if k == 0 || self.by_palm.is_empty() {
             return Vec::new();
         }
-        let votes = self.votes(probe);
-        let mut ranked: Vec<(f32, u32)> = votes
-            .iter()
-            .enumerate()
-            .filter(|(s, v)| **v > 0.0 && self.slots[*s].is_some())
-            .map(|(s, v)| (*v, s as u32))
-            .collect();
-        let by_votes = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if ranked.len() > k {
-            ranked.select_nth_unstable_by(k - 1, by_votes);
-            ranked.truncate(k);
+        self.top_k(&self.votes(probe), k)
+    }
+
+    fn candidates_turned(&self, probe: &Template, k: usize) -> Vec<PalmId> {
+        if k == 0 || self.by_palm.is_empty() || self.config.angle_bins < 2 {
+            return Vec::new();
         }
-        ranked.sort_unstable_by(by_votes);
-        ranked
-            .into_iter()
-            .filter_map(|(_, s)| self.slots[s as usize])
-            .collect()
+        // One hypothesis per orientation bin: the two nearest bins a probe looks up cover
+        // half a bin either side, so the turns together cover every angle.
+        let step = 360.0 / self.config.angle_bins as f32;
+        let mut best = vec![0f32; self.slots.len()];
+        for h in 1..self.config.angle_bins {
+            let votes = self.votes_turned(probe, h as f32 * step);
+            for (b, v) in best.iter_mut().zip(votes) {
+                *b = b.max(v);
+            }
+        }
+        self.top_k(&best, k)
     }
 
     fn len(&self) -> usize {
@@ -875,6 +927,51 @@ mod tests {
             "{}",
             found(80.0, 80.0, 180.0)
         );
+    }
+
+    /// `t` with every keypoint turned by `deg` about the ROI centre (those leaving the ROI
+    /// dropped): a ROI cut at the wrong angle.
+    fn turned_by(t: &Template, deg: f32) -> Template {
+        let (kps, ds): (Vec<Keypoint>, Vec<_>) = t
+            .keypoints()
+            .iter()
+            .zip(t.descriptors())
+            .filter_map(|(k, d)| turned(k, deg, ROI).map(|k| (k, *d)))
+            .unzip();
+        Template::new(ROI as u16, kps, ds).unwrap()
+    }
+
+    #[test]
+    fn a_roi_cut_at_the_wrong_angle_is_found_by_the_turned_query() {
+        let (palms, probes) = gallery(11, 100);
+        let mut index = HashIndex::default();
+        for (i, p) in palms.iter().enumerate() {
+            index.insert(i as PalmId, p);
+        }
+        let first = |q: &dyn Fn(&Template) -> Vec<PalmId>, deg: f32| {
+            probes
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| q(&turned_by(p, deg)) == vec![*i as PalmId])
+                .count()
+        };
+        let plain = |p: &Template| index.candidates(p, 1);
+        let turned_q = |p: &Template| index.candidates_turned(p, 1);
+        // Turned by 100° (10° off a hypothesis) or 255° (half a bin off two of them): the
+        // plain query loses the palms, the turned one finds every one first.
+        for deg in [100.0, 255.0] {
+            assert!(first(&plain, deg) < 20, "{deg}: {}", first(&plain, deg));
+            assert_eq!(first(&turned_q, deg), 100, "{deg}");
+        }
+        // Turned by less than half a bin, the plain query is the one that finds it.
+        assert_eq!(first(&plain, 12.0), 100);
+        // No hypothesis without bins to turn by; none on an empty index.
+        let flat = HashIndex::new(HashIndexConfig {
+            angle_bins: 1,
+            ..HashIndexConfig::default()
+        });
+        assert!(flat.candidates_turned(&probes[0], 5).is_empty());
+        assert!(HashIndex::default().candidates_turned(&probes[0], 5).is_empty());
     }
 
     #[test]

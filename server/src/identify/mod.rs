@@ -21,6 +21,13 @@ pub trait CandidateIndex: Send + Sync {
     fn remove(&mut self, palm: PalmId);
     /// Up to `k` candidate palms for the probe, most promising first.
     fn candidates(&self, probe: &Template, k: usize) -> Vec<PalmId>;
+    /// Up to `k` candidates for a probe whose ROI may be turned relative to the enrolled
+    /// ones by more than [`candidates`](Self::candidates) tolerates (the kiosk read the
+    /// hand's direction wrong): the second stage of an identification that found no
+    /// acceptable palm among the first candidates. None by default.
+    fn candidates_turned(&self, _probe: &Template, _k: usize) -> Vec<PalmId> {
+        Vec::new()
+    }
     /// Number of palms indexed.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
