@@ -102,6 +102,9 @@ pub struct BenchIdentifyArgs {
     pub probe_span: Option<u8>,
     #[arg(long)]
     pub angle_bins: Option<u32>,
+    /// Tables the second, turned query reads (default: the index's default).
+    #[arg(long)]
+    pub turned_tables: Option<usize>,
     /// Build the index with `insert` palm by palm (the trait's path) instead of `insert_many`.
     #[arg(long)]
     pub one_by_one: bool,
@@ -390,6 +393,9 @@ fn index_config(a: &BenchIdentifyArgs) -> HashIndexConfig {
     }
     if let Some(v) = a.angle_bins {
         config.angle_bins = v;
+    }
+    if let Some(v) = a.turned_tables {
+        config.turned_tables = v;
     }
     if let Some(v) = a.probe_span {
         config.probe_span = v;
@@ -1086,6 +1092,7 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         grid: a.grid,
         probe_span: a.probe_span,
         angle_bins: a.angle_bins,
+        turned_tables: a.turned_tables,
         recall_only: a.recall_only,
         one_by_one: a.one_by_one,
         images: a.images.clone(),

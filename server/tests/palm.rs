@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::palms::{b64, capture, enroll, palm, pay_by_palm, Palm};
+use common::palms::{b64, capture, enroll, palm, pay_by_palm, turned, Palm};
 use common::{eur, rand_key, TestServer};
-use palmline_server::identify::ExhaustiveIndex;
+use palmline_server::identify::index::HashIndex;
+use palmline_server::identify::{CandidateIndex, ExhaustiveIndex};
 use palmline_server::palm::{PalmPolicy, PalmService, TemplateKey, Verdict};
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::{Command, Store};
@@ -513,4 +514,74 @@ async fn template_key_rotation_reencrypts_everything() {
     // Rekeying with the wrong current key fails and changes nothing.
     assert!(palmline_server::palm::rekey(dir.path(), &old, &new).is_err());
     assert_eq!(with_new.load(&store).await.unwrap().enrolled, 1);
+}
+
+/// Registers `palms.len()` shoppers and enrolls each palm (3 captures) in `store` and `svc`.
+async fn enroll_all(store: &dyn Store, svc: &PalmService, palms: &[Palm]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (i, p) in palms.iter().enumerate() {
+        let register = Command::RegisterShopper {
+            username: format!("t{i:02}"),
+            email: format!("t{i}@x.io"),
+            password_hash: "h".into(),
+            pin_hash: None,
+        };
+        let palmline_server::store::Outcome::Shopper(s) =
+            store.execute(None, register).await.unwrap()
+        else {
+            unreachable!()
+        };
+        let ts: Vec<Template> = (0..3).map(|c| capture(p, c)).collect();
+        let enroll = Command::EnrollPalm {
+            shopper_id: s.id,
+            ciphertexts: svc.seal_all(s.id, &ts),
+        };
+        let v = store.execute(None, enroll).await.unwrap();
+        assert!(svc.index_insert(s.id, v.palm_version().unwrap(), &ts));
+        ids.push(s.id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_palm_cut_at_the_wrong_angle_is_found_by_the_second_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db"), Currency::EUR).unwrap();
+    let svc = PalmService::new(
+        TemplateKey::from_bytes(&[4; 32]).unwrap(),
+        PalmPolicy::default(),
+        palmline_server::identify::default_index(),
+    );
+    let palms: Vec<Palm> = (0..100).map(|i| palm(700 + i)).collect();
+    let ids = enroll_all(&store, &svc, &palms).await;
+    // The same index alone: its keys carry the keypoints' angles, so a probe turned by 135°
+    // or 250° is not in the first shortlist; the turned query brings it in.
+    let mut first = HashIndex::default();
+    for (p, id) in palms.iter().zip(&ids) {
+        first.insert(*id, &(0..3).map(|c| capture(p, c)).collect::<Vec<_>>());
+    }
+    let shortlist = PalmPolicy::default().shortlist + 1;
+    for (i, deg) in [(3, 135.0), (17, 250.0), (31, 0.0)] {
+        let probe = turned(&capture(&palms[i], 77), deg);
+        let in_first = first.candidates(&probe, shortlist).contains(&ids[i]);
+        assert_eq!(in_first, deg == 0.0, "palm {i} turned by {deg}°");
+        let id = svc.identify(&store, &probe, None).await.unwrap();
+        assert_eq!(
+            id.decision,
+            Verdict::Accept,
+            "palm {i} turned by {deg}°: {id:?}"
+        );
+        assert_eq!(id.best.map(|b| b.0), Some(ids[i]));
+    }
+    // A stranger, turned or not, is still nobody.
+    for deg in [0.0, 135.0] {
+        // (capture seeds 0..3 are the enrollment ones: their spurious points are shared)
+        let probe = turned(&capture(&palm(9_999), 78), deg);
+        let id = svc.identify(&store, &probe, None).await.unwrap();
+        assert_eq!(
+            id.decision,
+            Verdict::Reject,
+            "stranger turned by {deg}°: {id:?}"
+        );
+    }
 }

@@ -552,7 +552,13 @@ fn measure(
     // server's two stages.
     let (mut one, mut two_stage) = (None, None);
     if !a.recall_only {
-        let ctx = Ctx { a, set, index: &index, store, matcher };
+        let ctx = Ctx {
+            a,
+            set,
+            index: &index,
+            store,
+            matcher,
+        };
         one = Some(ctx.stage(&ix, false)?);
         two_stage = Some(ctx.stage(&ix, true)?);
     }
@@ -613,7 +619,12 @@ impl Ctx<'_> {
     fn verify(&self, probe: &Prepared, cands: &[PalmId]) -> Result<Outcome> {
         let mut palms = Vec::with_capacity(cands.len());
         for &c in cands {
-            let g: Vec<Prepared> = self.store.fetch(c as usize)?.iter().map(Prepared::new).collect();
+            let g: Vec<Prepared> = self
+                .store
+                .fetch(c as usize)?
+                .iter()
+                .map(Prepared::new)
+                .collect();
             palms.push((c as usize, g));
         }
         Ok(verify(self.matcher, probe, palms.into_iter()))
@@ -664,9 +675,15 @@ impl Ctx<'_> {
 /// The best of two verifications (`a` wins ties, as the earlier candidates do).
 fn merge(a: Outcome, b: Outcome) -> Outcome {
     if b.best.is_some() && (a.best.is_none() || b.score > a.score) {
-        Outcome { second: b.second.max(a.score), ..b }
+        Outcome {
+            second: b.second.max(a.score),
+            ..b
+        }
     } else {
-        Outcome { second: a.second.max(b.score), ..a }
+        Outcome {
+            second: a.second.max(b.score),
+            ..a
+        }
     }
 }
 

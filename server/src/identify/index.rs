@@ -62,6 +62,9 @@ pub struct HashIndexConfig {
     /// Orientation bins that are part of every key (1: none). A probe descriptor looks up
     /// the two bins nearest its keypoint's angle.
     pub angle_bins: u32,
+    /// Tables the turned query reads (the first ones): each of its 11 hypotheses costs
+    /// `turned_tables / tables` of a first-stage query.
+    pub turned_tables: usize,
 }
 
 impl Default for HashIndexConfig {
@@ -77,6 +80,7 @@ impl Default for HashIndexConfig {
             grid: 8,
             probe_span: 2,
             angle_bins: 12,
+            turned_tables: 4,
         }
     }
 }
@@ -376,13 +380,13 @@ impl HashIndex {
 
     /// The vote of every slot for a probe (the ranking before top-k), for diagnostics.
     fn votes(&self, probe: &Template) -> Vec<f32> {
-        self.votes_turned(probe, 0.0)
+        self.votes_turned(probe, 0.0, self.config.tables)
     }
 
     /// The votes for `probe` with its keypoints turned by `turn` degrees about the ROI
     /// centre (positions and angles together, the descriptors unchanged: ORB descriptors
     /// are steered by the keypoint's angle). A keypoint turned out of the ROI is left out.
-    fn votes_turned(&self, probe: &Template, turn: f32) -> Vec<f32> {
+    fn votes_turned(&self, probe: &Template, turn: f32, tables: usize) -> Vec<f32> {
         let live = self.by_palm.len();
         let mut votes = vec![0f32; self.slots.len()];
         if live == 0 {
@@ -390,14 +394,14 @@ impl HashIndex {
         }
         let mean = self.postings as f32 / self.buckets.len() as f32;
         let max_len = ((self.config.stop_ratio * mean) as usize).max(2);
-        let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * self.config.tables);
+        let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * tables);
         let roi = probe.roi_size() as f32;
         for (kp, d) in probe.keypoints().iter().zip(probe.descriptors()) {
             let Some(kp) = turned(kp, turn, roi) else {
                 continue;
             };
             for cell in self.probe_cells(&kp, roi) {
-                for t in 0..self.config.tables {
+                for t in 0..tables {
                     let k = self.key(t, d);
                     keys.push(self.bucket(t, cell, k) as u32);
                     if self.config.probe_radius >= 1 {
@@ -518,7 +522,8 @@ impl CandidateIndex for HashIndex {
         let step = 360.0 / self.config.angle_bins as f32;
         let mut best = vec![0f32; self.slots.len()];
         for h in 1..self.config.angle_bins {
-            let votes = self.votes_turned(probe, h as f32 * step);
+            let tables = self.config.turned_tables.clamp(1, self.config.tables);
+            let votes = self.votes_turned(probe, h as f32 * step, tables);
             for (b, v) in best.iter_mut().zip(votes) {
                 *b = b.max(v);
             }
@@ -971,7 +976,9 @@ mod tests {
             ..HashIndexConfig::default()
         });
         assert!(flat.candidates_turned(&probes[0], 5).is_empty());
-        assert!(HashIndex::default().candidates_turned(&probes[0], 5).is_empty());
+        assert!(HashIndex::default()
+            .candidates_turned(&probes[0], 5)
+            .is_empty());
     }
 
     #[test]

@@ -90,6 +90,34 @@ pub fn capture(p: &Palm, seed: u64) -> Template {
     Template::new(ROI as u16, kps, descs).unwrap()
 }
 
+/// `t` with every keypoint turned by `deg` degrees about the ROI centre (those leaving the
+/// ROI dropped): a capture whose ROI the kiosk cut at the wrong angle.
+pub fn turned(t: &Template, deg: f32) -> Template {
+    let (sin, cos) = deg.to_radians().sin_cos();
+    let c = ROI / 2.0;
+    let (kps, descs): (Vec<Keypoint>, Vec<[u8; 32]>) = t
+        .keypoints()
+        .iter()
+        .zip(t.descriptors())
+        .filter_map(|(k, d)| {
+            let (dx, dy) = (k.x - c, k.y - c);
+            let (x, y) = (c + dx * cos - dy * sin, c + dx * sin + dy * cos);
+            let inside = (0.0..ROI - 1.0).contains(&x) && (0.0..ROI - 1.0).contains(&y);
+            let angle = (k.angle + deg).rem_euclid(360.0);
+            inside.then_some((
+                Keypoint {
+                    x,
+                    y,
+                    angle,
+                    octave: k.octave,
+                },
+                *d,
+            ))
+        })
+        .unzip();
+    Template::new(ROI as u16, kps, descs).unwrap()
+}
+
 pub fn b64(t: &Template) -> String {
     base64::engine::general_purpose::STANDARD.encode(t.encode())
 }
