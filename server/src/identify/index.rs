@@ -80,7 +80,7 @@ impl Default for HashIndexConfig {
             grid: 8,
             probe_span: 2,
             angle_bins: 12,
-            turned_tables: 4,
+            turned_tables: 2,
         }
     }
 }
