@@ -233,9 +233,9 @@ impl Default for PalmPolicy {
     fn default() -> Self {
         PalmPolicy {
             // 1:N needs a stricter threshold than 1:1 (FPIR ≈ N × FMR at the tail).
-            accept: 18,
-            grey: 10,
-            margin: 3,
+            accept: 23,
+            grey: 13,
+            margin: 4,
             shortlist: 32,
             free_failures: 5,
         }

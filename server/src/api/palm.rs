@@ -21,8 +21,9 @@ use palmline_shared::api::{
 };
 use palmline_shared::palm::Template;
 
-/// Largest body of an enrollment (five templates of at most 12 KiB, base64).
-pub const MAX_ENROLL_BODY: usize = 96 * 1024;
+/// Largest body of an enrollment: five templates at the codec's bound (24 KiB each, base64)
+/// and the JSON around them.
+pub const MAX_ENROLL_BODY: usize = 5 * palmline_shared::api::MAX_TEMPLATE_B64_LEN + 8 * 1024;
 
 fn decode_template(b64: &str) -> Result<Template, ApiError> {
     input::template(b64)?;

@@ -129,7 +129,7 @@ impl Default for ExtractConfig {
             roi_inner: 160,
             roi_margin: 24,
             roi_span: 1.0,
-            max_keypoints: 300,
+            max_keypoints: 450,
             min_keypoints: 30,
             fast_threshold: 5,
             grid: 6,

@@ -28,7 +28,7 @@ pub const TEMPLATE_MAGIC: [u8; 4] = *b"PLMT";
 pub const HEADER_LEN: usize = 10;
 /// Bytes per keypoint record.
 pub const RECORD_LEN: usize = 38;
-/// Hard bound on the encoded size (12 KiB).
+/// Hard bound on the encoded size (24 KiB; the extractor's 450 keypoints take 16.7 KiB).
 pub const MAX_TEMPLATE_BYTES: usize = 24 * 1024;
 /// Hard bound on keypoints: the most that fit in [`MAX_TEMPLATE_BYTES`].
 pub const MAX_KEYPOINTS: usize = (MAX_TEMPLATE_BYTES - HEADER_LEN) / RECORD_LEN;
