@@ -69,7 +69,9 @@ impl Kiosk {
         format!("k{}-{}", self.idx, self.seq)
     }
 
-    /// Sends a keyed request, records its first answer, sometimes replays it at once.
+    /// Sends a keyed request, records its first answer, sometimes replays it at once. One
+    /// request in twelve also goes twice at the same moment (to the other replica, if any):
+    /// both copies must get the same answer.
     async fn keyed(&mut self, op: Op, call: Call, sender: Sender) -> Option<Answer> {
         let w = self.world.clone();
         let (c, to) = match sender {
@@ -77,34 +79,54 @@ impl Kiosk {
             Sender::Admin => (self.admin.clone(), self.admin_to.clone()),
         };
         w.count(&w.counters.attempted, 1);
+        let twin = self.rng.one_in(12).then(|| {
+            let (c, call) = (c.clone(), call.clone());
+            let to = Target {
+                bases: to.bases.clone(),
+                home: to.home + 1,
+            };
+            tokio::spawn(async move { call.send(&c, &to).await })
+        });
         let (answer, retries) = call.send(&c, &to).await;
         w.count(&w.counters.retries, retries);
         let Some(a) = answer else {
             w.violation(format!("never answered within the deadline: {op:?}"));
             return None;
         };
-        self.tally(&a, &op);
-        if stored(&a) {
-            let rec = Record {
-                sender,
-                merchant: self.merchant.clone(),
-                op,
-                call,
-                first: a.clone(),
-            };
-            if self.rng.one_in(8) {
-                replay(&w, &c, &to, &rec).await;
-            }
-            w.records.lock().expect("poisoned").push(rec);
+        self.tally(&a, op.kind());
+        if !stored(&a) {
+            return Some(a);
         }
+        let rec = Record {
+            sender,
+            merchant: self.merchant.clone(),
+            op,
+            call,
+            first: a.clone(),
+        };
+        if let Some(twin) = twin {
+            w.count(&w.counters.replays, 1);
+            match twin.await {
+                // A twin answered before the command (say `palm_not_recognised`) may differ.
+                Ok((Some(b), _)) if b == a || !stored(&b) => {}
+                other => w.violation(format!(
+                    "concurrent duplicate of {:?} answered {other:?}, first {a:?}",
+                    rec.op
+                )),
+            }
+        }
+        if self.rng.one_in(8) {
+            replay(&w, &c, &to, &rec).await;
+        }
+        w.records.lock().expect("poisoned").push(rec);
         Some(a)
     }
 
-    fn tally(&self, a: &Answer, what: &dyn std::fmt::Debug) {
+    fn tally(&self, a: &Answer, what: &str) {
         let w = &self.world;
-        w.answered(a);
+        w.answered(what, a);
         if a.status >= 500 {
-            w.violation(format!("{} answered to {what:?}: {}", a.status, a.body));
+            w.violation(format!("{} answered to a {what}: {}", a.status, a.body));
         }
     }
 
@@ -379,7 +401,7 @@ impl Kiosk {
             w.violation(format!("{path} never answered within the deadline"));
             return None;
         };
-        self.tally(&a, &path);
+        self.tally(&a, path);
         match a.body["token"].as_str() {
             Some(t) if a.ok() => Some(t.to_string()),
             _ => {

@@ -62,6 +62,8 @@ pub struct Report {
     pub retries: u64,
     pub replays: u64,
     pub kills: u64,
+    /// From each SIGKILL to the restarted server's first healthy answer, sorted.
+    pub recovery: Vec<Duration>,
     pub db_cuts: u64,
     pub transactions: usize,
     pub shoppers: usize,
@@ -80,15 +82,18 @@ impl std::fmt::Display for Report {
             "acknowledged:         {} ({} succeeded, the rest refused with a definite answer)",
             self.answered, self.succeeded
         )?;
-        let answers: Vec<String> = self
-            .answers
-            .iter()
-            .map(|(a, n)| format!("{a}: {n}"))
-            .collect();
-        writeln!(f, "answers:              {}", answers.join(", "))?;
         writeln!(f, "retries:              {}", self.retries)?;
         writeln!(f, "replays compared:     {}", self.replays)?;
         writeln!(f, "kills survived:       {}", self.kills)?;
+        if let (Some(mid), Some(max)) = (
+            self.recovery.get(self.recovery.len() / 2),
+            self.recovery.last(),
+        ) {
+            writeln!(
+                f,
+                "kill to healthy:      median {mid:.2?}, max {max:.2?} (restart included)"
+            )?;
+        }
         writeln!(f, "database cuts:        {}", self.db_cuts)?;
         writeln!(
             f,
@@ -96,6 +101,10 @@ impl std::fmt::Display for Report {
             self.transactions, self.shoppers, self.palms
         )?;
         writeln!(f, "run time:             {:.1} s", self.seconds)?;
+        writeln!(f, "answers (request, status, code: count):")?;
+        for (a, n) in &self.answers {
+            writeln!(f, "  {a}: {n}")?;
+        }
         writeln!(f, "violations:           {}", self.violations.len())?;
         for v in self.violations.iter().take(20) {
             writeln!(f, "  - {v}")?;
@@ -188,7 +197,7 @@ async fn drive(
         .into_iter()
         .map(|k| tokio::spawn(k.run(until)))
         .collect();
-    let (kills, cuts) = inject(cfg, cluster, store.proxy(), until, &mut rng).await?;
+    let (recovery, cuts) = inject(cfg, cluster, store.proxy(), until, &mut rng).await?;
     let mut done = Vec::new();
     for t in tasks {
         done.push(t.await.context("a kiosk task panicked")?);
@@ -207,13 +216,13 @@ async fn drive(
     for v in check::check(&records, &snap) {
         world.violation(v);
     }
-    Ok(report(&world, &snap, kills, cuts, started))
+    Ok(report(&world, &snap, recovery, cuts, started))
 }
 
 fn report(
     world: &World,
     snap: &check::Snapshot,
-    kills: u64,
+    mut recovery: Vec<Duration>,
     db_cuts: u64,
     started: Instant,
 ) -> Report {
@@ -224,7 +233,11 @@ fn report(
         succeeded: c.succeeded.load(Ordering::Relaxed),
         retries: c.retries.load(Ordering::Relaxed),
         replays: c.replays.load(Ordering::Relaxed),
-        kills,
+        kills: recovery.len() as u64,
+        recovery: {
+            recovery.sort();
+            recovery
+        },
         db_cuts,
         transactions: snap.txs.len(),
         shoppers: snap.accounts.iter().filter(|a| a.kind == "shopper").count(),
@@ -301,18 +314,19 @@ fn make_kiosks(
 
 /// Kills a random replica (SIGKILL, down for up to 0.3 s, restarted on the same dir and
 /// port, healthy again) or, one time in three on PostgreSQL, cuts the database for 0.2-1.5 s,
-/// at random gaps around `kill_every_ms`, until `until`. Returns (kills, cuts).
+/// at random gaps around `kill_every_ms`, until `until`. Returns each kill's time to a
+/// healthy server again, and the number of cuts.
 async fn inject(
     cfg: &Config,
     cluster: &mut Cluster,
     proxy: Option<&Proxy>,
     until: Instant,
     rng: &mut Rng,
-) -> Result<(u64, u64)> {
-    let (mut kills, mut cuts) = (0, 0);
+) -> Result<(Vec<Duration>, u64)> {
+    let (mut kills, mut cuts) = (Vec::new(), 0);
     if cfg.kill_every_ms == 0 {
         tokio::time::sleep_until(until.into()).await;
-        return Ok((0, 0));
+        return Ok((kills, 0));
     }
     loop {
         let gap = Duration::from_millis(cfg.kill_every_ms * rng.between(50, 150) / 100);
@@ -330,10 +344,11 @@ async fn inject(
             }
             _ => {
                 let i = rng.below(cluster.replicas.len() as u64) as usize;
+                let killed = Instant::now();
                 cluster.kill(i)?;
                 tokio::time::sleep(outage).await;
                 cluster.restart(i).await?;
-                kills += 1;
+                kills.push(killed.elapsed());
             }
         }
     }

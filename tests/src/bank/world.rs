@@ -43,6 +43,21 @@ pub enum Op {
     },
 }
 
+impl Op {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Register { .. } => "register",
+            Op::Enroll { .. } => "enroll",
+            Op::Deposit { .. } => "deposit",
+            Op::Withdrawal { .. } => "withdrawal",
+            Op::Payment { .. } => "payment",
+            Op::PalmPayment { .. } => "palm payment",
+            Op::Transfer { .. } => "transfer",
+            Op::Refund { .. } => "refund",
+        }
+    }
+}
+
 /// Who sent a request: its certificate is part of the idempotency key's scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sender {
@@ -96,7 +111,7 @@ pub struct World {
     pub records: Mutex<Vec<Record>>,
     pub violations: Mutex<Vec<String>>,
     pub counters: Counters,
-    /// Definite answers by status and error code (`200`, `422 insufficient_funds`, …).
+    /// Definite answers by request, status and error code (`payment 422 insufficient_funds`).
     pub answers: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -110,12 +125,13 @@ impl World {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub fn answered(&self, a: &Answer) {
+    /// Counts a definite answer to a request of kind `what`.
+    pub fn answered(&self, what: &str, a: &Answer) {
         self.count(&self.counters.answered, 1);
         if a.ok() {
             self.count(&self.counters.succeeded, 1);
         }
-        let label = format!("{} {}", a.status, a.code());
+        let label = format!("{what} {} {}", a.status, a.code());
         *self
             .answers
             .lock()
