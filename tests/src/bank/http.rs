@@ -88,19 +88,22 @@ impl Call {
         Ok(Answer { status, body })
     }
 
-    /// Sends until answered; `None` when [`ANSWER_DEADLINE`] passed without an answer.
-    pub async fn send(&self, c: &Client, to: &Target) -> (Option<Answer>, u64) {
+    /// Sends until answered; else, once [`ANSWER_DEADLINE`] passed, the last failure.
+    pub async fn send(&self, c: &Client, to: &Target) -> (Result<Answer, String>, u64) {
         let started = Instant::now();
         let (mut replica, mut retries) = (to.home, 0u64);
         loop {
             let base = &to.bases[replica % to.bases.len()];
-            match self.once(c, base).await {
-                Ok(a) if !a.retryable() => return (Some(a), retries),
-                // The other replica may be up while this one restarts.
-                Ok(_) | Err(_) => replica += 1,
-            }
+            let failure = match self.once(c, base).await {
+                Ok(a) if !a.retryable() => return (Ok(a), retries),
+                Ok(a) => format!("{} {}", a.status, a.body),
+                Err(e) => format!("{e:?}"),
+            };
+            // The other replica may be up while this one restarts.
+            replica += 1;
             if started.elapsed() > ANSWER_DEADLINE {
-                return (None, retries);
+                let last = format!("{retries} retries, the last at {base}: {failure}");
+                return (Err(last), retries);
             }
             retries += 1;
             let backoff = 20u64 << retries.min(5);

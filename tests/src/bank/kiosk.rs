@@ -87,13 +87,21 @@ impl Kiosk {
             };
             tokio::spawn(async move { call.send(&c, &to).await })
         });
+        let sent = Instant::now();
         let (answer, retries) = call.send(&c, &to).await;
         w.count(&w.counters.retries, retries);
-        let Some(a) = answer else {
-            w.violation(format!("never answered within the deadline: {op:?}"));
-            return None;
+        let a = match answer {
+            Ok(a) => a,
+            Err(last) => {
+                w.violation(format!("{op:?} never answered within the deadline: {last}"));
+                return None;
+            }
         };
-        self.tally(&a, op.kind());
+        self.tally(&a, op.kind(), sent.elapsed());
+        let a = match twin {
+            Some(twin) => self.settle(&op, a, twin.await.ok().map(|t| t.0)),
+            None => a,
+        };
         if !stored(&a) {
             return Some(a);
         }
@@ -104,17 +112,6 @@ impl Kiosk {
             call,
             first: a.clone(),
         };
-        if let Some(twin) = twin {
-            w.count(&w.counters.replays, 1);
-            match twin.await {
-                // A twin answered before the command (say `palm_not_recognised`) may differ.
-                Ok((Some(b), _)) if b == a || !stored(&b) => {}
-                other => w.violation(format!(
-                    "concurrent duplicate of {:?} answered {other:?}, first {a:?}",
-                    rec.op
-                )),
-            }
-        }
         if self.rng.one_in(8) {
             replay(&w, &c, &to, &rec).await;
         }
@@ -122,9 +119,28 @@ impl Kiosk {
         Some(a)
     }
 
-    fn tally(&self, a: &Answer, what: &str) {
+    /// The request's answer from two copies sent at once. An answer decided before the
+    /// command (`rate_limited`, `palm_not_recognised`) is not stored with the key, so the
+    /// other copy may then run the command: its stored answer is the request's. Two stored
+    /// answers must be the same.
+    fn settle(&self, op: &Op, a: Answer, twin: Option<Result<Answer, String>>) -> Answer {
         let w = &self.world;
-        w.answered(what, a);
+        w.count(&w.counters.replays, 1);
+        match twin {
+            Some(Ok(b)) if stored(&b) && !stored(&a) => b,
+            Some(Ok(b)) if b == a || !stored(&b) => a,
+            other => {
+                w.violation(format!(
+                    "concurrent duplicate of {op:?} answered {other:?}, the other {a:?}"
+                ));
+                a
+            }
+        }
+    }
+
+    fn tally(&self, a: &Answer, what: &str, took: std::time::Duration) {
+        let w = &self.world;
+        w.answered(what, a, took);
         if a.status >= 500 {
             w.violation(format!("{} answered to a {what}: {}", a.status, a.body));
         }
@@ -146,7 +162,7 @@ impl Kiosk {
                 .lock()
                 .expect("poisoned")
                 .push(name.clone());
-            if self.palms && self.rng.one_in(2) {
+            if self.palms && self.rng.one_in(3) {
                 self.enroll(&name).await;
             }
         }
@@ -393,15 +409,19 @@ impl Kiosk {
     async fn unkeyed(&mut self, path: &str, body: Value) -> Option<String> {
         let w = self.world.clone();
         w.count(&w.counters.attempted, 1);
+        let sent = Instant::now();
         let (answer, retries) = Call::new(path, None, body)
             .send(&self.client, &self.to)
             .await;
         w.count(&w.counters.retries, retries);
-        let Some(a) = answer else {
-            w.violation(format!("{path} never answered within the deadline"));
-            return None;
+        let a = match answer {
+            Ok(a) => a,
+            Err(last) => {
+                w.violation(format!("{path} never answered within the deadline: {last}"));
+                return None;
+            }
         };
-        self.tally(&a, path);
+        self.tally(&a, path, sent.elapsed());
         match a.body["token"].as_str() {
             Some(t) if a.ok() => Some(t.to_string()),
             _ => {
@@ -428,11 +448,11 @@ pub async fn replay(w: &World, c: &Client, to: &Target, rec: &Record) {
     let (answer, retries) = rec.call.send(c, to).await;
     w.count(&w.counters.retries, retries);
     match answer {
-        Some(a) if a == rec.first => {}
-        Some(a) => w.violation(format!(
+        Ok(a) if a == rec.first => {}
+        Ok(a) => w.violation(format!(
             "replay of {:?} answered {} {} (first: {} {})",
             rec.op, a.status, a.body, rec.first.status, rec.first.body
         )),
-        None => w.violation(format!("replay of {:?} never answered", rec.op)),
+        Err(last) => w.violation(format!("replay of {:?} never answered: {last}", rec.op)),
     }
 }

@@ -72,6 +72,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Definite answers by status and error code.
     pub answers: Vec<(String, u64)>,
+    /// Per request: count, median, p99 and slowest time to a definite answer.
+    pub latency: Vec<(String, usize, Duration, Duration, Duration)>,
 }
 
 impl std::fmt::Display for Report {
@@ -104,6 +106,13 @@ impl std::fmt::Display for Report {
         writeln!(f, "answers (request, status, code: count):")?;
         for (a, n) in &self.answers {
             writeln!(f, "  {a}: {n}")?;
+        }
+        writeln!(
+            f,
+            "time to a definite answer, retries included (request: n, p50, p99, max):"
+        )?;
+        for (what, n, p50, p99, max) in &self.latency {
+            writeln!(f, "  {what}: {n}, {p50:.1?}, {p99:.1?}, {max:.1?}")?;
         }
         writeln!(f, "violations:           {}", self.violations.len())?;
         for v in self.violations.iter().take(20) {
@@ -244,6 +253,7 @@ fn report(
         palms: world.palms.lock().expect("poisoned").len(),
         seconds: started.elapsed().as_secs_f64(),
         violations: world.violations.lock().expect("poisoned").clone(),
+        latency: latencies(world),
         answers: world
             .answers
             .lock()
@@ -252,6 +262,17 @@ fn report(
             .into_iter()
             .collect(),
     }
+}
+
+fn latencies(world: &World) -> Vec<(String, usize, Duration, Duration, Duration)> {
+    let mut all = world.latency.lock().expect("poisoned").clone();
+    all.iter_mut()
+        .map(|(what, l)| {
+            l.sort();
+            let at = |q: usize| l[(l.len() * q / 100).min(l.len() - 1)];
+            (what.clone(), l.len(), at(50), at(99), l[l.len() - 1])
+        })
+        .collect()
 }
 
 /// Each merchant's till cashier `Till`, created by the operator.
@@ -270,7 +291,7 @@ async fn add_tills(cluster: &Cluster, names: &[(String, String)]) -> Result<()> 
             body,
         );
         match call.send(&cluster.admin, &to).await.0 {
-            Some(a) if a.ok() => {}
+            Ok(a) if a.ok() => {}
             other => bail!("creating the till cashier of {m}: {other:?}"),
         }
     }

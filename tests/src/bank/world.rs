@@ -113,6 +113,8 @@ pub struct World {
     pub counters: Counters,
     /// Definite answers by request, status and error code (`payment 422 insufficient_funds`).
     pub answers: Mutex<BTreeMap<String, u64>>,
+    /// Time from the first send to the definite answer (retries included), by request.
+    pub latency: Mutex<BTreeMap<String, Vec<std::time::Duration>>>,
 }
 
 impl World {
@@ -125,8 +127,11 @@ impl World {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Counts a definite answer to a request of kind `what`.
-    pub fn answered(&self, what: &str, a: &Answer) {
+    /// Counts a definite answer to a request of kind `what`, `took` after its first send.
+    pub fn answered(&self, what: &str, a: &Answer, took: std::time::Duration) {
+        let mut l = self.latency.lock().expect("poisoned");
+        l.entry(what.to_string()).or_default().push(took);
+        drop(l);
         self.count(&self.counters.answered, 1);
         if a.ok() {
             self.count(&self.counters.succeeded, 1);
