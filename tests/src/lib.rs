@@ -139,3 +139,4 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+pub mod bank;
