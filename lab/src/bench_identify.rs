@@ -146,8 +146,23 @@ type Probe = (Option<usize>, Template, (u64, u64));
 /// Per probe: best palm (gallery position) and its score.
 type Ranked = Vec<(Option<usize>, f64)>;
 
+pub(crate) fn fnv(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3))
+}
+
+pub(crate) const FNV0: u64 = 0xCBF2_9CE4_8422_2325;
+
+/// The cache folder of generated captures: the data seed and the extractor's configuration
+/// (a template cached with other settings is never reused).
+fn cache_dir(cache: &Path, seed: u64) -> PathBuf {
+    let config = fnv(FNV0, format!("{:?}", ExtractConfig::default()).as_bytes());
+    cache.join(format!("s{seed}-x{:08x}", config as u32))
+}
+
 fn cache_path(cache: &Path, seed: u64, id: u64) -> PathBuf {
-    cache.join(format!("s{seed}")).join(format!("{id:07}.tpl"))
+    cache_dir(cache, seed).join(format!("{id:07}.tpl"))
 }
 
 fn read_captures(path: &Path) -> Option<Captures> {
@@ -211,7 +226,7 @@ struct Job {
 
 /// Loads from the cache or extracts (in parallel) the captures of each job.
 fn captures(a: &BenchIdentifyArgs, jobs: &[Job], what: &str) -> Result<Vec<Captures>> {
-    std::fs::create_dir_all(a.cache.join(format!("s{}", a.data_seed)))?;
+    std::fs::create_dir_all(cache_dir(&a.cache, a.data_seed))?;
     let out: Vec<Mutex<Option<Captures>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);

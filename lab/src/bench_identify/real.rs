@@ -21,8 +21,8 @@
 //! after changing extraction or matcher code). Nothing is written next to the images.
 
 use super::{
-    build_index, captures, distractor, fnir_rows, good, index_config, pct, verify,
-    BenchIdentifyArgs, FnirRow, Job, Outcome, Store, POOL_BASE,
+    build_index, captures, distractor, fnir_rows, fnv, good, index_config, pct, verify,
+    BenchIdentifyArgs, FnirRow, Job, Outcome, Store, FNV0, POOL_BASE,
 };
 use crate::eval::{detect_input, list_images, load_gray, thread_cpu, Input};
 use anyhow::{bail, Context, Result};
@@ -63,14 +63,6 @@ struct RealSet {
     /// Cache key of the extracted templates.
     key: u64,
 }
-
-fn fnv(h: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3))
-}
-
-const FNV0: u64 = 0xCBF2_9CE4_8422_2325;
 
 /// The identities held out as strangers: `s` of `n`, spread evenly.
 pub(crate) fn stranger_ids(n: usize, s: usize) -> Vec<usize> {
