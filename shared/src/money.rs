@@ -288,6 +288,47 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
+/// The OpenAPI schema of [`Money`]'s wire form (`{"amount": "12.34", "currency": "EUR"}`),
+/// written by hand because its serde form is.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use super::{Money, KNOWN};
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    /// The syntax [`Money::parse`] accepts (its range and precision checks come after).
+    pub const AMOUNT_PATTERN: &str = r"^-?[0-9]+(\.[0-9]+)?$";
+
+    impl utoipa::PartialSchema for Money {
+        fn schema() -> RefOr<Schema> {
+            let amount = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(AMOUNT_PATTERN))
+                .description(Some(
+                    "decimal string with at most the currency's minor digits; never a JSON number",
+                ))
+                .examples(["12.34"]);
+            let currency = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(KNOWN.iter().map(|(code, _)| *code)))
+                .description(Some(
+                    "ISO 4217 code; requests must use the server's currency",
+                ));
+            ObjectBuilder::new()
+                .property("amount", amount)
+                .property("currency", currency)
+                .required("amount")
+                .required("currency")
+                .description(Some(
+                    "an amount of money: integer minor units on the server",
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for Money {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,270 @@
+//! The published OpenAPI document against the router it describes (issue 14 part 3).
+//!
+//! The router's paths are read from the built `axum::Router` itself (its `Debug` output
+//! lists every registered path), and each path's methods by asking the router: a method it
+//! does not route answers 405, an unknown path the fallback's 404. That set must equal the
+//! document's operations, both ways. The document's claims about callers and headers are
+//! then checked against a real server over mTLS.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::TestServer;
+use palmline_server::api::{openapi, router, SharedState};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use tower::ServiceExt;
+
+type Operations = BTreeSet<(String, String)>;
+
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
+/// Every `(METHOD, path)` of the document.
+fn documented(doc: &Value) -> Operations {
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut ops = Operations::new();
+    for (path, item) in paths {
+        for m in METHODS {
+            if item.get(m.as_str().to_lowercase()).is_some() {
+                ops.insert((m.to_string(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+/// The path templates a router was built with, from its `Debug` output (axum prints each
+/// route's id and path). Fails loudly if that output changes shape.
+fn router_paths(app: &axum::Router) -> BTreeSet<String> {
+    let debug = format!("{app:?}");
+    let paths: BTreeSet<String> = debug
+        .split("RouteId(")
+        .skip(1)
+        .filter_map(|s| s.split_once("): \"")?.1.split_once('"'))
+        .map(|(path, _)| path.to_string())
+        .filter(|p| !p.contains("__private__axum"))
+        .collect();
+    assert!(
+        paths.len() >= 10,
+        "could not read the routes from the router's Debug output (axum changed it?): {paths:?}"
+    );
+    paths
+}
+
+/// A concrete request path for a template (`{id}` → 1).
+fn concrete(template: &str) -> String {
+    template.replace("{id}", "1")
+}
+
+/// What the router routes: each of its paths with each method it does not answer 405 (or
+/// the fallback's 404) to. Requests carry no TLS information, so a routed one must be
+/// refused by the handler's certificate check: 403 `forbidden`.
+async fn served(app: &axum::Router) -> Operations {
+    let mut ops = Operations::new();
+    for path in router_paths(app) {
+        for m in METHODS {
+            let req = Request::builder()
+                .method(m.clone())
+                .uri(concrete(&path))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            match resp.status() {
+                StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND => {}
+                StatusCode::FORBIDDEN => {
+                    ops.insert((m.to_string(), path.clone()));
+                }
+                other => panic!("{m} {path} answered {other} without a client certificate"),
+            }
+        }
+    }
+    ops
+}
+
+fn document_json() -> Value {
+    serde_json::to_value(openapi::document()).unwrap()
+}
+
+fn state(t: &TestServer) -> SharedState {
+    t.running.state.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_serves_exactly_the_documented_operations() {
+    let t = TestServer::start().await;
+    let doc = document_json();
+    let documented = documented(&doc);
+    let served = served(&router(state(&t))).await;
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not documented: {undocumented:?}\ndocumented but not served: {unserved:?}"
+    );
+    // Every route of the API, and the document itself.
+    assert!(documented.len() >= 32, "{documented:?}");
+    assert!(documented.contains(&("GET".into(), "/v1/openapi.json".into())));
+    assert!(documented.contains(&("POST".into(), "/v1/admin/cashiers/{id}/pin".into())));
+}
+
+/// The comparison catches a route added next to the route table: the check above can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_added_without_documentation_is_found() {
+    let t = TestServer::start().await;
+    let (routes, doc) = palmline_server::api::routes().split_for_parts();
+    let sneaky = routes
+        .route(
+            "/v1/undocumented/{id}",
+            axum::routing::post(|_: palmline_server::api::AdminCaller| async { "sneaky" }),
+        )
+        .with_state(state(&t));
+    let served = served(&sneaky).await;
+    let documented = documented(&serde_json::to_value(doc).unwrap());
+    let extra: Vec<_> = served.difference(&documented).collect();
+    assert_eq!(
+        extra,
+        [&("POST".to_string(), "/v1/undocumented/{id}".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_is_served_to_any_certificate_and_is_the_generated_one() {
+    let t = TestServer::start().await;
+    let expected = document_json();
+    for client in [t.kiosk("kiosk-a"), t.admin()] {
+        let resp = client.get(t.url("/v1/openapi.json")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let served: Value = resp.json().await.unwrap();
+        assert_eq!(served, expected);
+    }
+    assert!(expected["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(
+        expected["components"]["securitySchemes"]["mutualTLS"]["type"],
+        "mutualTLS"
+    );
+    assert_eq!(expected["security"][0]["mutualTLS"], serde_json::json!([]));
+}
+
+/// The operations of a document with their tags, parameters and security.
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in METHODS {
+            if let Some(op) = item.get(m.as_str().to_lowercase()) {
+                out.push((m.to_string(), path.clone(), op));
+            }
+        }
+    }
+    out
+}
+
+fn has_param(op: &Value, name: &str) -> bool {
+    op["parameters"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["name"] == name))
+}
+
+/// Each operation's role tag is true: the other role's certificate is refused (403), and
+/// every operation needs the client certificate (its own security requirements, where it
+/// has any, include `mutualTLS`; the document's default is `mutualTLS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_tags_and_security_match_what_the_server_enforces() {
+    let t = TestServer::start().await;
+    let doc = document_json();
+    let (kiosk, admin) = (t.kiosk("kiosk-a"), t.admin());
+    for (method, path, op) in operations(&doc) {
+        let tags: Vec<&str> = op["tags"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let wrong = match tags.as_slice() {
+            ["kiosk"] => Some(&admin),
+            ["operator"] => Some(&kiosk),
+            ["any"] => None,
+            other => panic!("{method} {path}: one role tag expected, found {other:?}"),
+        };
+        if let Some(security) = op.get("security") {
+            let all = security.as_array().unwrap();
+            assert!(
+                all.iter().all(|req| req.get("mutualTLS").is_some()),
+                "{method} {path}: {security}"
+            );
+        }
+        let Some(client) = wrong else { continue };
+        let url = t.url(&concrete(&path));
+        let req = client.request(method.parse().unwrap(), url);
+        let resp = req.body("{}").send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden", "{method} {path}");
+    }
+}
+
+/// Where the document asks for an `Idempotency-Key`, the server refuses a request without
+/// one (from the right caller), and every mutating route asks for it except the documented
+/// exceptions (logins open a new session on retry; the purge finds less on a rerun).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idempotency_key_is_documented_where_it_is_required() {
+    let t = TestServer::start().await;
+    let doc = document_json();
+    let (kiosk, admin) = (t.kiosk("kiosk-a"), t.admin());
+    let exempt = ["/v1/sessions", "/v1/cashier-sessions", "/v1/admin/purge"];
+    for (method, path, op) in operations(&doc) {
+        let keyed = has_param(op, "Idempotency-Key");
+        if method == "GET" {
+            assert!(!keyed, "{method} {path}");
+            continue;
+        }
+        assert_eq!(keyed, !exempt.contains(&path.as_str()), "{method} {path}");
+        if !keyed {
+            continue;
+        }
+        let client = if op["tags"][0] == "operator" {
+            &admin
+        } else {
+            &kiosk
+        };
+        let url = t.url(&concrete(&path));
+        let resp = client
+            .request(method.parse().unwrap(), url)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{method} {path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "missing_idempotency_key",
+            "{method} {path}"
+        );
+    }
+}
+
+/// Every operation documents its error shape, and the schemas it names exist.
+#[test]
+fn errors_and_references_are_documented() {
+    let doc = document_json();
+    for (method, path, op) in operations(&doc) {
+        for range in ["4XX", "5XX"] {
+            let schema = &op["responses"][range]["content"]["application/json"]["schema"];
+            assert_eq!(
+                schema["$ref"], "#/components/schemas/ErrorBody",
+                "{method} {path}"
+            );
+        }
+    }
+    let text = doc.to_string();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for piece in text.split("\"#/components/schemas/").skip(1) {
+        let name = piece.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "dangling reference to {name}");
+    }
+}
