@@ -268,3 +268,63 @@ fn errors_and_references_are_documented() {
         assert!(schemas.contains_key(name), "dangling reference to {name}");
     }
 }
+
+// ------------------------------------------------------------ schemathesis findings
+// Each test below pins what `scripts/fuzz-api` found, so that it stays fixed.
+
+/// Found: a shopper-scoped request without `Authorization` got a 400 for its body (the body
+/// was judged before the missing session): credentials are asked for first, 401
+/// `session_required`, whatever the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_session_is_refused_before_the_body_is_judged() {
+    let t = TestServer::start().await;
+    let k = t.kiosk("kiosk-a");
+    let bad = br#"{"templates": [], "amount": {"amount": "x", "currency": "EUR"}, "pin": ""}"#;
+    for path in [
+        "/v1/payments",
+        "/v1/transfers",
+        "/v1/withdrawals",
+        "/v1/palms",
+    ] {
+        let (s, v) = if path == "/v1/withdrawals" {
+            t.post_desk(&k, path, Some("k-1"), None, bad.to_vec()).await
+        } else {
+            t.post_raw(&k, path, Some("k-1"), None, bad.to_vec()).await
+        };
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {v}");
+        assert_eq!(v["error"]["code"], "session_required", "{path}: {v}");
+    }
+    let (s, v) = t.get(&k, "/v1/wallet/history?limit=abc", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["code"], "session_required");
+}
+
+/// Found: `limit` was documented as an int32 while the server takes any u32 (and caps the
+/// page): the document now says 0..=4294967295, and the server keeps to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_limits_are_documented_as_the_server_reads_them() {
+    let doc = document_json();
+    for path in [
+        "/v1/admin/accounts",
+        "/v1/admin/palm-scans",
+        "/v1/wallet/history",
+    ] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["maximum"], f64::from(u32::MAX), "{path}");
+        assert_eq!(limit["schema"]["minimum"], 0, "{path}");
+    }
+    let t = TestServer::start().await;
+    let a = t.admin();
+    for (limit, status) in [
+        ("4294967295", StatusCode::OK),
+        ("0", StatusCode::OK),
+        ("4294967296", StatusCode::BAD_REQUEST),
+        ("-1", StatusCode::BAD_REQUEST),
+    ] {
+        for path in ["/v1/admin/accounts", "/v1/admin/palm-scans"] {
+            let (s, v) = t.get(&a, &format!("{path}?limit={limit}"), None).await;
+            assert_eq!(s, status, "{path}?limit={limit}: {v}");
+        }
+    }
+}

@@ -214,10 +214,17 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterShopper {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9][a-z0-9._-]{2,31}$"))]
     pub username: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 254, pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    )]
     pub email: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 128))]
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
 }
 
@@ -247,7 +254,9 @@ pub enum AccountStatus {
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum SessionRequest {
     Password {
+        #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
         username: String,
+        #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
         password: String,
     },
     /// A palm template (base64 of the binary codec). May answer `step_up_required`: send
@@ -255,6 +264,7 @@ pub enum SessionRequest {
     Palm {
         template: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
         pin: Option<String>,
     },
 }
@@ -273,7 +283,9 @@ pub struct SessionResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CashierSessionRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,12}$"))]
     pub pin: String,
 }
 
@@ -310,6 +322,7 @@ pub enum CashierStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepositRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub username: String,
     pub amount: Money,
 }
@@ -321,6 +334,7 @@ pub struct DepositRequest {
 pub struct WithdrawalRequest {
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
 }
 
@@ -330,8 +344,10 @@ pub struct WithdrawalRequest {
 pub struct PaymentRequest {
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub description: Option<String>,
 }
 
@@ -339,11 +355,14 @@ pub struct PaymentRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub to_username: String,
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub note: Option<String>,
 }
 
@@ -476,6 +495,7 @@ pub struct CashierTotals {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PalmEnrollRequest {
+    #[cfg_attr(feature = "openapi", schema(min_items = 3, max_items = 5))]
     pub templates: Vec<String>,
 }
 
@@ -492,11 +512,14 @@ pub struct PalmEnrollResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PalmPaymentRequest {
+    /// Base64 of the template codec, at most 32,772 characters (`invalid_template` past it).
     pub template: String,
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub description: Option<String>,
 }
 
@@ -521,6 +544,7 @@ pub struct AccountRow {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FreezeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub reason: Option<String>,
 }
 
@@ -531,6 +555,7 @@ pub struct RefundRequest {
     pub payment_id: i64,
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub reason: Option<String>,
 }
 
@@ -539,8 +564,11 @@ pub struct RefundRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewCashier {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub merchant: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,12}$"))]
     pub pin: String,
 }
 
@@ -548,6 +576,7 @@ pub struct NewCashier {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CashierPinChange {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,12}$"))]
     pub pin: String,
 }
 

@@ -29,7 +29,8 @@ fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
 pub struct AccountsQuery {
     /// Part of a name or e-mail; empty or absent lists all.
     pub q: Option<String>,
-    /// How many rows at most.
+    /// How many rows at most: 0 counts as 1, over 1000 as 1000.
+    #[param(value_type = Option<u64>, maximum = 4294967295.0)]
     pub limit: Option<u32>,
 }
 

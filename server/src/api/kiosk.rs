@@ -64,6 +64,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// The bearer token of a shopper-scoped request, refused (`session_required`) before its
+/// body is judged when it is missing: a caller without credentials learns nothing else.
+pub(super) fn bearer_required(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SessionRequired,
+            "log in first (Authorization: Bearer <token>)",
+        )
+    })
+}
+
 pub(super) fn subject(headers: &HeaderMap) -> String {
     bearer(headers)
         .map(|t| hex::encode(auth::token_hash(t)))
@@ -84,12 +95,7 @@ pub(super) async fn session(
     headers: &HeaderMap,
     kiosk: &crate::store::KioskRef,
 ) -> Result<SessionInfo, ApiError> {
-    let token = bearer(headers).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::SessionRequired,
-            "log in first (Authorization: Bearer <token>)",
-        )
-    })?;
+    let token = bearer_required(headers)?;
     let s = state
         .store
         .session(auth::token_hash(token), unix_now())
@@ -538,6 +544,7 @@ async fn shopper_debit<R: DebitRequest>(
         Desk::Cash => Some(super::cashier::token(&headers)?.to_string()),
         Desk::None => None,
     };
+    bearer_required(&headers)?;
     let mut req: R = parse_json(body)?;
     let (amount, pin) = req.checked()?;
     check_amount(&state, amount)?;
@@ -685,7 +692,9 @@ pub async fn wallet(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Page {
-    /// How many rows at most.
+    /// How many rows at most: 0 counts as 1, and past the list's cap (200 for a wallet's
+    /// history, 1000 for the palm-scan log) as the cap.
+    #[param(value_type = Option<u64>, maximum = 4294967295.0)]
     pub limit: Option<u32>,
     /// Only rows with an id below this one (the previous page's `next_before`).
     pub before: Option<i64>,
@@ -706,6 +715,7 @@ pub async fn history(
     headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    bearer_required(&headers)?;
     let Query(page) = page.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     let s = session(&state, &headers, &kiosk).await?;
     let h = state

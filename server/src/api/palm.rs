@@ -298,6 +298,7 @@ pub async fn enroll(
         &subject(&headers),
         &body,
     )?;
+    super::kiosk::bearer_required(&headers)?;
     let req: PalmEnrollRequest = parse_json(&body)?;
     if !(3..=5).contains(&req.templates.len()) {
         return Err(ApiError::new(
