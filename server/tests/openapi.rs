@@ -328,3 +328,42 @@ async fn list_limits_are_documented_as_the_server_reads_them() {
         }
     }
 }
+
+/// Found: `[]` as the body of `POST /v1/admin/accounts/{id}/unfreeze` was accepted (serde
+/// reads a JSON array into a struct, field by field), and so was an array where an amount
+/// belongs: every request body must be a JSON object, every amount one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_and_amounts_must_be_json_objects() {
+    let t = TestServer::start().await;
+    let (a, k) = (t.admin(), t.kiosk("kiosk-a"));
+    t.register(&k, "alice", None).await;
+    let (s, v) = t
+        .post_raw(
+            &a,
+            "/v1/admin/accounts/1/freeze",
+            Some("f-1"),
+            None,
+            b"[]".to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_request");
+    let (s, v) = t.get(&a, "/v1/admin/accounts", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v[0]["status"], "active", "nothing changed: {v}");
+    let array = br#"["bob", "bob@example.com", "password123"]"#.to_vec();
+    let (s, v) = t
+        .post_raw(&k, "/v1/shoppers", Some("r-1"), None, array)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_request");
+    let deposit = br#"{"username": "alice", "amount": ["5.00", "EUR"]}"#.to_vec();
+    let (s, v) = t
+        .post_desk(&k, "/v1/deposits", Some("d-1"), None, deposit)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_amount");
+    let (s, v) = t.get(&a, "/v1/admin/ledger-check", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["transactions_checked"], 0, "{v}");
+}

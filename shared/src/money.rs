@@ -282,9 +282,24 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = MoneyWire::deserialize(d)?;
+        // Only the object form: a derived `Deserialize` would also read `["12.34", "EUR"]`.
+        let w = d.deserialize_map(MoneyWireVisitor)?;
         let c = Currency::from_code(&w.currency).map_err(serde::de::Error::custom)?;
         Money::parse(&w.amount, c).map_err(serde::de::Error::custom)
+    }
+}
+
+struct MoneyWireVisitor;
+
+impl<'de> serde::de::Visitor<'de> for MoneyWireVisitor {
+    type Value = MoneyWire;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(r#"an amount as {"amount": "12.34", "currency": "EUR"}"#)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<MoneyWire, A::Error> {
+        MoneyWire::deserialize(serde::de::value::MapAccessDeserializer::new(map))
     }
 }
 
@@ -313,7 +328,8 @@ mod openapi {
                 .enum_values(Some(KNOWN.iter().map(|(code, _)| *code)))
                 .description(Some(
                     "ISO 4217 code; requests must use the server's currency",
-                ));
+                ))
+                .examples(["EUR"]);
             ObjectBuilder::new()
                 .property("amount", amount)
                 .property("currency", currency)
@@ -415,6 +431,10 @@ mod tests {
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(j, r#"{"amount":"7.05","currency":"EUR"}"#);
         assert!(serde_json::from_str::<Money>(r#"{"amount":7.05,"currency":"EUR"}"#).is_err());
+        assert_eq!(serde_json::from_str::<Money>(&j).unwrap(), m);
+        // Found by schemathesis: a derived Deserialize also read the array form.
+        let err = serde_json::from_str::<Money>(r#"["7.05","EUR"]"#).unwrap_err();
+        assert!(err.to_string().contains("amount"), "{err}");
     }
 
     proptest! {

@@ -417,7 +417,20 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 
 /// Parses JSON with typed errors: syntax errors are `malformed_json`, bad amounts
 /// `invalid_amount`, unknown currencies `unsupported_currency`, the rest `invalid_request`.
+/// Every request body is a JSON object: valid JSON of another kind (serde would read an
+/// array into a struct, field by field) is `invalid_request`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         let msg = input::clip(e.to_string());
