@@ -185,7 +185,6 @@ pub type SharedState = Arc<AppState>;
 /// are one act ([`openapi`]; server/tests/openapi.rs checks the built router against the
 /// document both ways). Never add a route with `.route(..)`.
 pub fn routes() -> OpenApiRouter<SharedState> {
-    use axum::extract::DefaultBodyLimit;
     use utoipa_axum::router::UtoipaMethodRouterExt;
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(kiosk::health))
@@ -200,7 +199,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(kiosk::wallet))
         .routes(routes!(kiosk::history))
         .routes(routes!(kiosk::merchant_today))
-        .routes(routes!(palm::enroll).layer(DefaultBodyLimit::max(palm::MAX_ENROLL_BODY)))
+        .routes(routes!(palm::enroll).layer(Extension(BodyLimit(palm::MAX_ENROLL_BODY))))
         .routes(routes!(palm::delete_mine))
         .routes(routes!(palm::pay_by_palm))
         .routes(routes!(admin::delete_palm))
@@ -398,20 +397,53 @@ impl FromRequestParts<SharedState> for AdminCaller {
 /// A request body read under the size limit, with its bytes kept for the idempotency hash.
 pub struct RawBody(pub Bytes);
 
+/// A route's body limit where it is not [`MAX_BODY_BYTES`] (an `Extension` layer on the route).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Bytes of an over-limit body read and thrown away before the 413 goes out, so that a client
+/// that sends its whole body before reading (most do) gets the answer rather than a reset
+/// connection (nginx's "lingering close"); a body longer still is cut off as before. The
+/// request timeout bounds the time this takes.
+const DRAIN_BYTES: usize = 1 << 20;
+
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        use http_body_util::BodyExt;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(MAX_BODY_BYTES, |l| l.0);
+        let unreadable = || ApiError::new(ErrorCode::InvalidRequest, "unreadable request body");
+        let mut body = req.into_body();
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
+                continue;
+            };
+            if buf.len() + data.len() > limit {
+                drain(body, DRAIN_BYTES).await;
+                return Err(ApiError::new(
                     ErrorCode::BodyTooLarge,
-                    format!("request body over {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                ApiError::new(ErrorCode::InvalidRequest, "unreadable request body")
+                    format!("request body over {limit} bytes"),
+                ));
             }
-        })?;
-        Ok(RawBody(bytes))
+            buf.extend_from_slice(&data);
+        }
+        Ok(RawBody(Bytes::from(buf)))
+    }
+}
+
+/// Reads and drops up to `max` more bytes of a body (or until it ends or fails).
+async fn drain(mut body: axum::body::Body, max: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0;
+    while seen <= max {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
     }
 }
 
