@@ -5,6 +5,8 @@ set -euo pipefail
 PALMLINE_APT_PACKAGES=(
   libopencv-dev clang libclang-dev pkg-config libudev-dev libinput-dev libxkbcommon-dev
   libfontconfig1-dev nasm xvfb xauth imagemagick ca-certificates
+  # scripts/fuzz-api: schemathesis in a venv (from PyPI), curl and jq to seed and check.
+  python3 python3-venv python3-pip curl jq
 )
 missing=()
 for p in "${PALMLINE_APT_PACKAGES[@]}"; do

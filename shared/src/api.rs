@@ -41,6 +41,7 @@ pub const CASHIER_PIN_MAX: usize = 12;
 
 /// Stable error codes. The string form (snake_case) is part of the API contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidAmount,
@@ -168,6 +169,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
@@ -175,6 +177,7 @@ pub struct ErrorDetail {
 
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
@@ -194,6 +197,7 @@ impl ErrorBody {
 
 /// `GET /v1/health`: who the server thinks the caller is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -208,15 +212,24 @@ pub struct Health {
 
 /// `POST /v1/shoppers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterShopper {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9][a-z0-9._-]{2,31}$"))]
     pub username: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 254, pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    )]
     pub email: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 8, max_length = 128))]
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Shopper {
     pub id: i64,
     pub username: String,
@@ -228,6 +241,7 @@ pub struct Shopper {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Active,
@@ -236,10 +250,13 @@ pub enum AccountStatus {
 
 /// `POST /v1/sessions`: log a shopper in at this kiosk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum SessionRequest {
     Password {
+        #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
         username: String,
+        #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
         password: String,
     },
     /// A palm template (base64 of the binary codec). May answer `step_up_required`: send
@@ -247,11 +264,13 @@ pub enum SessionRequest {
     Palm {
         template: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
         pin: Option<String>,
     },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionResponse {
     pub token: String,
     /// RFC 3339.
@@ -262,12 +281,16 @@ pub struct SessionResponse {
 /// `POST /v1/cashier-sessions`: a cashier of this kiosk's merchant signs in with name and
 /// PIN. The token goes in the `Cashier-Session` header of deposits and withdrawals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CashierSessionRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,12}$"))]
     pub pin: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CashierSessionResponse {
     pub token: String,
     /// RFC 3339.
@@ -277,6 +300,7 @@ pub struct CashierSessionResponse {
 
 /// A cashier: a person who handles the cash at one merchant's kiosks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cashier {
     pub id: i64,
     pub merchant: String,
@@ -286,6 +310,7 @@ pub struct Cashier {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CashierStatus {
     Active,
@@ -295,7 +320,9 @@ pub enum CashierStatus {
 /// `POST /v1/deposits` (cashier session required): cash handed to the cashier, credited
 /// to a shopper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepositRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub username: String,
     pub amount: Money,
 }
@@ -303,34 +330,44 @@ pub struct DepositRequest {
 /// `POST /v1/withdrawals` (shopper session and cashier session required): cash paid out by
 /// the cashier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WithdrawalRequest {
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
 }
 
 /// `POST /v1/payments` (session required): the shopper pays this kiosk's merchant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PaymentRequest {
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub description: Option<String>,
 }
 
 /// `POST /v1/transfers` (session required): shopper to shopper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransferRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub to_username: String,
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TxKind {
     Deposit,
@@ -365,6 +402,7 @@ impl TxKind {
 
 /// The result of every money movement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Receipt {
     pub transaction_id: i64,
     pub kind: TxKind,
@@ -387,6 +425,7 @@ pub struct Receipt {
 
 /// `GET /v1/wallet`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Wallet {
     pub shopper: Shopper,
     pub balance: Money,
@@ -394,6 +433,7 @@ pub struct Wallet {
 
 /// One line of a shopper's history, from the shopper's point of view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryItem {
     pub transaction_id: i64,
     pub kind: TxKind,
@@ -409,6 +449,7 @@ pub struct HistoryItem {
 
 /// `GET /v1/wallet/history?limit=N&before=ID`: newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryPage {
     pub items: Vec<HistoryItem>,
     /// Pass as `before` to get the next (older) page.
@@ -418,6 +459,7 @@ pub struct HistoryPage {
 
 /// `GET /v1/merchant/today`: the day's figures for this kiosk's merchant (UTC day).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DailyTotals {
     pub merchant: String,
     pub date: String,
@@ -436,6 +478,7 @@ pub struct DailyTotals {
 
 /// One cashier's cash of one day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CashierTotals {
     pub cashier_id: Option<i64>,
     /// Empty for movements without a cashier.
@@ -450,11 +493,14 @@ pub struct CashierTotals {
 /// `POST /v1/palms` (session required): enroll 3-5 templates of the logged-in shopper's palm.
 /// Templates are base64 (standard alphabet) of the binary template codec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PalmEnrollRequest {
+    #[cfg_attr(feature = "openapi", schema(min_items = 3, max_items = 5))]
     pub templates: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PalmEnrollResponse {
     pub shopper: String,
     pub templates_stored: u32,
@@ -464,12 +510,16 @@ pub struct PalmEnrollResponse {
 /// outcome. On `step_up_required` the kiosk asks for the PIN and sends the same template
 /// with `pin` under a NEW idempotency key (nothing moved the first time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PalmPaymentRequest {
+    /// Base64 of the template codec, at most 32,772 characters (`invalid_template` past it).
     pub template: String,
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
     pub pin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub description: Option<String>,
 }
 
@@ -477,6 +527,7 @@ pub struct PalmPaymentRequest {
 
 /// `GET /v1/admin/accounts?q=...&limit=...`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountRow {
     pub id: i64,
     pub kind: String,
@@ -490,38 +541,49 @@ pub struct AccountRow {
 
 /// `POST /v1/admin/accounts/{id}/freeze` and `/unfreeze` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FreezeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub reason: Option<String>,
 }
 
 /// `POST /v1/admin/refunds`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefundRequest {
     pub payment_id: i64,
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub reason: Option<String>,
 }
 
 /// `POST /v1/admin/cashiers`: a new cashier of `merchant` (the merchant name kiosks'
 /// certificates carry). The PIN is 4-12 digits; it is stored only as an argon2id hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewCashier {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub merchant: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 32))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,12}$"))]
     pub pin: String,
 }
 
 /// `POST /v1/admin/cashiers/{id}/pin`: the cashier's new PIN (4-12 digits).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CashierPinChange {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,12}$"))]
     pub pin: String,
 }
 
 /// `POST /v1/admin/purge`: what the retention purge deleted (never a transaction, an entry
 /// or an account).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PurgeReport {
     pub idempotency: u64,
     pub scans: u64,
@@ -531,6 +593,7 @@ pub struct PurgeReport {
 
 /// `GET /v1/admin/kiosks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KioskRow {
     pub kiosk_id: String,
     pub merchant: String,
@@ -540,6 +603,7 @@ pub struct KioskRow {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ScanOutcome {
     Accepted,
@@ -584,6 +648,7 @@ impl ScanOutcome {
 
 /// `GET /v1/admin/palm-scans?limit=...&before=...`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PalmScanRow {
     pub id: i64,
     pub kiosk_id: String,
@@ -596,6 +661,7 @@ pub struct PalmScanRow {
 
 /// `GET /v1/admin/reports/daily?date=YYYY-MM-DD`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DailyReport {
     pub date: String,
     pub merchants: Vec<DailyTotals>,
@@ -603,6 +669,7 @@ pub struct DailyReport {
 
 /// `GET /v1/admin/ledger-check`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerCheck {
     pub ok: bool,
     pub accounts_checked: i64,
@@ -644,6 +711,7 @@ impl LedgerCheck {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BalanceMismatch {
     pub account_id: i64,
     pub cached_minor: i64,

@@ -282,10 +282,67 @@ impl Serialize for Money {
 
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let w = MoneyWire::deserialize(d)?;
+        // Only the object form: a derived `Deserialize` would also read `["12.34", "EUR"]`.
+        let w = d.deserialize_map(MoneyWireVisitor)?;
         let c = Currency::from_code(&w.currency).map_err(serde::de::Error::custom)?;
         Money::parse(&w.amount, c).map_err(serde::de::Error::custom)
     }
+}
+
+struct MoneyWireVisitor;
+
+impl<'de> serde::de::Visitor<'de> for MoneyWireVisitor {
+    type Value = MoneyWire;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(r#"an amount as {"amount": "12.34", "currency": "EUR"}"#)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<MoneyWire, A::Error> {
+        MoneyWire::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+/// The OpenAPI schema of [`Money`]'s wire form (`{"amount": "12.34", "currency": "EUR"}`),
+/// written by hand because its serde form is.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use super::{Money, KNOWN};
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    /// The syntax [`Money::parse`] accepts (its range and precision checks come after).
+    pub const AMOUNT_PATTERN: &str = r"^-?[0-9]+(\.[0-9]+)?$";
+
+    impl utoipa::PartialSchema for Money {
+        fn schema() -> RefOr<Schema> {
+            let amount = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(AMOUNT_PATTERN))
+                .description(Some(
+                    "decimal string with at most the currency's minor digits; never a JSON number",
+                ))
+                .examples(["12.34"]);
+            let currency = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(KNOWN.iter().map(|(code, _)| *code)))
+                .description(Some(
+                    "ISO 4217 code; requests must use the server's currency",
+                ))
+                .examples(["EUR"]);
+            ObjectBuilder::new()
+                .property("amount", amount)
+                .property("currency", currency)
+                .required("amount")
+                .required("currency")
+                .description(Some(
+                    "an amount of money: integer minor units on the server",
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for Money {}
 }
 
 #[cfg(test)]
@@ -374,6 +431,10 @@ mod tests {
         let j = serde_json::to_string(&m).unwrap();
         assert_eq!(j, r#"{"amount":"7.05","currency":"EUR"}"#);
         assert!(serde_json::from_str::<Money>(r#"{"amount":7.05,"currency":"EUR"}"#).is_err());
+        assert_eq!(serde_json::from_str::<Money>(&j).unwrap(), m);
+        // Found by schemathesis: a derived Deserialize also read the array form.
+        let err = serde_json::from_str::<Money>(r#"["7.05","EUR"]"#).unwrap_err();
+        assert!(err.to_string().contains("amount"), "{err}");
     }
 
     proptest! {

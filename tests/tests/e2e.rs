@@ -246,3 +246,41 @@ fn serve_needs_issued_certificates_and_the_pki_refuses_ambiguity() {
     let purged = run(&server, &["--data-dir", d, "purge"]).unwrap();
     assert!(purged.contains("purged 0 idempotency records"), "{purged}");
 }
+
+/// A short pass of `scripts/fuzz-api` (schemathesis over every endpoint of the published
+/// OpenAPI document, then the ledger compared): under `CI=true` it must run; elsewhere it is
+/// skipped, loudly, when python3 with venv and pip is missing. The first run installs
+/// schemathesis from PyPI into `${XDG_CACHE_HOME:-~/.cache}/palmline/venv`.
+#[test]
+fn fuzz_api_quick_pass_finds_no_server_error_and_leaves_the_ledger_alone() {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let python_ok = ["venv", "pip"].iter().all(|m| {
+        std::process::Command::new("python3")
+            .args(["-m", m, "--help"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !python_ok {
+        assert!(!ci, "CI=true but python3 -m venv/pip is unavailable");
+        eprintln!("SKIPPED: python3 with venv and pip not found; scripts/deps.sh installs them");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let bin_dir = palmline_e2e::bin_dir();
+    bin("palmline-server");
+    let out = std::process::Command::new(root.join("scripts/fuzz-api"))
+        .arg("--quick")
+        .env("PALMLINE_BIN_DIR", &bin_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scripts/fuzz-api --quick failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("ledger untouched"), "{stdout}");
+}

@@ -11,7 +11,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use palmline_shared::api::{ErrorCode, RefundRequest};
+use palmline_shared::api::{
+    AccountRow, DailyReport, ErrorCode, FreezeRequest, KioskRow, LedgerCheck, PalmScanRow,
+    PurgeReport, Receipt, RefundRequest,
+};
 use serde::Deserialize;
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
@@ -21,12 +24,24 @@ fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AccountsQuery {
+    /// Part of a name or e-mail; empty or absent lists all.
     pub q: Option<String>,
+    /// How many rows at most: 0 counts as 1, over 1000 as 1000.
+    #[param(value_type = Option<u64>, maximum = 4294967295.0)]
     pub limit: Option<u32>,
 }
 
+/// `GET /v1/admin/accounts`: accounts, searched by name or e-mail.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/accounts",
+    tag = super::openapi::OPERATOR,
+    params(AccountsQuery),
+    responses((status = 200, description = "Matching accounts.", body = Vec<AccountRow>))
+)]
 pub async fn accounts(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
@@ -55,7 +70,7 @@ async fn set_frozen(
     let route = format!("POST /v1/admin/accounts/{{id}}/{action}");
     let (id, idem) = admin_action(id, &admin, &route, &headers, &body)?;
     if !body.is_empty() {
-        let req: palmline_shared::api::FreezeRequest = parse_json(&body)?;
+        let req: FreezeRequest = parse_json(&body)?;
         input::free_text(&req.reason, "reason")?;
     }
     let outcome = idempotent(&state, idem, async move {
@@ -68,6 +83,15 @@ async fn set_frozen(
     Ok(respond(outcome, StatusCode::OK))
 }
 
+/// `POST /v1/admin/accounts/{id}/freeze`: no debit, login or payment until unfrozen.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{id}/freeze",
+    tag = super::openapi::OPERATOR,
+    params(("id" = i64, Path, description = "account id"), super::openapi::IdempotencyKey),
+    request_body(content = Option<FreezeRequest>, description = "optional reason"),
+    responses((status = 200, description = "Frozen.", body = AccountRow))
+)]
 pub async fn freeze(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -78,6 +102,15 @@ pub async fn freeze(
     set_frozen(state, admin, id, headers, body, true).await
 }
 
+/// `POST /v1/admin/accounts/{id}/unfreeze`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{id}/unfreeze",
+    tag = super::openapi::OPERATOR,
+    params(("id" = i64, Path, description = "account id"), super::openapi::IdempotencyKey),
+    request_body(content = Option<FreezeRequest>, description = "optional reason"),
+    responses((status = 200, description = "Unfrozen.", body = AccountRow))
+)]
 pub async fn unfreeze(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -90,6 +123,14 @@ pub async fn unfreeze(
 
 /// `POST /v1/admin/accounts/{id}/unlock`: lifts a shopper's lock-outs at every kiosk and
 /// gives back today's guesses (the operator has checked who is asking). Logged.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/accounts/{id}/unlock",
+    tag = super::openapi::OPERATOR,
+    params(("id" = i64, Path, description = "account id"), super::openapi::IdempotencyKey),
+    request_body(content = Option<FreezeRequest>, description = "optional reason"),
+    responses((status = 200, description = "Lock-outs lifted.", body = AccountRow))
+)]
 pub async fn unlock(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -114,6 +155,12 @@ pub async fn unlock(
 /// `POST /v1/admin/purge`: the retention purge now, as `serve` runs it every hour: old
 /// idempotency records and palm scans, expired sessions, past days' guess counts. No
 /// Idempotency-Key: a second run leaves the same state (it finds less to delete). Logged.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/purge",
+    tag = super::openapi::OPERATOR,
+    responses((status = 200, description = "What was deleted.", body = PurgeReport))
+)]
 pub async fn purge(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -131,6 +178,15 @@ pub async fn purge(
     Ok(Json(report).into_response())
 }
 
+/// `POST /v1/admin/refunds`: gives (part of) a payment back to its shopper.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/refunds",
+    tag = super::openapi::OPERATOR,
+    params(super::openapi::IdempotencyKey),
+    request_body = RefundRequest,
+    responses((status = 200, description = "Refunded.", body = Receipt))
+)]
 pub async fn refund(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -159,6 +215,13 @@ pub async fn refund(
     Ok(respond(outcome, StatusCode::OK))
 }
 
+/// `GET /v1/admin/kiosks`: kiosks seen, with their merchant and last call.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/kiosks",
+    tag = super::openapi::OPERATOR,
+    responses((status = 200, description = "Kiosks.", body = Vec<KioskRow>))
+)]
 pub async fn kiosks(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
@@ -166,6 +229,14 @@ pub async fn kiosks(
     Ok(Json(state.store.kiosks().await?).into_response())
 }
 
+/// `GET /v1/admin/palm-scans`: the palm-scan log, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/palm-scans",
+    tag = super::openapi::OPERATOR,
+    params(Page),
+    responses((status = 200, description = "Scans.", body = Vec<PalmScanRow>))
+)]
 pub async fn palm_scans(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
@@ -181,6 +252,13 @@ pub async fn palm_scans(
     .into_response())
 }
 
+/// `GET /v1/admin/ledger-check`: every balance recomputed from the entries.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/ledger-check",
+    tag = super::openapi::OPERATOR,
+    responses((status = 200, description = "The findings; `ok` is the verdict.", body = LedgerCheck))
+)]
 pub async fn ledger_check(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
@@ -188,11 +266,21 @@ pub async fn ledger_check(
     Ok(Json(state.store.ledger_check().await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DateQuery {
+    /// `YYYY-MM-DD` (UTC); default today.
     pub date: Option<String>,
 }
 
+/// `GET /v1/admin/reports/daily`: one UTC day's totals per merchant (default: today).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/reports/daily",
+    tag = super::openapi::OPERATOR,
+    params(DateQuery),
+    responses((status = 200, description = "The report.", body = DailyReport))
+)]
 pub async fn daily_report(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
@@ -211,6 +299,13 @@ pub async fn daily_report(
 
 /// `DELETE /v1/admin/accounts/{id}/palm`: the operator deletes a shopper's palm (on the
 /// shopper's request, or when it was enrolled wrongly).
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/accounts/{id}/palm",
+    tag = super::openapi::OPERATOR,
+    params(("id" = i64, Path, description = "shopper account id"), super::openapi::IdempotencyKey),
+    responses((status = 204, description = "Deleted (or there was none)."))
+)]
 pub async fn delete_palm(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -224,6 +319,12 @@ pub async fn delete_palm(
 
 /// `GET /v1/admin/metrics`: every instrument in Prometheus' (OpenMetrics) text format, with
 /// each kiosk's last call read from the store and the index's state read at scrape time.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/metrics",
+    tag = super::openapi::OPERATOR,
+    responses((status = 200, description = "OpenMetrics text (Prometheus).", content_type = "application/openmetrics-text", body = String))
+)]
 pub async fn metrics(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,

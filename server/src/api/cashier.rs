@@ -21,12 +21,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palmline_shared::api::{
-    CashierPinChange, CashierSessionRequest, CashierSessionResponse, CashierStatus, ErrorCode,
-    NewCashier, CASHIER_SESSION_HEADER,
+    Cashier, CashierPinChange, CashierSessionRequest, CashierSessionResponse, CashierStatus,
+    ErrorCode, NewCashier, CASHIER_SESSION_HEADER,
 };
 use serde::Deserialize;
 
 /// `POST /v1/admin/cashiers`: a new cashier of a merchant, with an argon2id PIN hash.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/cashiers",
+    tag = super::openapi::OPERATOR,
+    params(super::openapi::IdempotencyKey),
+    request_body = NewCashier,
+    responses((status = 201, description = "Created.", body = Cashier))
+)]
 pub async fn create(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -66,12 +74,21 @@ fn cashier_response(outcome: Outcome, status: StatusCode) -> Result<Response, Ap
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this merchant's cashiers.
     pub merchant: Option<String>,
 }
 
 /// `GET /v1/admin/cashiers[?merchant=M]`: never shows a PIN hash.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/cashiers",
+    tag = super::openapi::OPERATOR,
+    params(ListQuery),
+    responses((status = 200, description = "Cashiers.", body = Vec<Cashier>))
+)]
 pub async fn list(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
@@ -86,6 +103,13 @@ pub async fn list(
 
 /// `POST /v1/admin/cashiers/{id}/disable`: the cashier can no longer sign in, and the
 /// sessions already open stop working (`cashier_disabled`).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/cashiers/{id}/disable",
+    tag = super::openapi::OPERATOR,
+    params(("id" = i64, Path, description = "cashier id"), super::openapi::IdempotencyKey),
+    responses((status = 200, description = "Disabled.", body = Cashier))
+)]
 pub async fn disable(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -104,6 +128,13 @@ pub async fn disable(
 
 /// `POST /v1/admin/cashiers/{id}/unlock`: lifts the cashier's lock and gives back the
 /// day's guesses (the operator has checked who is asking). Logged.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/cashiers/{id}/unlock",
+    tag = super::openapi::OPERATOR,
+    params(("id" = i64, Path, description = "cashier id"), super::openapi::IdempotencyKey),
+    responses((status = 200, description = "Unlocked.", body = Cashier))
+)]
 pub async fn unlock(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -126,6 +157,14 @@ pub async fn unlock(
 
 /// `POST /v1/admin/cashiers/{id}/pin`: a new PIN (argon2id), the lock lifted, and the
 /// cashier's open sessions ended. Logged (never the PIN).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/cashiers/{id}/pin",
+    tag = super::openapi::OPERATOR,
+    params(("id" = i64, Path, description = "cashier id"), super::openapi::IdempotencyKey),
+    request_body = CashierPinChange,
+    responses((status = 200, description = "PIN changed, lock lifted, open sessions ended.", body = Cashier))
+)]
 pub async fn set_pin(
     State(state): State<SharedState>,
     AdminCaller(admin): AdminCaller,
@@ -152,6 +191,13 @@ pub async fn set_pin(
 
 /// `POST /v1/cashier-sessions`: a cashier of this kiosk's merchant signs in. Not
 /// idempotency-keyed (as shopper logins): a retry opens another short-lived session.
+#[utoipa::path(
+    post,
+    path = "/v1/cashier-sessions",
+    tag = super::openapi::KIOSK,
+    request_body = CashierSessionRequest,
+    responses((status = 200, description = "Signed in: send the token in `Cashier-Session`.", body = CashierSessionResponse))
+)]
 pub async fn sign_in(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,

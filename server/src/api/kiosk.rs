@@ -16,12 +16,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palmline_shared::api::{
-    DepositRequest, ErrorCode, Health, PaymentRequest, RegisterShopper, SessionRequest,
-    SessionResponse, TransferRequest, WithdrawalRequest,
+    DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage, PaymentRequest, Receipt,
+    RegisterShopper, SessionRequest, SessionResponse, TransferRequest, Wallet, WithdrawalRequest,
 };
 use palmline_shared::Money;
 use serde::Deserialize;
 
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = super::openapi::ANY,
+    responses((status = 200, description = "Who the server takes the caller for, and whether its store is `ok` or `degraded`.", body = Health))
+)]
 pub async fn health(
     State(state): State<SharedState>,
     super::AnyCaller(caller): super::AnyCaller,
@@ -58,6 +64,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// The bearer token of a shopper-scoped request, refused (`session_required`) before its
+/// body is judged when it is missing: a caller without credentials learns nothing else.
+pub(super) fn bearer_required(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::SessionRequired,
+            "log in first (Authorization: Bearer <token>)",
+        )
+    })
+}
+
 pub(super) fn subject(headers: &HeaderMap) -> String {
     bearer(headers)
         .map(|t| hex::encode(auth::token_hash(t)))
@@ -78,12 +95,7 @@ pub(super) async fn session(
     headers: &HeaderMap,
     kiosk: &crate::store::KioskRef,
 ) -> Result<SessionInfo, ApiError> {
-    let token = bearer(headers).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::SessionRequired,
-            "log in first (Authorization: Bearer <token>)",
-        )
-    })?;
+    let token = bearer_required(headers)?;
     let s = state
         .store
         .session(auth::token_hash(token), unix_now())
@@ -152,6 +164,16 @@ pub(super) fn respond(outcome: Outcome, status: StatusCode) -> Response {
     }
 }
 
+/// `POST /v1/shoppers`: registers a shopper (username 3-32 of `a-z 0-9 . _ -`, password
+/// 8-128 characters, optional PIN of 4-8 digits).
+#[utoipa::path(
+    post,
+    path = "/v1/shoppers",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    request_body = RegisterShopper,
+    responses((status = 201, description = "Registered.", body = palmline_shared::api::Shopper))
+)]
 pub async fn register(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -290,6 +312,13 @@ pub(super) async fn open_session(
 /// `POST /v1/sessions`. Not idempotency-keyed on purpose: a retry just opens another
 /// short-lived session, and a session token is never stored in clear (not even as a
 /// replayable response).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = super::openapi::KIOSK,
+    request_body = SessionRequest,
+    responses((status = 200, description = "A session at this kiosk: send the token as `Authorization: Bearer`.", body = SessionResponse))
+)]
 pub async fn login(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -405,6 +434,16 @@ pub(super) async fn pin_gate(
     }
 }
 
+/// `POST /v1/deposits`: cash handed to the cashier on duty, credited to a shopper.
+#[utoipa::path(
+    post,
+    path = "/v1/deposits",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    security(("mutualTLS" = [], "cashierSession" = [])),
+    request_body = DepositRequest,
+    responses((status = 200, description = "Deposited; the receipt masks the name and shows no balance.", body = Receipt))
+)]
 pub async fn deposit(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -505,6 +544,7 @@ async fn shopper_debit<R: DebitRequest>(
         Desk::Cash => Some(super::cashier::token(&headers)?.to_string()),
         Desk::None => None,
     };
+    bearer_required(&headers)?;
     let mut req: R = parse_json(body)?;
     let (amount, pin) = req.checked()?;
     check_amount(&state, amount)?;
@@ -524,6 +564,16 @@ async fn shopper_debit<R: DebitRequest>(
     Ok(respond(outcome, StatusCode::OK))
 }
 
+/// `POST /v1/withdrawals`: cash paid out by the cashier on duty to the session's shopper.
+#[utoipa::path(
+    post,
+    path = "/v1/withdrawals",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    security(("mutualTLS" = [], "shopperSession" = [], "cashierSession" = [])),
+    request_body = WithdrawalRequest,
+    responses((status = 200, description = "Paid out.", body = Receipt))
+)]
 pub async fn withdraw(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -552,6 +602,16 @@ pub async fn withdraw(
     .await
 }
 
+/// `POST /v1/payments`: the session's shopper pays this kiosk's merchant.
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    security(("mutualTLS" = [], "shopperSession" = [])),
+    request_body = PaymentRequest,
+    responses((status = 200, description = "Paid.", body = Receipt))
+)]
 pub async fn pay(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -576,6 +636,16 @@ pub async fn pay(
     .await
 }
 
+/// `POST /v1/transfers`: the session's shopper sends money to another shopper.
+#[utoipa::path(
+    post,
+    path = "/v1/transfers",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    security(("mutualTLS" = [], "shopperSession" = [])),
+    request_body = TransferRequest,
+    responses((status = 200, description = "Sent.", body = Receipt))
+)]
 pub async fn transfer(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -601,6 +671,14 @@ pub async fn transfer(
     .await
 }
 
+/// `GET /v1/wallet`: the session's shopper and balance.
+#[utoipa::path(
+    get,
+    path = "/v1/wallet",
+    tag = super::openapi::KIOSK,
+    security(("mutualTLS" = [], "shopperSession" = [])),
+    responses((status = 200, description = "The wallet.", body = Wallet))
+)]
 pub async fn wallet(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -610,18 +688,34 @@ pub async fn wallet(
     Ok(Json(state.store.wallet(s.shopper_id).await?).into_response())
 }
 
-#[derive(Deserialize)]
+/// A page of a newest-first list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// How many rows at most: 0 counts as 1, and past the list's cap (200 for a wallet's
+    /// history, 1000 for the palm-scan log) as the cap.
+    #[param(value_type = Option<u64>, maximum = 4294967295.0)]
     pub limit: Option<u32>,
+    /// Only rows with an id below this one (the previous page's `next_before`).
     pub before: Option<i64>,
 }
 
+/// `GET /v1/wallet/history`: the session's shopper's transactions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/wallet/history",
+    tag = super::openapi::KIOSK,
+    params(Page),
+    security(("mutualTLS" = [], "shopperSession" = [])),
+    responses((status = 200, description = "A page of history.", body = HistoryPage))
+)]
 pub async fn history(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
     headers: HeaderMap,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    bearer_required(&headers)?;
     let Query(page) = page.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     let s = session(&state, &headers, &kiosk).await?;
     let h = state
@@ -631,6 +725,13 @@ pub async fn history(
     Ok(Json(h).into_response())
 }
 
+/// `GET /v1/merchant/today`: the day's totals of this kiosk's merchant (UTC day).
+#[utoipa::path(
+    get,
+    path = "/v1/merchant/today",
+    tag = super::openapi::KIOSK,
+    responses((status = 200, description = "Today's totals.", body = DailyTotals))
+)]
 pub async fn merchant_today(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,

@@ -12,6 +12,7 @@ mod cashier;
 mod error;
 pub mod input;
 mod kiosk;
+pub mod openapi;
 mod palm;
 mod request_id;
 
@@ -28,7 +29,6 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
 use palmline_shared::api::{
     ErrorCode, IDEMPOTENCY_HEADER, MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_LEN,
@@ -39,6 +39,8 @@ use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Policy knobs of the API.
 #[derive(Debug, Clone)]
@@ -178,46 +180,52 @@ impl AppState {
 
 pub type SharedState = Arc<AppState>;
 
-/// The router. Needs `Extension<Arc<axum_server::tls::TlsInfo>>` on every request, which
-/// the TLS acceptor adds; without a Palmline client certificate nothing runs.
+/// The one route table. Every route is registered here through `routes!`, which takes its
+/// method and path from the handler's `#[utoipa::path]`: serving a route and documenting it
+/// are one act ([`openapi`]; server/tests/openapi.rs checks the built router against the
+/// document both ways). Never add a route with `.route(..)`.
+pub fn routes() -> OpenApiRouter<SharedState> {
+    use utoipa_axum::router::UtoipaMethodRouterExt;
+    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(kiosk::health))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(kiosk::register))
+        .routes(routes!(kiosk::login))
+        .routes(routes!(cashier::sign_in))
+        .routes(routes!(kiosk::deposit))
+        .routes(routes!(kiosk::withdraw))
+        .routes(routes!(kiosk::pay))
+        .routes(routes!(kiosk::transfer))
+        .routes(routes!(kiosk::wallet))
+        .routes(routes!(kiosk::history))
+        .routes(routes!(kiosk::merchant_today))
+        .routes(routes!(palm::enroll).layer(Extension(BodyLimit(palm::MAX_ENROLL_BODY))))
+        .routes(routes!(palm::delete_mine))
+        .routes(routes!(palm::pay_by_palm))
+        .routes(routes!(admin::delete_palm))
+        .routes(routes!(admin::accounts))
+        .routes(routes!(admin::freeze))
+        .routes(routes!(admin::unfreeze))
+        .routes(routes!(admin::unlock))
+        .routes(routes!(admin::refund))
+        .routes(routes!(admin::kiosks))
+        .routes(routes!(cashier::list, cashier::create))
+        .routes(routes!(cashier::disable))
+        .routes(routes!(cashier::unlock))
+        .routes(routes!(cashier::set_pin))
+        .routes(routes!(admin::palm_scans))
+        .routes(routes!(admin::ledger_check))
+        .routes(routes!(admin::purge))
+        .routes(routes!(admin::daily_report))
+        .routes(routes!(admin::metrics))
+}
+
+/// The router: [`routes`] with the fallback and the layers every request goes through.
+/// Needs `Extension<Arc<axum_server::tls::TlsInfo>>` on every request, which the TLS
+/// acceptor adds; without a Palmline client certificate nothing runs.
 pub fn router(state: SharedState) -> Router {
-    Router::new()
-        .route("/v1/health", get(kiosk::health))
-        .route("/v1/shoppers", post(kiosk::register))
-        .route("/v1/sessions", post(kiosk::login))
-        .route("/v1/cashier-sessions", post(cashier::sign_in))
-        .route("/v1/deposits", post(kiosk::deposit))
-        .route("/v1/withdrawals", post(kiosk::withdraw))
-        .route("/v1/payments", post(kiosk::pay))
-        .route("/v1/transfers", post(kiosk::transfer))
-        .route("/v1/wallet", get(kiosk::wallet))
-        .route("/v1/wallet/history", get(kiosk::history))
-        .route("/v1/merchant/today", get(kiosk::merchant_today))
-        .route(
-            "/v1/palms",
-            post(palm::enroll).layer(axum::extract::DefaultBodyLimit::max(palm::MAX_ENROLL_BODY)),
-        )
-        .route("/v1/palms/me", delete(palm::delete_mine))
-        .route("/v1/payments/palm", post(palm::pay_by_palm))
-        .route("/v1/admin/accounts/{id}/palm", delete(admin::delete_palm))
-        .route("/v1/admin/accounts", get(admin::accounts))
-        .route("/v1/admin/accounts/{id}/freeze", post(admin::freeze))
-        .route("/v1/admin/accounts/{id}/unfreeze", post(admin::unfreeze))
-        .route("/v1/admin/accounts/{id}/unlock", post(admin::unlock))
-        .route("/v1/admin/refunds", post(admin::refund))
-        .route("/v1/admin/kiosks", get(admin::kiosks))
-        .route(
-            "/v1/admin/cashiers",
-            get(cashier::list).post(cashier::create),
-        )
-        .route("/v1/admin/cashiers/{id}/disable", post(cashier::disable))
-        .route("/v1/admin/cashiers/{id}/unlock", post(cashier::unlock))
-        .route("/v1/admin/cashiers/{id}/pin", post(cashier::set_pin))
-        .route("/v1/admin/palm-scans", get(admin::palm_scans))
-        .route("/v1/admin/ledger-check", get(admin::ledger_check))
-        .route("/v1/admin/purge", post(admin::purge))
-        .route("/v1/admin/reports/daily", get(admin::daily_report))
-        .route("/v1/admin/metrics", get(admin::metrics))
+    let (routes, _document) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::middleware::from_fn(request_id::request_id))
@@ -389,26 +397,72 @@ impl FromRequestParts<SharedState> for AdminCaller {
 /// A request body read under the size limit, with its bytes kept for the idempotency hash.
 pub struct RawBody(pub Bytes);
 
+/// A route's body limit where it is not [`MAX_BODY_BYTES`] (an `Extension` layer on the route).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Bytes of an over-limit body read and thrown away before the 413 goes out, so that a client
+/// that sends its whole body before reading (most do) gets the answer rather than a reset
+/// connection (nginx's "lingering close"); a body longer still is cut off as before. The
+/// request timeout bounds the time this takes.
+const DRAIN_BYTES: usize = 1 << 20;
+
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        use http_body_util::BodyExt;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(MAX_BODY_BYTES, |l| l.0);
+        let unreadable = || ApiError::new(ErrorCode::InvalidRequest, "unreadable request body");
+        let mut body = req.into_body();
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
+                continue;
+            };
+            if buf.len() + data.len() > limit {
+                drain(body, DRAIN_BYTES).await;
+                return Err(ApiError::new(
                     ErrorCode::BodyTooLarge,
-                    format!("request body over {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                ApiError::new(ErrorCode::InvalidRequest, "unreadable request body")
+                    format!("request body over {limit} bytes"),
+                ));
             }
-        })?;
-        Ok(RawBody(bytes))
+            buf.extend_from_slice(&data);
+        }
+        Ok(RawBody(Bytes::from(buf)))
+    }
+}
+
+/// Reads and drops up to `max` more bytes of a body (or until it ends or fails).
+async fn drain(mut body: axum::body::Body, max: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0;
+    while seen <= max {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
+        }
     }
 }
 
 /// Parses JSON with typed errors: syntax errors are `malformed_json`, bad amounts
 /// `invalid_amount`, unknown currencies `unsupported_currency`, the rest `invalid_request`.
+/// Every request body is a JSON object: valid JSON of another kind (serde would read an
+/// array into a struct, field by field) is `invalid_request`.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         let msg = input::clip(e.to_string());

@@ -202,6 +202,14 @@ async fn step_up(
 
 /// `POST /v1/payments/palm`: identify and pay, one atomic outcome under the idempotency key.
 /// The receipt carries no balance: there is no session to show it to.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/palm",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    request_body = PalmPaymentRequest,
+    responses((status = 200, description = "Identified and paid; no balance on the receipt.", body = palmline_shared::api::Receipt))
+)]
 pub async fn pay_by_palm(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -269,6 +277,15 @@ pub async fn palm_login(
 }
 
 /// `POST /v1/palms`: enroll 3-5 captures of the logged-in shopper's palm.
+#[utoipa::path(
+    post,
+    path = "/v1/palms",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    security(("mutualTLS" = [], "shopperSession" = [])),
+    request_body = PalmEnrollRequest,
+    responses((status = 201, description = "Enrolled.", body = PalmEnrollResponse))
+)]
 pub async fn enroll(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
@@ -282,6 +299,7 @@ pub async fn enroll(
         &subject(&headers),
         &body,
     )?;
+    super::kiosk::bearer_required(&headers)?;
     let req: PalmEnrollRequest = parse_json(&body)?;
     if !(3..=5).contains(&req.templates.len()) {
         return Err(ApiError::new(
@@ -375,6 +393,14 @@ pub async fn enroll(
 }
 
 /// `DELETE /v1/palms/me`: the shopper deletes their palm.
+#[utoipa::path(
+    delete,
+    path = "/v1/palms/me",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    security(("mutualTLS" = [], "shopperSession" = [])),
+    responses((status = 204, description = "Deleted (or there was none)."))
+)]
 pub async fn delete_mine(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
