@@ -157,8 +157,12 @@ pub(crate) const FNV0: u64 = 0xCBF2_9CE4_8422_2325;
 /// The cache folder of generated captures: the data seed and the extractor's configuration
 /// (a template cached with other settings is never reused).
 fn cache_dir(cache: &Path, seed: u64) -> PathBuf {
-    let config = fnv(FNV0, format!("{:?}", ExtractConfig::default()).as_bytes());
-    cache.join(format!("s{seed}-x{:08x}", config as u32))
+    cache.join(format!("s{seed}-x{:08x}", extract_tag()))
+}
+
+/// A short hash of the extractor's configuration, in the names of cached generated data.
+pub(crate) fn extract_tag() -> u32 {
+    fnv(FNV0, format!("{:?}", ExtractConfig::default()).as_bytes()) as u32
 }
 
 fn cache_path(cache: &Path, seed: u64, id: u64) -> PathBuf {

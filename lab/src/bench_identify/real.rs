@@ -425,8 +425,13 @@ pub(super) fn run(a: &BenchIdentifyArgs) -> Result<()> {
         return Ok(());
     }
     let store_path = a.cache.join(format!(
-        "store-real-{:016x}-e{}-x{}-s{}-p{}-n{max_n}.bin",
-        set.key, a.enroll, set.strangers, a.data_seed, a.pool
+        "store-real-{:016x}-e{}-x{}-s{}-p{}-g{:08x}-n{max_n}.bin",
+        set.key,
+        a.enroll,
+        set.strangers,
+        a.data_seed,
+        a.pool,
+        super::extract_tag()
     ));
     let store = Store::open_or_write(&store_path, max_n, |i| {
         if i < n_real {
