@@ -1493,7 +1493,7 @@ fn postgres_batch_refuses_one_and_goes_on_and_its_keys_replay() {
             amount: eur(minor),
             note: None,
         };
-        // The test database's pool (4) gives the store one writer, now stuck on `cat`.
+        // The store has one writer (`batch::WRITERS`), now stuck on `cat`.
         let first = spawn_execute(&store, None, pay(cat, 1)).await;
         wait_for_a_lock_wait(&blocker).await;
         let refused_key = idem("refused", "ann sends 5.00 to ben");

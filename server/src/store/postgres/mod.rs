@@ -315,7 +315,7 @@ impl PgStore {
             MoneyPath::Batched => Writers::Batched(batch::Batcher::start(
                 pool.clone(),
                 currency,
-                batch::writers_for(size),
+                batch::WRITERS,
             )),
         };
         Ok(PgStore {

@@ -257,13 +257,10 @@ async fn run(pool: &Pool, cur: Currency, batch: Vec<Job>) {
     }
 }
 
-/// Writers for a pool of `size` connections: two, or one for a pool under 8. A second
-/// writer sends its batch's first flight while the first waits for its commit's WAL flush,
-/// and takes the locks the moment the first commits; more only split the queue.
-pub(super) fn writers_for(size: usize) -> usize {
-    if size >= 8 {
-        2
-    } else {
-        1
-    }
-}
+/// Writer tasks per store: one. A second one could send its batch's first flight while
+/// the first waits for its commit's WAL flush, but its batch then waits on the first one's
+/// locks anyway (a hot merchant always; spread-out accounts nearly always once a batch holds
+/// a hundred of them), and the queue splits into smaller batches: on the machine of
+/// BENCHMARKS.md, runs with one writer were as fast or faster than with two at 1 to 128
+/// clients, and four were slower. Replicas each have their own writer.
+pub(super) const WRITERS: usize = 1;
