@@ -32,7 +32,7 @@ use crate::store::{Command, Idem, KioskRef, LedgerError, StoredResult};
 use deadpool_postgres::{Object, Pool};
 use palmline_shared::{Currency, Money};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
 /// Most movements one batch carries. No savepoints, so no subtransaction limit: what
 /// bounds a batch is the size of its arrays and how long its locks are held.
@@ -168,6 +168,7 @@ impl Batcher {
 }
 
 async fn writer(pool: Pool, cur: Currency, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut held = Vec::new();
     loop {
         let batch = {
@@ -177,7 +178,7 @@ async fn writer(pool: Pool, cur: Currency, rx: Arc<Mutex<mpsc::Receiver<Job>>>) 
                 None => return,
             }
         };
-        run(&pool, cur, batch).await;
+        run(&pool, cur, batch, in_flight.clone()).await;
     }
 }
 
@@ -220,25 +221,52 @@ fn same_key(a: &Idem, b: &Idem) -> bool {
     a.scope == b.scope && a.key == b.key
 }
 
-/// One batch: committed, then every caller answered (all with the error if the batch's
-/// transaction failed). A connection whose batch failed is closed, never pooled again: it
-/// may still be inside the transaction.
-async fn run(pool: &Pool, cur: Currency, batch: Vec<Job>) {
+/// One batch: opened and decided while the writer waits, then committed and answered by a
+/// task of its own, so that the writer takes the next batch while this one's `COMMIT` waits
+/// for the WAL flush (at most [`IN_FLIGHT`] batches committing at once). The next batch
+/// locks its accounts after this one's, so it waits for this commit only where they share
+/// an account (a hot merchant), and otherwise commits in the same WAL flush. A connection
+/// whose batch failed is closed, never pooled again: it may still be inside the transaction.
+async fn run(pool: &Pool, cur: Currency, batch: Vec<Job>, in_flight: Arc<Semaphore>) {
+    let Ok(permit) = in_flight.acquire_owned().await else {
+        return;
+    };
     let (work, replies): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|j| ((j.idem, j.movement), j.reply))
         .unzip();
-    let answers = match pool.get().await {
-        Ok(client) => {
-            let done = tokio::time::timeout(COMMAND_TIMEOUT, sql::commit(&client, cur, &work));
-            let answers = done.await.unwrap_or_else(|_| Err(no_answer()));
-            if answers.is_err() {
-                drop(Object::take(client));
-            }
-            answers
-        }
-        Err(e) => Err(pool_err(e)),
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) => return answer(replies, work, Err(pool_err(e))),
     };
+    let decided = tokio::time::timeout(COMMAND_TIMEOUT, sql::decide(&client, cur, &work)).await;
+    let (writes, answers) = match decided.unwrap_or_else(|_| Err(no_answer())) {
+        Ok(decided) => decided,
+        Err(e) => {
+            drop(Object::take(client));
+            return answer(replies, work, Err(e));
+        }
+    };
+    tokio::spawn(async move {
+        let closed = tokio::time::timeout(COMMAND_TIMEOUT, sql::close(&client, &writes)).await;
+        match closed.unwrap_or_else(|_| Err(no_answer())) {
+            Ok(()) => answer(replies, work, Ok(answers)),
+            Err(e) => {
+                drop(Object::take(client));
+                answer(replies, work, Err(e));
+            }
+        }
+        drop(permit);
+    });
+}
+
+/// Answers every caller of a batch: each its own answer once the batch committed, or all
+/// the error that stopped it.
+fn answer(
+    replies: Vec<oneshot::Sender<Routed>>,
+    work: Vec<(Option<Idem>, Movement)>,
+    answers: Result<Vec<Option<StoredResult>>, LedgerError>,
+) {
     match answers {
         Ok(answers) => {
             for ((reply, answer), (idem, movement)) in replies.into_iter().zip(answers).zip(work) {
@@ -256,6 +284,9 @@ async fn run(pool: &Pool, cur: Currency, batch: Vec<Job>) {
         }
     }
 }
+
+/// Most batches committing at once (each holds a pooled connection until its commit).
+pub const IN_FLIGHT: usize = 4;
 
 /// Writer tasks per store: one. A second one could send its batch's first flight while
 /// the first waits for its commit's WAL flush, but its batch then waits on the first one's

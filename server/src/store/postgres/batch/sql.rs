@@ -22,13 +22,14 @@ use tokio_postgres::Row;
 /// A key as the database names it: (scope, key).
 type Key = (String, String);
 
-/// Runs one batch in one transaction and commits it. `Ok` holds each movement's answer in
-/// order (`None`: for the per-command path); `Err` means nothing was committed.
-pub(super) async fn commit(
+/// Opens the batch's transaction, locks and decides: the writes to make and each
+/// movement's answer in order (`None`: for the per-command path), to be given only once
+/// [`close`] has committed them. `Err` means nothing will be committed.
+pub(super) async fn decide(
     c: &Object,
     cur: Currency,
     work: &[(Option<Idem>, Movement)],
-) -> Result<Vec<Option<StoredResult>>, LedgerError> {
+) -> Result<(Writes, Vec<Option<StoredResult>>), LedgerError> {
     let opened = open(c, work).await?;
     let earlier = replays(c, work, &opened.claimed).await?;
     let mut books = Books::new(opened.accounts);
@@ -48,8 +49,7 @@ pub(super) async fn commit(
         .map(|(d, (idem, _))| w.take(d, idem.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     w.balances = books.changed();
-    close(c, &w).await?;
-    Ok(answers)
+    Ok((w, answers))
 }
 
 fn key(idem: &Idem) -> Key {
@@ -190,7 +190,7 @@ impl Columns {
 
 /// Everything a batch writes, as columns for [`PERSIST`].
 #[derive(Default)]
-struct Writes {
+pub(super) struct Writes {
     now: String,
     ids: std::vec::IntoIter<i64>,
     txs: TxColumns,
@@ -310,7 +310,7 @@ impl Writes {
 
 /// Writes the batch in one statement and commits, pipelined: one flight. A batch that
 /// writes nothing only commits (its claims, if any, were all replays).
-async fn close(c: &Object, w: &Writes) -> Result<(), LedgerError> {
+pub(super) async fn close(c: &Object, w: &Writes) -> Result<(), LedgerError> {
     if w.nothing() {
         return c.batch_execute("COMMIT").await.map_err(pg_err);
     }
