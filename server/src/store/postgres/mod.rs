@@ -283,10 +283,10 @@ pub enum MoneyPath {
 impl MoneyPath {
     /// What `serve --database postgres://…` runs: the batched writer. In BENCHMARKS.md's
     /// side-by-side runs it beat a transaction per command from 8 clients on with a hot
-    /// merchant (2-19x: that path holds the merchant's lock through every commit) and from
-    /// 32 on with spread-out transfers, and was within noise at 1 client; it was slower with
-    /// 8 clients making spread-out transfers (about a quarter), where per-command
-    /// transactions commit in the same WAL flush with no batch to wait for.
+    /// merchant (2-18x: that path holds the merchant's lock through every commit) and from
+    /// 32 on with spread-out transfers (at 8, faster in quiet runs, a quarter slower in a
+    /// loaded one); at 1 client it is 7-35 % slower (a lone movement pays the hop to the
+    /// writer and statements built for a batch: about a third of a millisecond).
     pub const DEFAULT: MoneyPath = MoneyPath::Batched;
 }
 
