@@ -2,7 +2,8 @@
 //! transfers/s and p50/p99 at 1, 8, 32 and 128 concurrent clients,
 //! (a) at the store level (`Store::execute`): SQLite group commit, SQLite with one commit
 //!     per transfer (the baseline), PostgreSQL (`PgStore`, a pool of `--pool` connections)
-//!     with its group commit and with one transaction per transfer (its baseline),
+//!     with its batched writer, its group commit and one transaction per transfer (its
+//!     baseline),
 //! (b) through HTTPS + mutual TLS on keep-alive connections, one session per client,
 //! for two workloads: `spread` (transfers between random shoppers of 1,000) and `hot` (every
 //! operation a payment by the client's shopper to one merchant, as `POST /v1/payments` with a
@@ -10,7 +11,7 @@
 //!
 //! ```text
 //! cargo run --release -p palmline-server --example ledger_bench -- [--seconds 3]
-//!     [--stores sqlite,postgres] [--clients 1,8,32,128] [--workloads spread,hot]
+//!     [--stores sqlite,postgres|pg-batched,pg-group,pg-per-command] [--clients 1,8,32,128] [--workloads spread,hot]
 //!     [--paths store,api] [--pool 16] [--pg-sync-off] [--dir DIR]
 //!     [--pg postgres://postgres@127.0.0.1:5432] [--pg-db palmline_bench]
 //! ```
@@ -25,7 +26,7 @@ use palmline_server::api::ApiConfig;
 use palmline_server::auth::HashCost;
 use palmline_server::config::{Database, ServerConfig};
 use palmline_server::pki::Pki;
-use palmline_server::store::postgres::{self, PgStore};
+use palmline_server::store::postgres::{self, MoneyPath, PgStore};
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::{Command, KioskRef, LedgerError, Outcome, Store};
 use palmline_server::tls::TlsPaths;
@@ -66,6 +67,8 @@ enum Backend {
     SqliteBaseline,
     /// PostgreSQL, group commit of money commands.
     Postgres,
+    /// PostgreSQL, payments and transfers through the batched writer.
+    PostgresBatched,
     /// PostgreSQL, one transaction per command (store level only); `durable: false` is
     /// `synchronous_commit=off`.
     PostgresBaseline { durable: bool },
@@ -81,6 +84,7 @@ impl Backend {
             Backend::SqliteGroup => "SQLite, group commit".into(),
             Backend::SqliteBaseline => "SQLite, commit per transfer (baseline)".into(),
             Backend::Postgres => format!("PostgreSQL, group commit (pool {pool})"),
+            Backend::PostgresBatched => format!("PostgreSQL, batched writer (pool {pool})"),
             Backend::PostgresBaseline { durable: true } => {
                 format!("PostgreSQL, transaction per transfer (baseline, pool {pool})")
             }
@@ -131,10 +135,16 @@ fn opts() -> Opts {
         match s.as_str() {
             "sqlite" => backends.extend([Backend::SqliteGroup, Backend::SqliteBaseline]),
             "postgres" => backends.extend([
+                Backend::PostgresBatched,
                 Backend::Postgres,
                 Backend::PostgresBaseline { durable: true },
             ]),
-            other => panic!("--stores: unknown store {other:?} (sqlite, postgres)"),
+            "pg-batched" => backends.push(Backend::PostgresBatched),
+            "pg-group" => backends.push(Backend::Postgres),
+            "pg-per-command" => backends.push(Backend::PostgresBaseline { durable: true }),
+            other => panic!(
+                "--stores: unknown store {other:?} (sqlite, postgres, pg-batched, pg-group, pg-per-command)"
+            ),
         }
     }
     if flag("--pg-sync-off") {
@@ -358,14 +368,18 @@ async fn open(o: &Opts, b: Backend, dir: &Path) -> Arc<dyn Store> {
         Backend::SqliteBaseline => {
             Arc::new(SqliteStore::open_with_batch(&file, Currency::EUR, 1).unwrap())
         }
-        Backend::Postgres | Backend::PostgresBaseline { .. } => {
+        Backend::Postgres | Backend::PostgresBatched | Backend::PostgresBaseline { .. } => {
             fresh_pg(&o.pg, &o.pg_db).await;
             let url = pg_url(o, b.durable());
             eprintln!("  synchronous_commit = {}", synchronous_commit(&url).await);
             let pool = postgres::pool(&url, o.pool).unwrap();
-            let grouped = b == Backend::Postgres;
+            let path = match b {
+                Backend::Postgres => MoneyPath::Grouped,
+                Backend::PostgresBatched => MoneyPath::Batched,
+                _ => MoneyPath::PerCommand,
+            };
             Arc::new(
-                PgStore::with_pool_grouped(pool, Currency::EUR, grouped)
+                PgStore::with_pool_path(pool, Currency::EUR, path)
                     .await
                     .unwrap(),
             )
@@ -378,6 +392,7 @@ fn slug(b: Backend) -> &'static str {
         Backend::SqliteGroup => "sqlite-group",
         Backend::SqliteBaseline => "sqlite-baseline",
         Backend::Postgres => "postgres",
+        Backend::PostgresBatched => "postgres-batched",
         Backend::PostgresBaseline { durable: true } => "postgres-baseline",
         Backend::PostgresBaseline { durable: false } => "postgres-sync-off",
     }
@@ -446,7 +461,7 @@ async fn api_start(o: &Opts, b: Backend, n: usize) -> ApiBench {
     let store = open(o, b, &data).await;
     seed(&*store).await;
     let database = match b {
-        Backend::Postgres | Backend::PostgresBaseline { .. } => {
+        Backend::Postgres | Backend::PostgresBatched | Backend::PostgresBaseline { .. } => {
             Database::Postgres(pg_url(o, b.durable()))
         }
         _ => Database::Sqlite,
@@ -650,7 +665,12 @@ async fn main() {
         if o.store_level {
             store_rows(&o, b, &mut rows).await;
         }
-        if o.api && matches!(b, Backend::SqliteGroup | Backend::Postgres) {
+        if o.api
+            && matches!(
+                b,
+                Backend::SqliteGroup | Backend::Postgres | Backend::PostgresBatched
+            )
+        {
             api_rows(&o, b, &mut rows).await;
         }
     }

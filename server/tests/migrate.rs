@@ -338,10 +338,12 @@ fn replays_and_new_ids_on_the_copy(rt: &tokio::runtime::Runtime, pg: &PgStore, b
         description: None,
     };
     let id = receipt_id(rt.block_on(pg.execute(None, pay)).unwrap());
-    assert_eq!(
-        id,
-        total_before.transactions_checked + 1,
-        "identity follows the copied ids"
+    // Past every copied id (1..=9): an identity left behind would collide, and the insert
+    // fail. Not necessarily the very next one: the batched writer reserves an id for each
+    // movement of a batch, replays included, and unused ones are gaps, as after a rollback.
+    assert!(
+        id > total_before.transactions_checked,
+        "identity follows the copied ids: {id}"
     );
     let check = rt.block_on(pg.ledger_check()).unwrap();
     assert!(check.ok, "{check:?}");

@@ -4,7 +4,7 @@
 //! fresh database each (`common/pg.rs`): without a server they are skipped loudly, except
 //! under `CI=true`, where they fail.
 
-use palmline_server::store::postgres::PgStore;
+use palmline_server::store::postgres::{MoneyPath, PgStore};
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::{Command, Idem, KioskRef, LedgerError, Outcome, Store};
 use palmline_shared::api::{Receipt, TxKind};
@@ -35,22 +35,27 @@ fn on_sqlite(test: impl FnOnce(&Rt, Arc<dyn Store>)) {
 /// Runs a contract on a fresh PostgreSQL database (skipped loudly when there is no server,
 /// outside CI). A failing test leaves its database behind, named with its process id.
 fn on_postgres(tag: &str, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
-    on_postgres_with(tag, false, test)
+    on_postgres_with(tag, MoneyPath::PerCommand, test)
 }
 
 /// As [`on_postgres`], the store's money commands going through its group commit.
 fn on_postgres_grouped(tag: &str, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
-    on_postgres_with(tag, true, test)
+    on_postgres_with(tag, MoneyPath::Grouped, test)
 }
 
-fn on_postgres_with(tag: &str, grouped: bool, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
+/// As [`on_postgres`], payments and transfers going through the batched writer.
+fn on_postgres_batched(tag: &str, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
+    on_postgres_with(tag, MoneyPath::Batched, test)
+}
+
+fn on_postgres_with(tag: &str, path: MoneyPath, test: impl FnOnce(&Rt, Arc<dyn Store>)) {
     let rt = rt();
     // Database names stay well under PostgreSQL's 63 bytes.
     let Some(db) = rt.block_on(pg::fresh_db(&tag[..tag.len().min(24)])) else {
         return;
     };
     let store = rt
-        .block_on(PgStore::with_pool_grouped(db.pool.clone(), EUR, grouped))
+        .block_on(PgStore::with_pool_path(db.pool.clone(), EUR, path))
         .unwrap();
     test(&rt, Arc::new(store));
     rt.block_on(db.drop_db());
@@ -67,6 +72,9 @@ macro_rules! on_both_stores {
         }
         mod postgres_grouped_store {
             $( #[test] fn $name() { super::on_postgres_grouped(stringify!($name), super::$name) } )*
+        }
+        mod postgres_batched_store {
+            $( #[test] fn $name() { super::on_postgres_batched(stringify!($name), super::$name) } )*
         }
     };
 }
@@ -563,6 +571,11 @@ proptest! {
     #[test]
     fn random_operation_sequences_keep_the_books_postgres(ops in proptest::collection::vec(op(), 1..60)) {
         on_postgres("ops", |rt, store| keeps_the_books(rt, store, ops));
+    }
+
+    #[test]
+    fn random_operation_sequences_keep_the_books_postgres_batched(ops in proptest::collection::vec(op(), 1..60)) {
+        on_postgres_batched("ops_batched", |rt, store| keeps_the_books(rt, store, ops));
     }
 }
 
@@ -1445,4 +1458,153 @@ fn postgres_ledger_check_catches_tampering_and_schema_refuses_negative_shoppers(
         );
         db.drop_db().await;
     });
+}
+
+/// The batched writer decides a batch's movements in order against the balances the earlier
+/// ones left: a refused one (insufficient funds) changes nothing and the later ones in the
+/// same batch still go through; keys of a batch replay their first answer. The batch is
+/// made by holding a row lock from another connection, so the writer's first batch waits
+/// while the next four queue up behind it (their one shared timestamp shows they were one).
+#[test]
+fn postgres_batch_refuses_one_and_goes_on_and_its_keys_replay() {
+    rt().block_on(async {
+        let Some(db) = pg::fresh_db("batch").await else {
+            return;
+        };
+        let store = PgStore::with_pool_path(db.pool.clone(), EUR, MoneyPath::Batched);
+        let store: Arc<dyn Store> = Arc::new(store.await.unwrap());
+        let (ann, ben, cat) = (
+            register(&*store, "ann").await,
+            register(&*store, "ben").await,
+            register(&*store, "cat").await,
+        );
+        deposit(&*store, "ann", 1_000).await.unwrap();
+        let blocker = hold_row_lock(&db.url, cat).await;
+        let pay = |shopper_id, minor| Command::Payment {
+            at: kiosk("shop"),
+            shopper_id,
+            amount: eur(minor),
+            description: None,
+        };
+        let send = |from_shopper_id, to: &str, minor| Command::Transfer {
+            at: None,
+            from_shopper_id,
+            to_username: to.into(),
+            amount: eur(minor),
+            note: None,
+        };
+        // The store has one writer (`batch::WRITERS`), now stuck on `cat`.
+        let first = spawn_execute(&store, None, pay(cat, 1)).await;
+        wait_for_a_lock_wait(&blocker).await;
+        let refused_key = idem("refused", "ann sends 5.00 to ben");
+        let sent_key = idem("sent", "ann sends 3.00 to ben");
+        let batch = [
+            spawn_execute(&store, None, pay(ann, 600)).await,
+            spawn_execute(&store, Some(refused_key.clone()), send(ann, "ben", 500)).await,
+            spawn_execute(&store, Some(sent_key.clone()), send(ann, "ben", 300)).await,
+            spawn_execute(&store, None, pay(ben, 300)).await,
+        ];
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        blocker.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(first.await.unwrap(), Err(LedgerError::InsufficientFunds));
+        let mut answers = Vec::new();
+        for t in batch {
+            answers.push(t.await.unwrap());
+        }
+        assert_eq!(answers[1], Err(LedgerError::InsufficientFunds));
+        let moved: Vec<Receipt> = [0, 2, 3]
+            .iter()
+            .map(|&i| receipt(answers[i].clone().unwrap()))
+            .collect();
+        assert!(
+            moved.iter().all(|r| r.created_at == moved[0].created_at),
+            "the four were not one batch: {moved:?}"
+        );
+        assert_eq!(moved[0].balance_after, Some(eur(400)));
+        assert_eq!(moved[1].balance_after, Some(eur(100)));
+        assert_eq!(moved[2].balance_after, Some(eur(0)));
+        for (id, minor) in [(ann, 100), (ben, 0), (cat, 0)] {
+            assert_eq!(store.wallet(id).await.unwrap().balance, eur(minor));
+        }
+        // Replays answer as the batch did, even once the money would be there.
+        deposit(&*store, "ann", 10_000).await.unwrap();
+        let again = store.execute(Some(refused_key.clone()), send(ann, "ben", 500));
+        assert_eq!(again.await, Err(LedgerError::InsufficientFunds));
+        let again = store.execute(Some(sent_key.clone()), send(ann, "ben", 300));
+        assert_eq!(again.await, answers[2]);
+        assert_eq!(
+            store.replay(&sent_key).await.unwrap(),
+            Some(answers[2].clone())
+        );
+        let other = store.execute(Some(idem("sent", "another body")), send(ann, "ben", 1));
+        assert_eq!(other.await, Err(LedgerError::IdempotencyMismatch));
+        assert_eq!(store.wallet(ann).await.unwrap().balance, eur(10_100));
+        // A merchant seen for the first time: the batch hands the payment to the
+        // per-command path (which creates the merchant), its key released for it.
+        let new_key = idem("new-merchant", "ann pays 1.00 at a new shop");
+        let at_new = Command::Payment {
+            at: kiosk("new-shop"),
+            shopper_id: ann,
+            amount: eur(100),
+            description: None,
+        };
+        let paid = store.execute(Some(new_key.clone()), at_new.clone()).await;
+        assert_eq!(
+            receipt(paid.clone().unwrap()).merchant.as_deref(),
+            Some("new-shop")
+        );
+        assert_eq!(store.execute(Some(new_key), at_new).await, paid);
+        assert_eq!(store.wallet(ann).await.unwrap().balance, eur(10_000));
+        assert_invariants(&*store, &[ann, ben, cat]).await;
+        drop(store);
+        db.drop_db().await;
+    });
+}
+
+async fn spawn_execute(
+    store: &Arc<dyn Store>,
+    idem: Option<Idem>,
+    cmd: Command,
+) -> tokio::task::JoinHandle<Result<Outcome, LedgerError>> {
+    let store = store.clone();
+    let task = tokio::spawn(async move { store.execute(idem, cmd).await });
+    // Each queues before the next is made, so the batch keeps this order.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    task
+}
+
+/// A connection of its own holding `account`'s row lock in an open transaction.
+async fn hold_row_lock(url: &str, account: i64) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute("BEGIN").await.unwrap();
+    c.execute(
+        "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE",
+        &[&account],
+    )
+    .await
+    .unwrap();
+    c
+}
+
+/// Until some other backend of this database waits for a lock.
+async fn wait_for_a_lock_wait(c: &tokio_postgres::Client) {
+    for _ in 0..200 {
+        let waiting: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the batch never waited for the held lock");
 }

@@ -37,7 +37,7 @@ pub(super) struct Acct {
     pub core: ledger::Account,
 }
 
-fn row_acct(r: &Row) -> Result<Acct, LedgerError> {
+pub(super) fn row_acct(r: &Row) -> Result<Acct, LedgerError> {
     let bad = |what: &str, v: &str| LedgerError::Storage(format!("bad {what} {v:?} in accounts"));
     let (kind, status, currency): (&str, &str, &str) = (r.get(2), r.get(3), r.get(5));
     Ok(Acct {

@@ -192,14 +192,23 @@ pub(super) async fn lookup_idem(
     )
     .await?;
     let Some(row) = row else { return Ok(None) };
-    let (hash, result): (&[u8], &str) = (row.get(0), row.get(1));
-    if hash != idem.request_hash {
+    stored_answer(idem, row.get(0), row.get(1)).map(Some)
+}
+
+/// The answer an idempotency record (`request_hash`, `result`) holds for `idem`: the key
+/// with another request is [`LedgerError::IdempotencyMismatch`].
+pub(super) fn stored_answer(
+    idem: &Idem,
+    request_hash: &[u8],
+    result: &str,
+) -> Result<StoredResult, LedgerError> {
+    if request_hash != idem.request_hash {
         return Err(LedgerError::IdempotencyMismatch);
     }
     if result.is_empty() {
         return Err(storage("an idempotency record without its result"));
     }
-    serde_json::from_str(result).map(Some).map_err(storage)
+    serde_json::from_str(result).map_err(storage)
 }
 
 /// Applies one command inside the caller's transaction: money commands go through the

@@ -6,9 +6,11 @@
 //! (deadpool-postgres over tokio-postgres) that first locks the accounts it touches, in id
 //! order ([`accounts`]), and an idempotent command first claims its key as a row
 //! ([`commands`]): both are shared through the database, so replicas need no shared memory.
-//! Optionally ([`PgStore::with_pool_grouped`], not the default), money commands share
-//! their transaction with others: a group commit ([`group`]), one savepoint each, as
-//! SQLite's writer does.
+//! By default ([`MoneyPath::DEFAULT`]) payments and transfers go through the batched writer
+//! instead ([`batch`]): a batch of them decided in memory by the core and written in a fixed
+//! number of round trips. A transaction per command ([`MoneyPath::PerCommand`]) and a group
+//! commit ([`group`], [`MoneyPath::Grouped`], one savepoint each, as SQLite's writer does)
+//! are kept for comparison.
 //! Reads ([`reads`]) run outside any transaction. Timestamps are the same fixed-width UTC
 //! text as SQLite's ([`super::clock`]), so both stores sort and cut days alike.
 //!
@@ -17,6 +19,7 @@
 //! any other error the server reports is `Storage("postgres <SQLSTATE>: …")`.
 
 mod accounts;
+mod batch;
 mod commands;
 mod group;
 pub mod notify;
@@ -261,9 +264,37 @@ pub struct PgStore {
     currency: Currency,
     /// The latest command's storage health, for `GET /v1/health`.
     faults: FaultWatch,
-    /// With group commit ([`PgStore::with_pool_grouped`]), money commands go through it;
-    /// `None` (the default): every command in its own transaction.
-    group: Option<group::Group>,
+    /// Where money commands go besides the per-command path ([`MoneyPath`]).
+    money: Writers,
+}
+
+/// How a [`PgStore`] runs its money commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoneyPath {
+    /// Each command in its own transaction ([`commands`]).
+    PerCommand,
+    /// Money commands in a group commit, a savepoint each ([`group`]).
+    Grouped,
+    /// Payments and transfers through the batched writer ([`batch`]): a batch in a fixed
+    /// number of round trips; every other command in its own transaction.
+    Batched,
+}
+
+impl MoneyPath {
+    /// What `serve --database postgres://…` runs: the batched writer. In BENCHMARKS.md's
+    /// side-by-side runs it beat a transaction per command from 8 clients on with a hot
+    /// merchant (2-18x: that path holds the merchant's lock through every commit) and from
+    /// 32 on with spread-out transfers (at 8, faster in quiet runs, a quarter slower in a
+    /// loaded one); at 1 client it is 7-35 % slower (a lone movement pays the hop to the
+    /// writer and statements built for a batch: about a third of a millisecond).
+    pub const DEFAULT: MoneyPath = MoneyPath::Batched;
+}
+
+/// The writer tasks of a [`MoneyPath`], if it has any.
+enum Writers {
+    PerCommand,
+    Grouped(group::Group),
+    Batched(batch::Batcher),
 }
 
 impl PgStore {
@@ -272,30 +303,69 @@ impl PgStore {
         PgStore::with_pool(pool(url, size)?, currency).await
     }
 
-    /// A store over an existing pool (migrated here): every command in its own transaction.
+    /// A store over an existing pool (migrated here), money commands going the
+    /// [`MoneyPath::DEFAULT`] way.
     pub async fn with_pool(pool: Pool, currency: Currency) -> Result<PgStore, LedgerError> {
-        PgStore::with_pool_grouped(pool, currency, false).await
+        PgStore::with_pool_path(pool, currency, MoneyPath::DEFAULT).await
     }
 
-    /// As [`PgStore::with_pool`]; with `group_commit` the money commands go through the
-    /// group commit ([`group`]). Not the default: on the 2-core machine of BENCHMARKS.md,
-    /// busy with other work, it was slower than a transaction per command with spread-out
-    /// accounts and only ~1.4× faster with a hot one (each writer's round trips run one
-    /// after another, and each waited for a core); to be measured again on a quiet machine.
-    pub async fn with_pool_grouped(
+    /// As [`PgStore::with_pool`], money commands going the way `path` says.
+    pub async fn with_pool_path(
         pool: Pool,
         currency: Currency,
-        group_commit: bool,
+        path: MoneyPath,
     ) -> Result<PgStore, LedgerError> {
         migrate(&pool).await?;
-        let writers = group::writers_for(pool.status().max_size);
-        let group = group_commit.then(|| group::Group::start(pool.clone(), currency, writers));
+        let size = pool.status().max_size;
+        let money = match path {
+            MoneyPath::PerCommand => Writers::PerCommand,
+            MoneyPath::Grouped => Writers::Grouped(group::Group::start(
+                pool.clone(),
+                currency,
+                group::writers_for(size),
+            )),
+            MoneyPath::Batched => Writers::Batched(batch::Batcher::start(
+                pool.clone(),
+                currency,
+                batch::WRITERS,
+            )),
+        };
         Ok(PgStore {
             pool,
             currency,
-            group,
+            money,
             faults: FaultWatch::default(),
         })
+    }
+
+    /// A command on the per-command path: its own transaction on a pooled connection.
+    async fn own_transaction(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
+        let mut client = self.client().await?;
+        let run = commands::execute_command(&mut client, self.currency, idem, cmd);
+        match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection may still hold the command's transaction: it never goes
+                // back to the pool; dropping it closes it, and the server rolls back.
+                drop(Object::take(client));
+                Err(no_answer())
+            }
+        }
+    }
+
+    /// Runs `cmd` where [`MoneyPath`] sends it.
+    async fn route(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
+        match &self.money {
+            Writers::Grouped(group) if commands::is_money(&cmd) => group.execute(idem, cmd).await,
+            Writers::Batched(batcher) => match batch::Movement::of(cmd) {
+                Ok(m) => match batcher.execute(idem, m).await {
+                    batch::Routed::Done(result) => result,
+                    batch::Routed::Elsewhere(idem, cmd) => self.own_transaction(idem, cmd).await,
+                },
+                Err(cmd) => self.own_transaction(idem, cmd).await,
+            },
+            _ => self.own_transaction(idem, cmd).await,
+        }
     }
 
     async fn client(&self) -> Result<Object, LedgerError> {
@@ -323,20 +393,7 @@ impl Store for PgStore {
     }
 
     async fn execute(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
-        if let Some(group) = self.group.as_ref().filter(|_| commands::is_money(&cmd)) {
-            return group.execute(idem, cmd).await;
-        }
-        let mut client = self.client().await?;
-        let run = commands::execute_command(&mut client, self.currency, idem, cmd);
-        let result = match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
-            Ok(result) => result,
-            Err(_) => {
-                // The connection may still hold the command's transaction: it never goes
-                // back to the pool; dropping it closes it, and the server rolls back.
-                drop(Object::take(client));
-                Err(no_answer())
-            }
-        };
+        let result = self.route(idem, cmd).await;
         self.faults.observe(&result);
         result
     }
