@@ -73,7 +73,7 @@ impl Default for HashIndexConfig {
             tables: 4,
             key_bits: 8,
             seed: 0x9A1D_1DE5,
-            max_postings_per_palm: 3072,
+            max_postings_per_palm: 4608,
             stop_ratio: 16.0,
             probe_radius: 0,
             normalise: true,
