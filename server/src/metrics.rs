@@ -241,6 +241,8 @@ pub struct IdentifyMetrics {
     /// Candidates of the second, turned query (only when the first found no accept).
     pub turned: Histogram,
     pub indexed: Gauge,
+    /// Enrolled palms left out at start-up (templates that do not open or decode).
+    pub skipped: Gauge,
     pub version: Gauge,
 }
 
@@ -251,6 +253,7 @@ impl Default for IdentifyMetrics {
             shortlist: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             turned: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             indexed: Gauge::default(),
+            skipped: Gauge::default(),
             version: Gauge::default(),
         }
     }
@@ -278,6 +281,11 @@ impl IdentifyMetrics {
             "palms_indexed",
             "Palms in this server's identification index",
             self.indexed.clone(),
+        );
+        registry.register(
+            "palms_skipped",
+            "Enrolled palms left out of this server's index at start-up because their templates do not open or decode (the log names the accounts; they must enroll again)",
+            self.skipped.clone(),
         );
         registry.register(
             "palm_version_indexed",

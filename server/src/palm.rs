@@ -385,6 +385,7 @@ impl PalmService {
                 }
             }
         }
+        self.metrics.skipped.set(report.skipped as i64);
         Ok(report)
     }
 

@@ -251,6 +251,9 @@ async fn templates_are_ciphertext_at_rest_and_the_index_survives_a_restart() {
     );
     let loaded = wrong.load(&store).await.unwrap();
     assert_eq!((loaded.enrolled, loaded.skipped), (0, 1));
+    // The operator sees it without reading the log: the `palms_skipped` gauge.
+    assert_eq!(wrong.metrics.skipped.get(), 1);
+    assert_eq!(svc.metrics.skipped.get(), 0);
     assert_eq!(wrong.enrolled(), 0);
 }
 
