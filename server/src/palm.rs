@@ -597,9 +597,12 @@ impl PalmService {
             return Ok(self.verdict(None, 0));
         }
         let mut scores = self.score(store, probe, first.clone()).await?;
-        if self.best_of(&mut scores).decision != Verdict::Accept {
+        if self.best_of(&mut scores).decision == Verdict::Reject {
             // Second stage: the probe's ROI may be turned relative to its enrollment (the
             // kiosk read the hand's direction wrong), which the first query does not look for.
+            // Only when nobody reached the grey level: a palm at grey or above is the probe's
+            // own far more often than a turned probe's best impostor reaches grey among the
+            // first shortlist, and the turned query would not raise that palm's score.
             let second = self.shortlist(|ix, k| ix.candidates_turned(probe, k), exclude, &first);
             self.metrics.turned.observe(second.len() as f64);
             if !second.is_empty() {

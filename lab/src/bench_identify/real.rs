@@ -628,12 +628,12 @@ impl Ctx<'_> {
     }
 
     /// One identification: the first k candidates, then (`two`) the turned query's k when
-    /// the first give no accept under the server's default policy.
+    /// none of the first reaches the grey level of the server's default policy.
     fn identify(&self, p: &RealProbe, two: bool) -> Result<(Outcome, bool)> {
         let first = self.index.candidates(&p.template, self.a.k);
         let o = self.verify(&p.prepared, &first)?;
         let policy = palmline_server::palm::PalmPolicy::default();
-        if !two || (o.score >= policy.accept && o.score >= o.second + policy.margin) {
+        if !two || o.score >= policy.grey {
             return Ok((o, false));
         }
         let second: Vec<PalmId> = self
