@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use palmline_shared::api::{
     CashierSessionResponse, DailyTotals, ErrorBody, ErrorCode, Health, HistoryPage,
     PalmEnrollResponse, Receipt, SessionResponse, Shopper, Wallet, CASHIER_SESSION_HEADER,
-    IDEMPOTENCY_HEADER,
+    IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER,
 };
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
@@ -313,11 +313,17 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn error_from(resp: Response) -> ApiError {
     let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok());
     match resp.bytes() {
         Ok(bytes) => match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => ApiError::Server {
                 code: body.error.code,
                 message: body.error.message,
+                retry_after,
             },
             Err(_) => ApiError::Protocol(format!(
                 "HTTP {status}: {}",

@@ -136,15 +136,36 @@ pub enum ApiError {
     /// Sent, but no answer in time (after the client's own retries): the outcome is unknown.
     #[error("no answer from the server in time")]
     Timeout,
-    /// The server answered with a typed error.
+    /// The server answered with a typed error (and, for `rate_limited` / `unavailable`, the
+    /// seconds its `Retry-After` header asks the kiosk to wait).
     #[error("{code}: {message}")]
-    Server { code: ErrorCode, message: String },
+    Server {
+        code: ErrorCode,
+        message: String,
+        retry_after: Option<u32>,
+    },
     /// An answer that is not what the API promises.
     #[error("unexpected answer: {0}")]
     Protocol(String),
 }
 
+/// What a `rate_limited` answer tells the shopper: how long to wait when the server said.
+fn wait_then_retry(e: &ApiError) -> String {
+    match e.retry_after() {
+        Some(s) => format!("Please wait {s} seconds and try again."),
+        None => "Please wait a moment and try again.".into(),
+    }
+}
+
 impl ApiError {
+    /// The server's `Retry-After`, in seconds, when it sent one.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ApiError::Server { code, .. } => Some(*code),
@@ -1900,7 +1921,7 @@ impl App {
             Some(C::InvalidCredentials) => ("Not recognised", "Wrong credentials.".into(), None),
             Some(C::UnknownAccount) => ("Unknown shopper", "No shopper with that username.".into(), None),
             Some(C::InvalidAmount | C::UnsupportedCurrency) => ("Invalid amount", format!("{e}"), None),
-            Some(C::RateLimited) => ("Too many attempts", "Please wait a moment and try again.".into(), None),
+            Some(C::RateLimited) => ("Too many attempts", wait_then_retry(&e), None),
             Some(C::SessionExpired | C::SessionRequired) => ("Session expired", "Please log in again.".into(), None),
             Some(C::PalmAlreadyEnrolled) => ("Palm already enrolled", "This palm already belongs to an account.".into(), None),
             Some(C::PalmTemplatesInconsistent) => (
@@ -1922,7 +1943,10 @@ impl App {
             ),
             Some(C::Unavailable | C::Internal) => (
                 "Service unavailable",
-                "The server could not complete this. Try again later.".into(),
+                match e.retry_after() {
+                    Some(s) => format!("The server could not complete this. Try again in {s} seconds."),
+                    None => "The server could not complete this. Try again later.".into(),
+                },
                 p.call.moves_money().then(|| Retry::Resend(p.call.clone())),
             ),
             Some(c) => ("Declined", format!("{} ({})", e, c.as_str()), None),

@@ -72,6 +72,7 @@ fn server(code: ErrorCode) -> ApiError {
     ApiError::Server {
         code,
         message: code.as_str().into(),
+        retry_after: None,
     }
 }
 
@@ -503,6 +504,27 @@ fn every_server_error_on_a_palm_payment_is_handled() {
                 assert_eq!(d.retry, expect_retry, "{code}");
             }
         }
+    }
+}
+
+#[test]
+fn a_rate_limit_says_how_long_to_wait_when_the_server_says_it() {
+    for (retry_after, want) in [
+        (Some(30), "Please wait 30 seconds and try again."),
+        (None, "Please wait a moment and try again."),
+    ] {
+        let mut t = T::booted();
+        let (id, _) = t.start_palm_pay("300");
+        let e = ApiError::Server {
+            code: ErrorCode::RateLimited,
+            message: "slow down".into(),
+            retry_after,
+        };
+        t.reply(id, Err(e));
+        let Screen::Declined(d) = t.app.screen().clone() else {
+            panic!("{:?}", t.app.screen())
+        };
+        assert_eq!(d.detail, want);
     }
 }
 
