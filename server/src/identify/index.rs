@@ -520,9 +520,9 @@ impl CandidateIndex for HashIndex {
         // One hypothesis per orientation bin: the two nearest bins a probe looks up cover
         // half a bin either side, so the turns together cover every angle.
         let step = 360.0 / self.config.angle_bins as f32;
+        let tables = self.config.turned_tables.clamp(1, self.config.tables);
         let mut best = vec![0f32; self.slots.len()];
         for h in 1..self.config.angle_bins {
-            let tables = self.config.turned_tables.clamp(1, self.config.tables);
             let votes = self.votes_turned(probe, h as f32 * step, tables);
             for (b, v) in best.iter_mut().zip(votes) {
                 *b = b.max(v);
