@@ -105,6 +105,12 @@ pub struct BenchIdentifyArgs {
     /// Tables the second, turned query reads (default: the index's default).
     #[arg(long)]
     pub turned_tables: Option<usize>,
+    /// The turned query reads every N-th probe keypoint.
+    #[arg(long)]
+    pub turned_stride: Option<usize>,
+    /// Stop-word ratio of the turned query.
+    #[arg(long)]
+    pub turned_stop_ratio: Option<f32>,
     /// Build the index with `insert` palm by palm (the trait's path) instead of `insert_many`.
     #[arg(long)]
     pub one_by_one: bool,
@@ -415,6 +421,12 @@ fn index_config(a: &BenchIdentifyArgs) -> HashIndexConfig {
     }
     if let Some(v) = a.turned_tables {
         config.turned_tables = v;
+    }
+    if let Some(v) = a.turned_stride {
+        config.turned_stride = v;
+    }
+    if let Some(v) = a.turned_stop_ratio {
+        config.turned_stop_ratio = v;
     }
     if let Some(v) = a.probe_span {
         config.probe_span = v;
@@ -1112,6 +1124,8 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         probe_span: a.probe_span,
         angle_bins: a.angle_bins,
         turned_tables: a.turned_tables,
+        turned_stride: a.turned_stride,
+        turned_stop_ratio: a.turned_stop_ratio,
         recall_only: a.recall_only,
         one_by_one: a.one_by_one,
         images: a.images.clone(),

@@ -65,6 +65,11 @@ pub struct HashIndexConfig {
     /// Tables the turned query reads (the first ones): each of its 11 hypotheses costs
     /// `turned_tables / tables` of a first-stage query.
     pub turned_tables: usize,
+    /// The turned query reads every `turned_stride`-th probe keypoint (1: all of them).
+    pub turned_stride: usize,
+    /// Stop-word ratio of the turned query (see `stop_ratio`): the long buckets cost the
+    /// most and say the least.
+    pub turned_stop_ratio: f32,
 }
 
 impl Default for HashIndexConfig {
@@ -81,6 +86,8 @@ impl Default for HashIndexConfig {
             probe_span: 2,
             angle_bins: 12,
             turned_tables: 2,
+            turned_stride: 1,
+            turned_stop_ratio: 16.0,
         }
     }
 }
@@ -380,28 +387,34 @@ impl HashIndex {
 
     /// The vote of every slot for a probe (the ranking before top-k), for diagnostics.
     fn votes(&self, probe: &Template) -> Vec<f32> {
-        self.votes_turned(probe, 0.0, self.config.tables)
+        let all = Query {
+            tables: self.config.tables,
+            stride: 1,
+            stop_ratio: self.config.stop_ratio,
+        };
+        self.votes_turned(probe, 0.0, all)
     }
 
     /// The votes for `probe` with its keypoints turned by `turn` degrees about the ROI
     /// centre (positions and angles together, the descriptors unchanged: ORB descriptors
     /// are steered by the keypoint's angle). A keypoint turned out of the ROI is left out.
-    fn votes_turned(&self, probe: &Template, turn: f32, tables: usize) -> Vec<f32> {
+    fn votes_turned(&self, probe: &Template, turn: f32, q: Query) -> Vec<f32> {
         let live = self.by_palm.len();
         let mut votes = vec![0f32; self.slots.len()];
         if live == 0 {
             return votes;
         }
         let mean = self.postings as f32 / self.buckets.len() as f32;
-        let max_len = ((self.config.stop_ratio * mean) as usize).max(2);
-        let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * tables);
+        let max_len = ((q.stop_ratio * mean) as usize).max(2);
+        let mut keys: Vec<u32> = Vec::with_capacity(probe.len() * q.tables);
         let roi = probe.roi_size() as f32;
-        for (kp, d) in probe.keypoints().iter().zip(probe.descriptors()) {
+        let points = probe.keypoints().iter().zip(probe.descriptors());
+        for (kp, d) in points.step_by(q.stride.max(1)) {
             let Some(kp) = turned(kp, turn, roi) else {
                 continue;
             };
             for cell in self.probe_cells(&kp, roi) {
-                for t in 0..tables {
+                for t in 0..q.tables {
                     let k = self.key(t, d);
                     keys.push(self.bucket(t, cell, k) as u32);
                     if self.config.probe_radius >= 1 {
@@ -456,6 +469,15 @@ impl HashIndex {
             .filter_map(|(_, s)| self.slots[s as usize])
             .collect()
     }
+}
+
+/// What one vote query reads: the first `tables` tables, every `stride`-th probe keypoint,
+/// buckets up to `stop_ratio` times the mean length.
+#[derive(Debug, Clone, Copy)]
+struct Query {
+    tables: usize,
+    stride: usize,
+    stop_ratio: f32,
 }
 
 /// `k` turned by `turn` degrees about the centre of a `roi`-pixel ROI; `None` when it
@@ -520,10 +542,14 @@ impl CandidateIndex for HashIndex {
         // One hypothesis per orientation bin: the two nearest bins a probe looks up cover
         // half a bin either side, so the turns together cover every angle.
         let step = 360.0 / self.config.angle_bins as f32;
-        let tables = self.config.turned_tables.clamp(1, self.config.tables);
+        let q = Query {
+            tables: self.config.turned_tables.clamp(1, self.config.tables),
+            stride: self.config.turned_stride.max(1),
+            stop_ratio: self.config.turned_stop_ratio,
+        };
         let mut best = vec![0f32; self.slots.len()];
         for h in 1..self.config.angle_bins {
-            let votes = self.votes_turned(probe, h as f32 * step, tables);
+            let votes = self.votes_turned(probe, h as f32 * step, q);
             for (b, v) in best.iter_mut().zip(votes) {
                 *b = b.max(v);
             }
