@@ -261,7 +261,8 @@ pub struct PalmService {
     pub key: TemplateKey,
     pub policy: PalmPolicy,
     matcher: Matcher,
-    index: RwLock<Box<dyn CandidateIndex>>,
+    /// Shared with the matcher pool's jobs: index queries run there, not on async workers.
+    index: Arc<RwLock<Box<dyn CandidateIndex>>>,
     /// Matcher jobs running at once on the blocking pool (never on an async worker).
     cpu: Arc<Semaphore>,
     /// The latest change of each palm the index has applied (taken after `index`).
@@ -326,7 +327,7 @@ impl PalmService {
             key,
             policy,
             matcher: Matcher::default(),
-            index: RwLock::new(index),
+            index: Arc::new(RwLock::new(index)),
             cpu: Arc::new(Semaphore::new(threads.max(1))),
             versions: Mutex::new(Versions::default()),
             through: Mutex::new(PalmVersion::default()),
@@ -591,7 +592,7 @@ impl PalmService {
         probe: &Template,
         exclude: Option<PalmId>,
     ) -> Result<Identification, LedgerError> {
-        let first = self.shortlist(|ix, k| ix.candidates(probe, k), exclude, &[]);
+        let first = self.shortlist(Stage::First, probe, exclude, &[]).await?;
         self.metrics.shortlist.observe(first.len() as f64);
         if first.is_empty() {
             return Ok(self.verdict(None, 0));
@@ -603,7 +604,7 @@ impl PalmService {
             // Only when nobody reached the grey level: a palm at grey or above is the probe's
             // own far more often than a turned probe's best impostor reaches grey among the
             // first shortlist, and the turned query would not raise that palm's score.
-            let second = self.shortlist(|ix, k| ix.candidates_turned(probe, k), exclude, &first);
+            let second = self.shortlist(Stage::Turned, probe, exclude, &first).await?;
             self.metrics.turned.observe(second.len() as f64);
             if !second.is_empty() {
                 scores.extend(self.score(store, probe, second).await?);
@@ -612,20 +613,32 @@ impl PalmService {
         Ok(self.best_of(&mut scores))
     }
 
-    /// Up to `shortlist` candidates from `query(index, k)`, without `exclude` and `seen`.
-    fn shortlist(
+    /// Up to `shortlist` candidates of the index's `stage` query, without `exclude` and
+    /// `seen`. On the matcher pool: at 100,000 palms a query takes tens of milliseconds,
+    /// which must not hold an async worker.
+    async fn shortlist(
         &self,
-        query: impl Fn(&dyn CandidateIndex, usize) -> Vec<PalmId>,
+        stage: Stage,
+        probe: &Template,
         exclude: Option<PalmId>,
         seen: &[PalmId],
-    ) -> Vec<PalmId> {
-        let index = self.index.read().expect("index lock poisoned");
-        let k = self.policy.shortlist + 1 + seen.len();
-        query(&**index, k)
-            .into_iter()
-            .filter(|c| Some(*c) != exclude && !seen.contains(c))
-            .take(self.policy.shortlist)
-            .collect()
+    ) -> Result<Vec<PalmId>, LedgerError> {
+        let (index, probe, seen) = (self.index.clone(), probe.clone(), seen.to_vec());
+        let n = self.policy.shortlist;
+        self.on_cpu(move || {
+            let index = index.read().expect("index lock poisoned");
+            let k = n + 1 + seen.len();
+            let found = match stage {
+                Stage::First => index.candidates(&probe, k),
+                Stage::Turned => index.candidates_turned(&probe, k),
+            };
+            found
+                .into_iter()
+                .filter(|c| Some(*c) != exclude && !seen.contains(c))
+                .take(n)
+                .collect()
+        })
+        .await
     }
 
     /// The matcher's score of `probe` against each candidate, on the matcher pool.
@@ -661,6 +674,13 @@ impl PalmService {
             decision,
         }
     }
+}
+
+/// Which of the index's queries a shortlist comes from.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    First,
+    Turned,
 }
 
 fn open_all(key: &TemplateKey, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {
