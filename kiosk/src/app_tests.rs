@@ -939,13 +939,22 @@ fn set_pin_from_the_wallet_asks_the_current_one_when_there_is_one() {
     let mut t = T::booted();
     to_wallet(&mut t);
     t.nav(Nav::SetPin);
-    assert!(matches!(t.app.screen(), Screen::Pin { purpose: PinFor::NewPin { .. }, .. }));
+    assert!(matches!(
+        t.app.screen(),
+        Screen::Pin {
+            purpose: PinFor::NewPin { .. },
+            ..
+        }
+    ));
     t.keys("2468");
     let (id, call) = only_api(&t.enter());
     let ApiCall::SetPin { key, req, .. } = call else {
         panic!("{call:?}")
     };
-    assert_eq!((req.pin.as_str(), req.current_pin.as_deref()), ("2468", None));
+    assert_eq!(
+        (req.pin.as_str(), req.current_pin.as_deref()),
+        ("2468", None)
+    );
     // The shopper has a PIN already: the server wants it, the pad asks for it.
     t.reply(id, Err(server(ErrorCode::PinRequired)));
     assert!(
@@ -957,9 +966,14 @@ fn set_pin_from_the_wallet_asks_the_current_one_when_there_is_one() {
         panic!("{call:?}")
     };
     assert_ne!(key, key2, "a resend with a PIN is a new request");
-    assert_eq!((req.pin.as_str(), req.current_pin.as_deref()), ("2468", Some("1357")));
+    assert_eq!(
+        (req.pin.as_str(), req.current_pin.as_deref()),
+        ("2468", Some("1357"))
+    );
     t.reply(id, Ok(Reply::PinSet));
-    assert!(matches!(t.app.screen(), Screen::Wallet(w) if w.notice.as_deref() == Some("Your PIN is set")));
+    assert!(
+        matches!(t.app.screen(), Screen::Wallet(w) if w.notice.as_deref() == Some("Your PIN is set"))
+    );
 }
 
 #[test]

@@ -447,7 +447,10 @@ fn without_a_pin(
     if amount.minor() >= state.cfg.pin_threshold.minor() {
         return Err(ApiError::new(
             ErrorCode::PinNotSet,
-            format!("amounts from {} need a PIN: set one first", state.cfg.pin_threshold),
+            format!(
+                "amounts from {} need a PIN: set one first",
+                state.cfg.pin_threshold
+            ),
         ));
     }
     Ok(PinGate::Limited(NoPinGuard {

@@ -879,7 +879,11 @@ fn set_frozen(
     Ok(Outcome::Account(account_row(c, account_id, cur)?))
 }
 
-fn set_shopper_pin(c: &Connection, shopper_id: i64, pin_hash: &str) -> Result<Outcome, LedgerError> {
+fn set_shopper_pin(
+    c: &Connection,
+    shopper_id: i64,
+    pin_hash: &str,
+) -> Result<Outcome, LedgerError> {
     let n = c
         .execute(
             "UPDATE accounts SET pin_hash = ?2 WHERE id = ?1 AND kind = 'shopper'",
