@@ -251,6 +251,18 @@ impl ApiClient {
                 .map(|r| Reply::Enrolled {
                     templates_stored: r.templates_stored,
                 }),
+            C::SetPin { token, req, .. } => {
+                let resp = self.send(with_key(
+                    self.request(Method::POST, "/v1/wallet/pin")
+                        .bearer_auth(token)
+                        .json(req),
+                ))?;
+                if resp.status().is_success() {
+                    Ok(Reply::PinSet)
+                } else {
+                    Err(error_from(resp))
+                }
+            }
             C::DeletePalm { token, .. } => {
                 let resp = self.send(with_key(
                     self.request(Method::DELETE, "/v1/palms/me")

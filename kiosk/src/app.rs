@@ -11,7 +11,7 @@
 use palmline_shared::api::{
     Cashier, CashierSessionRequest, DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage,
     PalmEnrollRequest, PalmPaymentRequest, PaymentRequest, Receipt, RegisterShopper,
-    SessionRequest, Shopper, TransferRequest, TxKind, Wallet, WithdrawalRequest,
+    SessionRequest, Shopper, ShopperPinChange, TransferRequest, TxKind, Wallet, WithdrawalRequest,
 };
 use palmline_shared::money::{Currency, Money};
 use std::time::{Duration, Instant};
@@ -81,6 +81,11 @@ pub enum ApiCall {
         key: String,
         token: String,
     },
+    SetPin {
+        key: String,
+        token: String,
+        req: ShopperPinChange,
+    },
 }
 
 impl ApiCall {
@@ -106,7 +111,8 @@ impl ApiCall {
             | ApiCall::PalmPay { key, .. }
             | ApiCall::Transfer { key, .. }
             | ApiCall::EnrollPalms { key, .. }
-            | ApiCall::DeletePalm { key, .. } => Some(key),
+            | ApiCall::DeletePalm { key, .. }
+            | ApiCall::SetPin { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -125,6 +131,7 @@ pub enum Reply {
     Today(DailyTotals),
     Enrolled { templates_stored: u32 },
     Deleted,
+    PinSet,
 }
 
 /// Why a call failed, as far as the state machine needs to know.
@@ -250,6 +257,8 @@ pub enum Nav {
     LoginByPassword,
     SendMoney,
     ForgetPalm,
+    /// Set a PIN, or change it (the current one is asked for when there is one).
+    SetPin,
     /// "Try again" on a declined screen.
     Retry,
     /// Back / Cancel / Done: leaves the current flow.
@@ -343,6 +352,15 @@ pub enum PinFor {
         token: String,
         to: String,
         amount: Money,
+    },
+    /// The shopper's new PIN.
+    NewPin {
+        wallet: Box<WalletView>,
+    },
+    /// The current PIN, to change it to `new_pin`.
+    CurrentPin {
+        wallet: Box<WalletView>,
+        new_pin: String,
     },
 }
 
@@ -566,6 +584,10 @@ enum PendingKind {
     Diagnostics,
     DeletePalm {
         wallet: Box<WalletView>,
+    },
+    SetPin {
+        wallet: Box<WalletView>,
+        new_pin: String,
     },
 }
 
@@ -993,6 +1015,20 @@ impl App {
                 },
                 now,
             ),
+            (Screen::Wallet(w), Event::Nav(Nav::SetPin)) => {
+                self.pin_attempts_left = self.settings.pin_attempts;
+                self.go(
+                    Screen::Pin {
+                        purpose: PinFor::NewPin {
+                            wallet: Box::new(w),
+                        },
+                        entered: String::new(),
+                        attempts_left: self.settings.pin_attempts,
+                        error: None,
+                    },
+                    now,
+                );
+            }
             (Screen::Wallet(w), Event::Nav(Nav::ForgetPalm)) => {
                 let key = self.key();
                 self.send(
@@ -1263,7 +1299,33 @@ impl App {
                 });
                 self.transfer(wallet, to, amount, Some(pin), now, out)
             }
+            PinFor::NewPin { wallet } => self.set_pin(wallet, pin, None, now, out),
+            PinFor::CurrentPin { wallet, new_pin } => {
+                self.set_pin(wallet, new_pin, Some(pin), now, out)
+            }
         }
+    }
+
+    /// Sends the shopper's new PIN (with the current one when changing it); a new
+    /// idempotency key each time, as every PIN resend is a different request.
+    fn set_pin(
+        &mut self,
+        wallet: Box<WalletView>,
+        new_pin: String,
+        current_pin: Option<String>,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) {
+        let call = ApiCall::SetPin {
+            key: self.key(),
+            token: wallet.token.clone(),
+            req: ShopperPinChange {
+                pin: new_pin.clone(),
+                current_pin,
+            },
+        };
+        let kind = PendingKind::SetPin { wallet, new_pin };
+        self.send(call, kind, "Saving your PIN", now, out);
     }
 
     fn open_diagnostics(&mut self, now: Instant, out: &mut Vec<Command>) {
@@ -1728,6 +1790,10 @@ impl App {
                     d.health = Some(Ok(h));
                 }
             }
+            (PendingKind::SetPin { wallet, .. }, Reply::PinSet) => {
+                let notice = Some("Your PIN is set".into());
+                self.open_wallet(wallet.token, wallet.shopper, notice, now, out);
+            }
             (PendingKind::DeletePalm { wallet }, Reply::Deleted) => {
                 let mut shopper = wallet.shopper.clone();
                 shopper.palm_enrolled = false;
@@ -1771,6 +1837,10 @@ impl App {
                 token: token.clone(),
                 shopper: shopper.clone(),
                 amount: *amount,
+            }),
+            PendingKind::SetPin { wallet, new_pin } => Some(PinFor::CurrentPin {
+                wallet: wallet.clone(),
+                new_pin: new_pin.clone(),
             }),
             PendingKind::Transfer { wallet, to, amount } => {
                 self.pin_wallet = Some((**wallet).clone());
@@ -1873,7 +1943,9 @@ impl App {
                 return;
             }
             (
-                PendingKind::Transfer { .. } | PendingKind::DeletePalm { .. },
+                PendingKind::Transfer { .. }
+                | PendingKind::DeletePalm { .. }
+                | PendingKind::SetPin { .. },
                 Some(C::SessionExpired | C::SessionRequired),
             ) => {
                 self.go(
@@ -1906,6 +1978,11 @@ impl App {
             None if e.is_network() => ("Connection problem", format!("{e}"), None),
             None => ("Something went wrong", format!("{e}"), None),
             Some(C::InsufficientFunds) => ("Insufficient funds", "The wallet balance is too low for this amount.".into(), None),
+            Some(C::PinNotSet) => (
+                "PIN needed",
+                "This amount needs a PIN. Log in to your wallet and choose Set PIN.".into(),
+                None,
+            ),
             Some(C::PalmNotRecognised) => (
                 "Palm not recognised",
                 "Try again, or pay another way.".into(),

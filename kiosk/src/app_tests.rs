@@ -934,6 +934,58 @@ fn forget_palm_from_the_wallet() {
     assert!(matches!(t.app.screen(), Screen::Wallet(w) if !w.shopper.palm_enrolled));
 }
 
+#[test]
+fn set_pin_from_the_wallet_asks_the_current_one_when_there_is_one() {
+    let mut t = T::booted();
+    to_wallet(&mut t);
+    t.nav(Nav::SetPin);
+    assert!(matches!(
+        t.app.screen(),
+        Screen::Pin {
+            purpose: PinFor::NewPin { .. },
+            ..
+        }
+    ));
+    t.keys("2468");
+    let (id, call) = only_api(&t.enter());
+    let ApiCall::SetPin { key, req, .. } = call else {
+        panic!("{call:?}")
+    };
+    assert_eq!(
+        (req.pin.as_str(), req.current_pin.as_deref()),
+        ("2468", None)
+    );
+    // The shopper has a PIN already: the server wants it, the pad asks for it.
+    t.reply(id, Err(server(ErrorCode::PinRequired)));
+    assert!(
+        matches!(t.app.screen(), Screen::Pin { purpose: PinFor::CurrentPin { new_pin, .. }, .. } if new_pin == "2468")
+    );
+    t.keys("1357");
+    let (id, call) = only_api(&t.enter());
+    let ApiCall::SetPin { key: key2, req, .. } = call else {
+        panic!("{call:?}")
+    };
+    assert_ne!(key, key2, "a resend with a PIN is a new request");
+    assert_eq!(
+        (req.pin.as_str(), req.current_pin.as_deref()),
+        ("2468", Some("1357"))
+    );
+    t.reply(id, Ok(Reply::PinSet));
+    assert!(
+        matches!(t.app.screen(), Screen::Wallet(w) if w.notice.as_deref() == Some("Your PIN is set"))
+    );
+}
+
+#[test]
+fn pin_not_set_tells_the_shopper_where_to_set_one() {
+    let mut t = T::booted();
+    let (id, _) = t.start_palm_pay("500000");
+    t.reply(id, Err(server(ErrorCode::PinNotSet)));
+    assert!(
+        matches!(t.app.screen(), Screen::Declined(d) if d.code == Some(ErrorCode::PinNotSet) && d.detail.contains("Set PIN"))
+    );
+}
+
 // ------------------------------------------------------------------ cashier
 
 fn cashier_session(name: &str) -> Reply {

@@ -308,6 +308,7 @@ impl Kiosk {
                 "password" => Nav::LoginByPassword,
                 "send" => Nav::SendMoney,
                 "forget" => Nav::ForgetPalm,
+                "set-pin" => Nav::SetPin,
                 "retry" => Nav::Retry,
                 _ => Nav::Cancel,
             };
@@ -604,6 +605,8 @@ impl Kiosk {
                     PinFor::Transfer { amount, to, .. } => {
                         format!("PIN to send {} to {to}", self.money(*amount))
                     }
+                    PinFor::NewPin { .. } => "Choose a new PIN (4-8 digits)".into(),
+                    PinFor::CurrentPin { .. } => "Enter your current PIN to change it".into(),
                 };
                 a.set_pin_title(title.into());
                 a.set_pin_dots("● ".repeat(entered.len()).trim_end().into());

@@ -169,6 +169,14 @@ pub struct NoPinGuard {
     /// SHA-256 of the session token; `None` for a palm payment (no session).
     pub session_hash: Option<[u8; 32]>,
     pub limits: NoPinLimits,
+    /// Whether the shopper has a PIN at all: past a limit the answer is then `pin_required`
+    /// (send again with it), otherwise `pin_not_set` (set one first).
+    #[serde(default = "pin_set_by_default")]
+    pub pin_set: bool,
+}
+
+fn pin_set_by_default() -> bool {
+    true
 }
 
 /// Identifications allowed per `window` (also the burst), per kiosk and per merchant.

@@ -434,6 +434,99 @@ async fn spending_without_the_pin_is_capped_per_session_and_per_day() {
     assert!(t.ledger().await.ok);
 }
 
+async fn set_pin(
+    t: &TestServer,
+    c: &Client,
+    tok: &str,
+    pin: &str,
+    current: Option<&str>,
+) -> Answer {
+    let mut body = json!({ "pin": pin });
+    if let Some(cur) = current {
+        body["current_pin"] = json!(cur);
+    }
+    send(post(
+        c,
+        t.url("/v1/wallet/pin"),
+        Some(&rand_key()),
+        Some(tok),
+        body,
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shopper_without_a_pin_has_the_same_limits_until_setting_one() {
+    let t = TestServer::start().await;
+    let a = t.kiosk("kiosk-a");
+    t.register(&a, "gina", None).await;
+    t.deposit(&a, "gina", "900.00").await;
+    let tok = t.token(&a, "gina").await;
+    // At the threshold there is no PIN to ask for: refused, and nothing moves.
+    let big = pay(&t, &a, &tok, "50.00", None).await;
+    assert_eq!(big.code.as_deref(), Some("pin_not_set"), "{big:?}");
+    assert_eq!(big.status, StatusCode::FORBIDDEN);
+    // Under it, the session's 100.00 without a PIN, then `pin_not_set` too.
+    let (counts, _) = flood(4, |_| {
+        let body = json!({"amount": eur("49.99")});
+        post(
+            &a,
+            t.url("/v1/payments"),
+            Some(&rand_key()),
+            Some(&tok),
+            body,
+        )
+    })
+    .await;
+    assert_eq!(count(&counts, "ok"), 2, "{counts:?}");
+    assert_eq!(count(&counts, "pin_not_set"), 2, "{counts:?}");
+    assert_eq!(t.balance_of("gina").await, 90_000 - 2 * 4_999);
+    // Setting a PIN needs only the session the first time; then the PIN pays.
+    assert_eq!(
+        set_pin(&t, &a, &tok, "1357", None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        pay(&t, &a, &tok, "60.00", Some("1357")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        pay(&t, &a, &tok, "60.00", None).await.code.as_deref(),
+        Some("pin_required")
+    );
+    // Changing it needs the current one: missing, wrong (a counted guess), then right.
+    let missing = set_pin(&t, &a, &tok, "2468", None).await;
+    assert_eq!(missing.code.as_deref(), Some("pin_required"));
+    let wrong = set_pin(&t, &a, &tok, "2468", Some("0000")).await;
+    assert_eq!(wrong.code.as_deref(), Some("invalid_pin"));
+    let right = set_pin(&t, &a, &tok, "2468", Some("1357")).await;
+    assert_eq!(right.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        pay(&t, &a, &tok, "60.00", Some("1357"))
+            .await
+            .code
+            .as_deref(),
+        Some("invalid_pin")
+    );
+    assert_eq!(
+        pay(&t, &a, &tok, "60.00", Some("2468")).await.status,
+        StatusCode::OK
+    );
+    // Bad input changes nothing: a malformed PIN, and no session at all.
+    let bad = set_pin(&t, &a, &tok, "12a4", Some("2468")).await;
+    assert_eq!(bad.code.as_deref(), Some("invalid_request"));
+    assert_eq!(
+        set_pin(&t, &a, "nope", "9999", None).await.code.as_deref(),
+        Some("session_expired")
+    );
+    assert_eq!(
+        pay(&t, &a, &tok, "60.00", Some("2468")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(t.balance_of("gina").await, 90_000 - 2 * 4_999 - 3 * 6_000);
+    assert!(t.ledger().await.ok);
+}
+
 // ------------------------------------------------------------------ 5. identification rate
 
 async fn palm_login(

@@ -1021,6 +1021,7 @@ fn no_pin_limits_hold_under_concurrency(rt: &Rt, store: Arc<dyn Store>) {
             guard: NoPinGuard {
                 session_hash,
                 limits,
+                pin_set: true,
             },
             debit: Box::new(Command::Payment {
                 at: kiosk("shop"),
@@ -1052,6 +1053,7 @@ fn no_pin_limits_hold_under_concurrency(rt: &Rt, store: Arc<dyn Store>) {
             guard: NoPinGuard {
                 session_hash: None,
                 limits,
+                pin_set: true,
             },
             debit: Box::new(Command::Deposit {
                 at: kiosk("shop"),

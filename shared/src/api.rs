@@ -62,6 +62,8 @@ pub enum ErrorCode {
     AccountLocked,
     PinRequired,
     InvalidPin,
+    /// The shopper has no PIN, and the amount (or the day's spending without one) needs it.
+    PinNotSet,
     SessionRequired,
     SessionExpired,
     Forbidden,
@@ -104,6 +106,7 @@ impl ErrorCode {
             UnknownCashier => 404,
             CashierExists => 409,
             PinRequired | StepUpRequired => 401,
+            PinNotSet => 403,
             Forbidden | AccountFrozen | AccountLocked => 403,
             UnknownAccount | UnknownPayment | NotFound | PalmNotRecognised => 404,
             IdempotencyInFlight | UsernameTaken | PalmAlreadyEnrolled => 409,
@@ -140,6 +143,7 @@ impl ErrorCode {
             AccountLocked => "account_locked",
             PinRequired => "pin_required",
             InvalidPin => "invalid_pin",
+            PinNotSet => "pin_not_set",
             SessionRequired => "session_required",
             SessionExpired => "session_expired",
             Forbidden => "forbidden",
@@ -570,6 +574,19 @@ pub struct NewCashier {
     pub name: String,
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,12}$"))]
     pub pin: String,
+}
+
+/// `POST /v1/wallet/pin`: the session's shopper sets a PIN (4-8 digits), or changes it
+/// with the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ShopperPinChange {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
+    pub pin: String,
+    /// Needed when the shopper already has a PIN (counted as a guess at it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]{4,8}$"))]
+    pub current_pin: Option<String>,
 }
 
 /// `POST /v1/admin/cashiers/{id}/pin`: the cashier's new PIN (4-12 digits).

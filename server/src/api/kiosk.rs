@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palmline_shared::api::{
     DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage, PaymentRequest, Receipt,
-    RegisterShopper, SessionRequest, SessionResponse, TransferRequest, Wallet, WithdrawalRequest,
+    RegisterShopper, SessionRequest, SessionResponse, ShopperPinChange, TransferRequest, Wallet,
+    WithdrawalRequest,
 };
 use palmline_shared::Money;
 use serde::Deserialize;
@@ -371,7 +372,7 @@ async fn password_login(
 
 /// What the PIN rule asks of a debit.
 pub(super) enum PinGate {
-    /// The PIN was given and is right, or the shopper has none: nothing more to check.
+    /// The PIN was given and is right: nothing more to check.
     Passed,
     /// No PIN given, under the threshold: the debit must stay within the cumulative limits.
     Limited(NoPinGuard),
@@ -392,8 +393,9 @@ impl PinGate {
 
 /// The PIN rule of a debit: a given PIN is always checked (a guess at the PIN factor); at
 /// or above the threshold it is required; below it, the debit goes under the cumulative
-/// limits (the store answers `pin_required` past them). A shopper without a PIN has
-/// nothing to ask for.
+/// limits (the store answers `pin_required` past them). A shopper without a PIN has the
+/// same threshold and limits, answered with `pin_not_set`: there is no PIN to ask for, so
+/// a stolen password or session cannot empty a PIN-less wallet either.
 pub(super) async fn pin_gate(
     state: &SharedState,
     kiosk: &KioskRef,
@@ -409,7 +411,7 @@ pub(super) async fn pin_gate(
         .ok_or_else(|| ApiError::new(ErrorCode::UnknownAccount, "no such shopper"))?;
     usable(&a)?;
     let Some(pin_hash) = a.pin_hash else {
-        return Ok(PinGate::Passed);
+        return without_a_pin(state, amount, session_hash);
     };
     match pin {
         Some(pin) => {
@@ -430,8 +432,32 @@ pub(super) async fn pin_gate(
         None => Ok(PinGate::Limited(NoPinGuard {
             session_hash,
             limits: state.cfg.no_pin,
+            pin_set: true,
         })),
     }
+}
+
+/// The PIN rule for a shopper who has no PIN (a PIN sent anyway is not one of theirs):
+/// under the threshold and the cumulative limits, or `pin_not_set`.
+fn without_a_pin(
+    state: &SharedState,
+    amount: Money,
+    session_hash: Option<[u8; 32]>,
+) -> Result<PinGate, ApiError> {
+    if amount.minor() >= state.cfg.pin_threshold.minor() {
+        return Err(ApiError::new(
+            ErrorCode::PinNotSet,
+            format!(
+                "amounts from {} need a PIN: set one first",
+                state.cfg.pin_threshold
+            ),
+        ));
+    }
+    Ok(PinGate::Limited(NoPinGuard {
+        session_hash,
+        limits: state.cfg.no_pin,
+        pin_set: false,
+    }))
 }
 
 /// `POST /v1/deposits`: cash handed to the cashier on duty, credited to a shopper.
@@ -669,6 +695,78 @@ pub async fn transfer(
         },
     )
     .await
+}
+
+/// `POST /v1/wallet/pin`: the session's shopper sets a PIN, or changes it with the current
+/// one (a guess at the PIN factor, counted before it is checked). Logged, never the PIN.
+#[utoipa::path(
+    post,
+    path = "/v1/wallet/pin",
+    tag = super::openapi::KIOSK,
+    params(super::openapi::IdempotencyKey),
+    security(("mutualTLS" = [], "shopperSession" = [])),
+    request_body = ShopperPinChange,
+    responses((status = 204, description = "The PIN is set."))
+)]
+pub async fn set_pin(
+    State(state): State<SharedState>,
+    KioskCaller(kiosk): KioskCaller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let route = "POST /v1/wallet/pin";
+    let idem = idempotency(&headers, &kiosk.scope(), route, &subject(&headers), &body)?;
+    bearer_required(&headers)?;
+    let req: ShopperPinChange = parse_json(&body)?;
+    let pin = Pin::parse(req.pin)?;
+    let current = Pin::optional(req.current_pin)?;
+    let st = state.clone();
+    let outcome = idempotent(&state, idem, async move {
+        let s = session(&st, &headers, &kiosk).await?;
+        current_pin_checked(&st, &kiosk, s.shopper_id, current).await?;
+        let pin_hash = st.hasher.hash(pin.expose()).await;
+        tracing::info!(shopper = s.shopper_id, kiosk = %kiosk.kiosk_id, "shopper PIN set");
+        Ok(Command::SetShopperPin {
+            shopper_id: s.shopper_id,
+            pin_hash,
+        })
+    })
+    .await?;
+    Ok(respond(outcome, StatusCode::NO_CONTENT))
+}
+
+/// A shopper who has a PIN changes it only with the current one (`pin_required` without
+/// it, `invalid_pin` when wrong); one without a PIN needs nothing more than the session.
+async fn current_pin_checked(
+    state: &SharedState,
+    kiosk: &KioskRef,
+    shopper_id: i64,
+    current: Option<Pin>,
+) -> Result<(), ApiError> {
+    let a = state
+        .store
+        .shopper_auth_by_id(shopper_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownAccount, "no such shopper"))?;
+    usable(&a)?;
+    let Some(pin_hash) = a.pin_hash else {
+        return Ok(());
+    };
+    let Some(current) = current else {
+        return Err(ApiError::new(
+            ErrorCode::PinRequired,
+            "send the current PIN to change it",
+        ));
+    };
+    let key = GuessKey {
+        account_id: shopper_id,
+        factor: Factor::Pin,
+        kiosk_id: kiosk.kiosk_id.clone(),
+    };
+    if !check_guess(state, key, current.expose(), pin_hash).await? {
+        return Err(ApiError::new(ErrorCode::InvalidPin, "wrong PIN"));
+    }
+    Ok(())
 }
 
 /// `GET /v1/wallet`: the session's shopper and balance.

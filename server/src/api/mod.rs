@@ -197,6 +197,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(kiosk::pay))
         .routes(routes!(kiosk::transfer))
         .routes(routes!(kiosk::wallet))
+        .routes(routes!(kiosk::set_pin))
         .routes(routes!(kiosk::history))
         .routes(routes!(kiosk::merchant_today))
         .routes(routes!(palm::enroll).layer(Extension(BodyLimit(palm::MAX_ENROLL_BODY))))

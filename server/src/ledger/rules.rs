@@ -174,17 +174,23 @@ pub struct NoPinSpent {
 }
 
 /// A debit without the PIN stays within the day's limit and the session's limit, or the
-/// PIN is required ([`LedgerError::PinRequired`]).
+/// PIN is required ([`LedgerError::PinRequired`]; [`LedgerError::PinNotSet`] for a shopper
+/// who has none, `pin_set` false).
 pub fn within_no_pin_limits(
     amount: Amount,
     spent: NoPinSpent,
     limits: &NoPinLimits,
+    pin_set: bool,
 ) -> Result<(), LedgerError> {
     let over = |spent: i64, limit: Money| spent.saturating_add(amount.minor()) > limit.minor();
     if over(spent.today, limits.per_day)
         || spent.session.is_some_and(|s| over(s, limits.per_session))
     {
-        return Err(LedgerError::PinRequired);
+        return Err(if pin_set {
+            LedgerError::PinRequired
+        } else {
+            LedgerError::PinNotSet
+        });
     }
     Ok(())
 }

@@ -374,25 +374,34 @@ fn no_pin_limits_per_day_and_per_session() {
     };
     let spent = |today, session| NoPinSpent { today, session };
     assert_eq!(
-        within_no_pin_limits(amt(50), spent(0, Some(0)), &limits),
+        within_no_pin_limits(amt(50), spent(0, Some(0)), &limits, true),
         Ok(())
     );
     assert_eq!(
-        within_no_pin_limits(amt(51), spent(0, Some(0)), &limits),
+        within_no_pin_limits(amt(51), spent(0, Some(0)), &limits, true),
         Err(LedgerError::PinRequired)
     );
     assert_eq!(
-        within_no_pin_limits(amt(1), spent(40, Some(50)), &limits),
+        within_no_pin_limits(amt(1), spent(40, Some(50)), &limits, true),
         Err(LedgerError::PinRequired)
     );
     // No session (a palm payment): only the day's limit counts.
     assert_eq!(
-        within_no_pin_limits(amt(100), spent(0, None), &limits),
+        within_no_pin_limits(amt(100), spent(0, None), &limits, true),
         Ok(())
     );
     assert_eq!(
-        within_no_pin_limits(amt(1), spent(100, None), &limits),
+        within_no_pin_limits(amt(1), spent(100, None), &limits, true),
         Err(LedgerError::PinRequired)
+    );
+    // A shopper without a PIN has the same limits; past them, the answer says to set one.
+    assert_eq!(
+        within_no_pin_limits(amt(50), spent(0, Some(0)), &limits, false),
+        Ok(())
+    );
+    assert_eq!(
+        within_no_pin_limits(amt(1), spent(100, None), &limits, false),
+        Err(LedgerError::PinNotSet)
     );
 }
 

@@ -144,6 +144,13 @@ pub enum Command {
         cashier_id: i64,
         pin_hash: Option<String>,
     },
+    /// A shopper's PIN set or changed (argon2id hash; the caller has checked the current
+    /// PIN, if any). Answers [`Outcome::Done`]; [`LedgerError::UnknownAccount`] if there is
+    /// no such shopper.
+    SetShopperPin {
+        shopper_id: i64,
+        pin_hash: String,
+    },
     /// Counts one guess at a cashier's PIN BEFORE it is checked, on the cashier's own
     /// counters (the same rule as [`Command::ReserveGuess`], one lock for every kiosk).
     /// Answers [`Outcome::Guess`].
@@ -438,6 +445,8 @@ pub enum LedgerError {
     UnsupportedCurrency(String),
     #[error("over the limit without PIN: the PIN is required")]
     PinRequired,
+    #[error("over the limit without PIN, and the shopper has none: set a PIN first")]
+    PinNotSet,
     #[error("no such cashier")]
     UnknownCashier,
     #[error("this merchant already has a cashier of that name")]
@@ -563,6 +572,7 @@ impl LedgerError {
             LedgerError::InvalidAmount(_) => ErrorCode::InvalidAmount,
             LedgerError::UnsupportedCurrency(_) => ErrorCode::UnsupportedCurrency,
             LedgerError::PinRequired => ErrorCode::PinRequired,
+            LedgerError::PinNotSet => ErrorCode::PinNotSet,
             LedgerError::UnknownCashier => ErrorCode::UnknownCashier,
             LedgerError::CashierExists => ErrorCode::CashierExists,
             LedgerError::CashierDisabled => ErrorCode::CashierDisabled,
@@ -573,11 +583,15 @@ impl LedgerError {
     }
 
     /// Whether this error is a final answer to the request (and so is replayed to retries).
-    /// `PinRequired` is not: the kiosk asks for the PIN and sends again.
+    /// `PinRequired` is not: the kiosk asks for the PIN and sends again; nor `PinNotSet`
+    /// (the shopper may set one and send again).
     pub fn is_final(&self) -> bool {
         !matches!(
             self,
-            LedgerError::Storage(_) | LedgerError::Unavailable { .. } | LedgerError::PinRequired
+            LedgerError::Storage(_)
+                | LedgerError::Unavailable { .. }
+                | LedgerError::PinRequired
+                | LedgerError::PinNotSet
         )
     }
 }

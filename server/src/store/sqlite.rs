@@ -786,6 +786,10 @@ fn apply(c: &Connection, cur: Currency, cmd: Command) -> Result<Outcome, LedgerE
             pin_hash,
         } => create_cashier(c, cur, &merchant, &name, &pin_hash),
         Command::DisableCashier { cashier_id } => disable_cashier(c, cashier_id),
+        Command::SetShopperPin {
+            shopper_id,
+            pin_hash,
+        } => set_shopper_pin(c, shopper_id, &pin_hash),
         Command::ResetCashier {
             cashier_id,
             pin_hash,
@@ -873,6 +877,23 @@ fn set_frozen(
         return Err(LedgerError::UnknownAccount(format!("#{account_id}")));
     }
     Ok(Outcome::Account(account_row(c, account_id, cur)?))
+}
+
+fn set_shopper_pin(
+    c: &Connection,
+    shopper_id: i64,
+    pin_hash: &str,
+) -> Result<Outcome, LedgerError> {
+    let n = c
+        .execute(
+            "UPDATE accounts SET pin_hash = ?2 WHERE id = ?1 AND kind = 'shopper'",
+            params![shopper_id, pin_hash],
+        )
+        .map_err(db)?;
+    if n == 0 {
+        return Err(LedgerError::UnknownAccount(format!("#{shopper_id}")));
+    }
+    Ok(Outcome::Done)
 }
 
 fn lift_locks(c: &Connection, cur: Currency, account_id: i64) -> Result<Outcome, LedgerError> {
@@ -1354,7 +1375,7 @@ fn without_pin(
     let amount = ledger::check_amount(amount, cur)?;
     let minor = amount.minor();
     let spent = no_pin_spent(c, shopper_id, guard.session_hash.as_ref())?;
-    ledger::within_no_pin_limits(amount, spent, &guard.limits)?;
+    ledger::within_no_pin_limits(amount, spent, &guard.limits, guard.pin_set)?;
     let outcome = apply(c, cur, debit)?;
     let Outcome::Receipt(r) = &outcome else {
         return Err(LedgerError::Storage("a debit without a receipt".into()));

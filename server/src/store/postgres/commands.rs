@@ -461,7 +461,7 @@ async fn within_no_pin_limits(
         today: today_sum,
         session,
     };
-    ledger::within_no_pin_limits(amount, spent, &g.limits)
+    ledger::within_no_pin_limits(amount, spent, &g.limits, g.pin_set)
 }
 
 async fn record_no_pin(

@@ -61,6 +61,16 @@ pub(super) async fn apply(
             cashier_id,
             pin_hash,
         } => reset_cashier(tx, cashier_id, pin_hash).await,
+        Command::SetShopperPin {
+            shopper_id,
+            pin_hash,
+        } => {
+            let sql = "UPDATE accounts SET pin_hash = $2 WHERE id = $1 AND kind = 'shopper'";
+            if execute(tx, sql, &[&shopper_id, &pin_hash]).await? == 0 {
+                return Err(LedgerError::UnknownAccount(format!("#{shopper_id}")));
+            }
+            Ok(Outcome::Done)
+        }
         Command::DisableCashier { cashier_id } => {
             let sql = "UPDATE cashiers SET status = 'disabled' WHERE id = $1";
             if execute(tx, sql, &[&cashier_id]).await? == 0 {
