@@ -295,41 +295,9 @@ impl IdentifyMetrics {
     }
 }
 
-/// Unix seconds of a store timestamp (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, as
-/// [`format_ts`](crate::store::sqlite::format_ts) writes it); `None` if it is not one.
-pub fn unix_of_store_time(ts: &str) -> Option<i64> {
-    let num = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
-    let shape = ts.as_bytes();
-    if shape.len() < 20 || shape[4] != b'-' || shape[10] != b'T' || !ts.ends_with('Z') {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(
-        i32::try_from(num(0..4)?).ok()?,
-        month,
-        u8::try_from(num(8..10)?).ok()?,
-    )
-    .ok()?;
-    let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    Some(date.midnight().assume_utc().unix_timestamp() + h * 3600 + m * 60 + s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn store_times_read_back_as_unix_seconds() {
-        let t = time::OffsetDateTime::from_unix_timestamp(1_700_000_123).unwrap();
-        let text = crate::store::sqlite::format_ts(t);
-        assert_eq!(unix_of_store_time(&text), Some(1_700_000_123));
-        assert_eq!(unix_of_store_time("2024-02-30T00:00:00Z"), None);
-        assert_eq!(unix_of_store_time("yesterday"), None);
-        assert_eq!(unix_of_store_time(""), None);
-    }
 
     #[test]
     fn encodes_labels_units_and_eof() {

@@ -604,7 +604,9 @@ impl PalmService {
             // Only when nobody reached the grey level: a palm at grey or above is the probe's
             // own far more often than a turned probe's best impostor reaches grey among the
             // first shortlist, and the turned query would not raise that palm's score.
-            let second = self.shortlist(Stage::Turned, probe, exclude, &first).await?;
+            let second = self
+                .shortlist(Stage::Turned, probe, exclude, &first)
+                .await?;
             self.metrics.turned.observe(second.len() as f64);
             if !second.is_empty() {
                 scores.extend(self.score(store, probe, second).await?);

@@ -12,8 +12,8 @@ use palmline_server::limits::{Factor, GuessKey, GuessRules, NoPinGuard, NoPinLim
 use palmline_server::store::postgres::PgStore;
 use palmline_server::store::relocate::{move_ledger, Endpoint, MoveError, Role};
 use palmline_server::store::sqlite::SqliteStore;
+use palmline_server::store::ScanOutcome;
 use palmline_server::store::{Command, Idem, KioskRef, Outcome, Store};
-use palmline_shared::api::ScanOutcome;
 use palmline_shared::{Currency, Money};
 use std::path::{Path, PathBuf};
 
@@ -261,13 +261,13 @@ async fn snapshot(store: &dyn Store, shoppers: &[i64]) -> String {
         wallets.push(format!("{:?}", store.history(id, None, 100).await.unwrap()));
     }
     let scans = store.palm_scans(None, 50).await.unwrap();
-    let today = palmline_server::store::sqlite::now_text()[..10].to_string();
+    let today = palmline_server::store::Timestamp::now().date();
     format!(
         "{check:?}\n{accounts:?}\n{templates:?}\n{wallets:?}\n{scans:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         store.kiosks().await.unwrap(),
         store.palm_version().await.unwrap(),
         store.cashiers(None).await.unwrap(),
-        store.daily_report(&today).await.unwrap()
+        store.daily_report(today).await.unwrap()
     )
 }
 

@@ -2,6 +2,7 @@
 //! palm-scan log, daily reports, the ledger check and the Prometheus metrics.
 
 use super::kiosk::{idempotent, respond, Page};
+use super::wire::all;
 use super::{
     admin_action, check_amount, idempotency, input, parse_json, AdminCaller, ApiError, RawBody,
     SharedState,
@@ -55,7 +56,7 @@ pub async fn accounts(
             q.limit.unwrap_or(100),
         )
         .await?;
-    Ok(Json(rows).into_response())
+    Ok(Json(all::<_, AccountRow>(rows)).into_response())
 }
 
 async fn set_frozen(
@@ -226,7 +227,7 @@ pub async fn kiosks(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.store.kiosks().await?).into_response())
+    Ok(Json(all::<_, KioskRow>(state.store.kiosks().await?)).into_response())
 }
 
 /// `GET /v1/admin/palm-scans`: the palm-scan log, newest first.
@@ -243,13 +244,11 @@ pub async fn palm_scans(
     q: QueryResult<Page>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    Ok(Json(
-        state
-            .store
-            .palm_scans(q.before, q.limit.unwrap_or(100))
-            .await?,
-    )
-    .into_response())
+    let scans = state
+        .store
+        .palm_scans(q.before, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(all::<_, PalmScanRow>(scans)).into_response())
 }
 
 /// `GET /v1/admin/ledger-check`: every balance recomputed from the entries.
@@ -263,7 +262,7 @@ pub async fn ledger_check(
     State(state): State<SharedState>,
     AdminCaller(_): AdminCaller,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.store.ledger_check().await?).into_response())
+    Ok(Json(LedgerCheck::from(state.store.ledger_check().await?)).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -287,14 +286,16 @@ pub async fn daily_report(
     q: QueryResult<DateQuery>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let date = q
-        .date
-        .unwrap_or_else(|| crate::store::sqlite::now_text()[..10].to_string());
-    let report = state.store.daily_report(&date).await.map_err(|e| match e {
+    let date = match q.date {
+        Some(d) => input::report_date(&d)?,
+        None => crate::store::Timestamp::now().date(),
+    };
+    let report = state.store.daily_report(date).await.map_err(|e| match e {
+        // The last day of the calendar has no next day to end it.
         crate::store::LedgerError::InvalidAmount(m) => ApiError::new(ErrorCode::InvalidRequest, m),
         e => e.into(),
     })?;
-    Ok(Json(report).into_response())
+    Ok(Json(DailyReport::from(report)).into_response())
 }
 
 /// `DELETE /v1/admin/accounts/{id}/palm`: the operator deletes a shopper's palm (on the
@@ -331,9 +332,7 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     state.palm.observe_index();
     for k in state.store.kiosks().await? {
-        if let Some(t) = crate::metrics::unix_of_store_time(&k.last_seen) {
-            state.metrics.kiosk_seen(&k.kiosk_id, t);
-        }
+        state.metrics.kiosk_seen(&k.kiosk_id, k.last_seen.unix());
     }
     Ok((
         [(

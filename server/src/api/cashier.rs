@@ -15,14 +15,14 @@ use super::{
 use crate::auth;
 use crate::limits::Factor;
 use crate::store::sqlite::unix_now;
-use crate::store::{Command, KioskRef, Outcome};
+use crate::store::{CashierStatus, Command, KioskRef, Outcome};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palmline_shared::api::{
-    Cashier, CashierPinChange, CashierSessionRequest, CashierSessionResponse, CashierStatus,
-    ErrorCode, NewCashier, CASHIER_SESSION_HEADER,
+    Cashier, CashierPinChange, CashierSessionRequest, CashierSessionResponse, ErrorCode,
+    NewCashier, CASHIER_SESSION_HEADER,
 };
 use serde::Deserialize;
 
@@ -63,7 +63,7 @@ pub async fn create(
 
 fn cashier_response(outcome: Outcome, status: StatusCode) -> Result<Response, ApiError> {
     match outcome {
-        Outcome::Cashier(c) => Ok((status, Json(c)).into_response()),
+        Outcome::Cashier(c) => Ok((status, Json(Cashier::from(c))).into_response()),
         other => {
             tracing::error!(?other, "unexpected answer to a cashier command");
             Err(ApiError::new(
@@ -98,7 +98,8 @@ pub async fn list(
     if let Some(m) = &q.merchant {
         input::merchant(m)?;
     }
-    Ok(Json(state.store.cashiers(q.merchant.as_deref()).await?).into_response())
+    let cashiers = state.store.cashiers(q.merchant.as_deref()).await?;
+    Ok(Json(super::wire::all::<_, Cashier>(cashiers)).into_response())
 }
 
 /// `POST /v1/admin/cashiers/{id}/disable`: the cashier can no longer sign in, and the
@@ -259,7 +260,7 @@ pub async fn sign_in(
     Ok(Json(CashierSessionResponse {
         token,
         expires_at,
-        cashier: a.cashier,
+        cashier: a.cashier.into(),
     }))
 }
 

@@ -34,6 +34,33 @@ impl ApiError {
     }
 }
 
+impl LedgerError {
+    /// The stable wire code of a ledger error (here, with the rest of the HTTP mapping: the
+    /// store never names a wire type).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            LedgerError::InsufficientFunds => ErrorCode::InsufficientFunds,
+            LedgerError::UnknownAccount(_) => ErrorCode::UnknownAccount,
+            LedgerError::AccountFrozen => ErrorCode::AccountFrozen,
+            LedgerError::UsernameTaken => ErrorCode::UsernameTaken,
+            LedgerError::UnknownPayment => ErrorCode::UnknownPayment,
+            LedgerError::RefundExceedsPayment(_) => ErrorCode::RefundExceedsPayment,
+            LedgerError::SameAccount => ErrorCode::SameAccount,
+            LedgerError::IdempotencyMismatch => ErrorCode::IdempotencyMismatch,
+            LedgerError::InvalidAmount(_) => ErrorCode::InvalidAmount,
+            LedgerError::UnsupportedCurrency(_) => ErrorCode::UnsupportedCurrency,
+            LedgerError::PinRequired => ErrorCode::PinRequired,
+            LedgerError::PinNotSet => ErrorCode::PinNotSet,
+            LedgerError::UnknownCashier => ErrorCode::UnknownCashier,
+            LedgerError::CashierExists => ErrorCode::CashierExists,
+            LedgerError::CashierDisabled => ErrorCode::CashierDisabled,
+            LedgerError::CashierElsewhere => ErrorCode::Forbidden,
+            LedgerError::Unavailable { .. } => ErrorCode::Unavailable,
+            LedgerError::Storage(_) => ErrorCode::Internal,
+        }
+    }
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> ApiError {
         match e {

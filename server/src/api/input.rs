@@ -171,6 +171,17 @@ pub fn template(b64: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A report's UTC day, `YYYY-MM-DD` (the message names the refused text, as it always has:
+/// a query parameter, not a secret).
+pub fn report_date(date: &str) -> Result<time::Date, ApiError> {
+    crate::store::clock::parse_day(date).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("bad date {date:?}, want YYYY-MM-DD"),
+        )
+    })
+}
+
 /// An e-mail address for a new account.
 pub fn email(e: &str) -> Result<(), ApiError> {
     if !auth::valid_email(e) {

@@ -16,9 +16,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palmline_shared::api::{
-    DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage, PaymentRequest, Receipt,
-    RegisterShopper, SessionRequest, SessionResponse, ShopperPinChange, TransferRequest, Wallet,
-    WithdrawalRequest,
+    self as wire, DailyTotals, DepositRequest, ErrorCode, Health, HistoryPage, PaymentRequest,
+    Receipt, RegisterShopper, SessionRequest, SessionResponse, ShopperPinChange, TransferRequest,
+    Wallet, WithdrawalRequest,
 };
 use palmline_shared::Money;
 use serde::Deserialize;
@@ -155,10 +155,10 @@ pub(super) enum Ran {
 
 pub(super) fn respond(outcome: Outcome, status: StatusCode) -> Response {
     match outcome {
-        Outcome::Receipt(r) => (status, Json(r)).into_response(),
-        Outcome::Shopper(s) => (status, Json(s)).into_response(),
-        Outcome::Account(a) => (status, Json(a)).into_response(),
-        Outcome::Cashier(c) => (status, Json(c)).into_response(),
+        Outcome::Receipt(r) => (status, Json(wire::Receipt::from(r))).into_response(),
+        Outcome::Shopper(s) => (status, Json(wire::Shopper::from(s))).into_response(),
+        Outcome::Account(a) => (status, Json(wire::AccountRow::from(a))).into_response(),
+        Outcome::Cashier(c) => (status, Json(wire::Cashier::from(c))).into_response(),
         Outcome::Guess(_) | Outcome::Palm(_) | Outcome::Purged(_) | Outcome::Done => {
             StatusCode::NO_CONTENT.into_response()
         }
@@ -306,7 +306,7 @@ pub(super) async fn open_session(
     Ok(SessionResponse {
         token,
         expires_at,
-        shopper: wallet.shopper,
+        shopper: wallet.shopper.into(),
     })
 }
 
@@ -783,7 +783,7 @@ pub async fn wallet(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let s = session(&state, &headers, &kiosk).await?;
-    Ok(Json(state.store.wallet(s.shopper_id).await?).into_response())
+    Ok(Json(Wallet::from(state.store.wallet(s.shopper_id).await?)).into_response())
 }
 
 /// A page of a newest-first list.
@@ -820,7 +820,7 @@ pub async fn history(
         .store
         .history(s.shopper_id, page.before, page.limit.unwrap_or(20))
         .await?;
-    Ok(Json(h).into_response())
+    Ok(Json(HistoryPage::from(h)).into_response())
 }
 
 /// `GET /v1/merchant/today`: the day's totals of this kiosk's merchant (UTC day).
@@ -834,6 +834,7 @@ pub async fn merchant_today(
     State(state): State<SharedState>,
     KioskCaller(kiosk): KioskCaller,
 ) -> Result<Response, ApiError> {
-    let today = crate::store::sqlite::now_text()[..10].to_string();
-    Ok(Json(state.store.merchant_day(&kiosk.merchant, &today).await?).into_response())
+    let today = crate::store::Timestamp::now().date();
+    let totals = state.store.merchant_day(&kiosk.merchant, today).await?;
+    Ok(Json(DailyTotals::from(totals)).into_response())
 }

@@ -15,6 +15,7 @@ mod kiosk;
 pub mod openapi;
 mod palm;
 mod request_id;
+pub mod wire;
 
 pub use error::ApiError;
 pub use request_id::RequestId;

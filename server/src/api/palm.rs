@@ -9,15 +9,14 @@ use super::kiosk::{
 use super::{check_amount, idempotency, parse_json, ApiError, KioskCaller, RawBody, SharedState};
 use crate::limits::{Factor, GuessKey};
 use crate::palm::{Identification, Verdict};
-use crate::store::{Command, KioskRef, Outcome};
+use crate::store::{Command, KioskRef, Outcome, ScanOutcome};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use palmline_shared::api::{
-    ErrorCode, PalmEnrollRequest, PalmEnrollResponse, PalmPaymentRequest, ScanOutcome,
-    SessionResponse,
+    ErrorCode, PalmEnrollRequest, PalmEnrollResponse, PalmPaymentRequest, SessionResponse,
 };
 use palmline_shared::palm::Template;
 

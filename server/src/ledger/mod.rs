@@ -24,13 +24,16 @@ pub use rules::{
 };
 
 use palmline_shared::Currency;
+use serde::{Deserialize, Serialize};
 
 /// An account's id in the store.
 pub type AccountId = i64;
 
 /// What an account is for: shoppers' wallets must never go below zero; a merchant's
 /// account takes payments; its till is the cash drawer that deposits and withdrawals move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// (Serde: as in the database, `shopper`, `merchant`, `till`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     Shopper,
     Merchant,
@@ -56,8 +59,9 @@ impl AccountKind {
     }
 }
 
-/// Whether an account may take part in new movements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Whether an account may take part in new movements. (Serde: `active`, `frozen`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Active,
     Frozen,
@@ -77,6 +81,41 @@ impl Status {
             "frozen" => Status::Frozen,
             _ => return None,
         })
+    }
+}
+
+/// What a transaction is. (Serde: as in the database, `deposit`, `withdrawal`, ...)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxKind {
+    Deposit,
+    Withdrawal,
+    Payment,
+    Transfer,
+    Refund,
+}
+
+impl TxKind {
+    pub const ALL: [TxKind; 5] = [
+        TxKind::Deposit,
+        TxKind::Withdrawal,
+        TxKind::Payment,
+        TxKind::Transfer,
+        TxKind::Refund,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxKind::Deposit => "deposit",
+            TxKind::Withdrawal => "withdrawal",
+            TxKind::Payment => "payment",
+            TxKind::Transfer => "transfer",
+            TxKind::Refund => "refund",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TxKind> {
+        TxKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 

@@ -1,8 +1,7 @@
 //! A decided movement: the transaction record and its legs, balanced and checked.
 
-use super::{Account, AccountId, AccountKind, Amount};
+use super::{Account, AccountId, AccountKind, Amount, TxKind};
 use crate::store::LedgerError;
-use palmline_shared::api::TxKind;
 use palmline_shared::Money;
 
 /// The transaction row a movement writes (the store adds its id and timestamp).

@@ -1,10 +1,9 @@
 //! The rules of each money movement: who may be debited or credited, in which order the
 //! checks run (the first failing one is the answer), and which legs it posts.
 
-use super::{Account, AccountId, AccountKind, Amount, Plan, TxRecord};
+use super::{Account, AccountId, AccountKind, Amount, Plan, TxKind, TxRecord};
 use crate::limits::NoPinLimits;
 use crate::store::LedgerError;
-use palmline_shared::api::TxKind;
 use palmline_shared::Money;
 
 /// The accounts of the merchant a kiosk belongs to: the account payments credit, and its

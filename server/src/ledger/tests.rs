@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::store::LedgerError;
-use palmline_shared::api::TxKind;
 use palmline_shared::money::MAX_MINOR;
 use palmline_shared::{Currency, Money};
 use proptest::prelude::*;

@@ -6,6 +6,7 @@
 //! Nothing here hashes passwords or talks HTTP: callers do the slow or outward work first.
 
 pub mod clock;
+pub mod model;
 pub mod postgres;
 pub mod receipt;
 pub mod relocate;
@@ -13,9 +14,11 @@ pub mod sqlite;
 
 use crate::limits::{Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
 use async_trait::async_trait;
-use palmline_shared::api::{
-    AccountRow, Cashier, CashierStatus, CashierTotals, DailyReport, DailyTotals, ErrorCode,
-    HistoryPage, KioskRow, LedgerCheck, PalmScanRow, Receipt, ScanOutcome, Shopper, Wallet,
+pub use clock::Timestamp;
+pub use model::{
+    AccountRow, BalanceMismatch, Cashier, CashierStatus, CashierTotals, DailyReport, DailyTotals,
+    HistoryItem, HistoryPage, KioskRow, LedgerCheck, PalmScanRow, Receipt, ScanOutcome, Shopper,
+    Wallet,
 };
 use palmline_shared::Money;
 use serde::{Deserialize, Serialize};
@@ -215,8 +218,8 @@ impl Command {
     }
 }
 
-/// What a successful command produced. Stored with the idempotency key, so a retry gets
-/// exactly this back.
+/// What a successful command produced, in domain types ([`model`]). Stored with the
+/// idempotency key (serde JSON, the shape [`model`] pins), so a retry gets exactly this back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Shopper(Shopper),
@@ -325,12 +328,9 @@ pub(crate) fn cashier_key(cashier_id: i64, kiosk_id: &str) -> GuessKey {
     }
 }
 
+/// A cashier's status column (the schema allows only these two; anything else is not active).
 pub(crate) fn cashier_status(s: &str) -> CashierStatus {
-    if s == "active" {
-        CashierStatus::Active
-    } else {
-        CashierStatus::Disabled
-    }
+    CashierStatus::parse(s).unwrap_or(CashierStatus::Disabled)
 }
 
 /// One row of a day's cash by cashier: the cashier (`None`: recorded before cashiers), its
@@ -559,29 +559,6 @@ impl FaultWatch {
 }
 
 impl LedgerError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            LedgerError::InsufficientFunds => ErrorCode::InsufficientFunds,
-            LedgerError::UnknownAccount(_) => ErrorCode::UnknownAccount,
-            LedgerError::AccountFrozen => ErrorCode::AccountFrozen,
-            LedgerError::UsernameTaken => ErrorCode::UsernameTaken,
-            LedgerError::UnknownPayment => ErrorCode::UnknownPayment,
-            LedgerError::RefundExceedsPayment(_) => ErrorCode::RefundExceedsPayment,
-            LedgerError::SameAccount => ErrorCode::SameAccount,
-            LedgerError::IdempotencyMismatch => ErrorCode::IdempotencyMismatch,
-            LedgerError::InvalidAmount(_) => ErrorCode::InvalidAmount,
-            LedgerError::UnsupportedCurrency(_) => ErrorCode::UnsupportedCurrency,
-            LedgerError::PinRequired => ErrorCode::PinRequired,
-            LedgerError::PinNotSet => ErrorCode::PinNotSet,
-            LedgerError::UnknownCashier => ErrorCode::UnknownCashier,
-            LedgerError::CashierExists => ErrorCode::CashierExists,
-            LedgerError::CashierDisabled => ErrorCode::CashierDisabled,
-            LedgerError::CashierElsewhere => ErrorCode::Forbidden,
-            LedgerError::Unavailable { .. } => ErrorCode::Unavailable,
-            LedgerError::Storage(_) => ErrorCode::Internal,
-        }
-    }
-
     /// Whether this error is a final answer to the request (and so is replayed to retries).
     /// `PinRequired` is not: the kiosk asks for the PIN and sends again; nor `PinNotSet`
     /// (the shopper may set one and send again).
@@ -700,9 +677,13 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<HistoryPage, LedgerError>;
-    /// Totals of one merchant for one UTC day (`YYYY-MM-DD`).
-    async fn merchant_day(&self, merchant: &str, date: &str) -> Result<DailyTotals, LedgerError>;
-    async fn daily_report(&self, date: &str) -> Result<DailyReport, LedgerError>;
+    /// Totals of one merchant for one UTC day.
+    async fn merchant_day(
+        &self,
+        merchant: &str,
+        date: time::Date,
+    ) -> Result<DailyTotals, LedgerError>;
+    async fn daily_report(&self, date: time::Date) -> Result<DailyReport, LedgerError>;
     async fn accounts(
         &self,
         query: Option<&str>,

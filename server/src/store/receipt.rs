@@ -1,8 +1,9 @@
 //! What both stores build alike from what they loaded and what the core decided: the
-//! receipt of a movement and an account's status as the API shows it. No rule lives here.
+//! receipt of a movement and an account's status. No rule lives here.
 
-use crate::ledger::Plan;
-use palmline_shared::api::{AccountStatus, Receipt};
+use super::clock::Timestamp;
+use super::model::Receipt;
+use crate::ledger::{Plan, Status};
 
 /// Who a receipt names.
 pub struct Parties {
@@ -13,7 +14,7 @@ pub struct Parties {
 }
 
 /// The receipt of a persisted plan: the shopper's balance after comes from the plan.
-pub fn receipt(transaction_id: i64, created_at: String, plan: &Plan, p: Parties) -> Receipt {
+pub fn receipt(transaction_id: i64, created_at: Timestamp, plan: &Plan, p: Parties) -> Receipt {
     Receipt {
         transaction_id,
         kind: plan.tx.kind,
@@ -27,10 +28,7 @@ pub fn receipt(transaction_id: i64, created_at: String, plan: &Plan, p: Parties)
     }
 }
 
-pub fn status_of(s: &str) -> AccountStatus {
-    if s == "frozen" {
-        AccountStatus::Frozen
-    } else {
-        AccountStatus::Active
-    }
+/// An account's status column (the schema allows `active` and `frozen`).
+pub fn status_of(s: &str) -> Status {
+    Status::parse(s).unwrap_or(Status::Active)
 }

@@ -7,18 +7,15 @@
 //! blocking thread pool. Nothing here ever runs SQLite on an async worker thread.
 
 use super::{
-    CashierAuth, CashierSessionInfo, Command, Cutoffs, FaultWatch, Idem, KioskRef, LedgerError,
-    Outcome, PalmChange, PalmVersion, Purged, SessionInfo, ShopperAuth, StorageFault, Store,
-    StoredResult,
+    AccountRow, BalanceMismatch, Cashier, CashierAuth, CashierSessionInfo, Command, Cutoffs,
+    DailyReport, DailyTotals, FaultWatch, HistoryItem, HistoryPage, Idem, KioskRef, KioskRow,
+    LedgerCheck, LedgerError, Outcome, PalmChange, PalmScanRow, PalmVersion, Purged, ScanOutcome,
+    SessionInfo, Shopper, ShopperAuth, StorageFault, Store, StoredResult, Timestamp, Wallet,
 };
-use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan};
+use crate::ledger::{self, AccountKind, Leg, PaymentState, Plan, TxKind};
 use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules, NoPinGuard};
 use crate::metrics::WriterMetrics;
 use async_trait::async_trait;
-use palmline_shared::api::{
-    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage,
-    KioskRow, LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
-};
 use palmline_shared::{Currency, Money};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -369,6 +366,26 @@ struct Acct {
     core: ledger::Account,
 }
 
+/// A store timestamp column (TEXT) read back as a [`Timestamp`].
+impl rusqlite::types::FromSql for Timestamp {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        Timestamp::parse(v.as_str()?).map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// A text column read by `parse` (an enum's `parse`); anything it refuses is an error.
+fn text_as<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).ok_or_else(|| {
+        let why = format!("unexpected value {text:?}");
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, why.into())
+    })
+}
+
 const ACCOUNT_COLUMNS: &str = "SELECT id, name, kind, status, balance, currency FROM accounts";
 
 fn row_acct(r: &rusqlite::Row<'_>) -> rusqlite::Result<Acct> {
@@ -497,8 +514,8 @@ fn payment_state(c: &Connection, id: i64, cur: Currency) -> Result<PaymentState,
 
 /// Writes what the core decided: the transaction, then each leg's entry and balance.
 /// Returns the transaction's id and timestamp.
-fn persist(c: &Connection, plan: &Plan) -> Result<(i64, String), LedgerError> {
-    let now = now_text();
+fn persist(c: &Connection, plan: &Plan) -> Result<(i64, Timestamp), LedgerError> {
+    let now = Timestamp::now();
     let tx = &plan.tx;
     c.prepare_cached(
         "INSERT INTO transactions (kind, amount, currency, shopper_id, other_id, merchant_id, kiosk_id, ref_tx_id, description, created_by, created_at, cashier_id)
@@ -516,7 +533,7 @@ fn persist(c: &Connection, plan: &Plan) -> Result<(i64, String), LedgerError> {
             tx.refers_to,
             tx.description,
             tx.created_by,
-            now,
+            now.to_text(),
             tx.cashier
         ])
     })
@@ -1389,7 +1406,7 @@ fn without_pin(
             shopper_id,
             guard.session_hash.as_ref().map(|h| h.to_vec()),
             minor,
-            r.created_at
+            r.created_at.to_text()
         ])
     })
     .map_err(db)?;
@@ -1415,7 +1432,7 @@ fn accounts_query(
         .query_map(p, |r| {
             Ok(AccountRow {
                 id: r.get(0)?,
-                kind: r.get(1)?,
+                kind: text_as(r, 1, AccountKind::parse)?,
                 name: r.get(2)?,
                 email: r.get(3)?,
                 status: status_of(&r.get::<_, String>(4)?),
@@ -1453,13 +1470,13 @@ fn merchant_day_totals(
     c: &Connection,
     merchant_id: i64,
     merchant: &str,
-    date: &str,
+    date: time::Date,
     cur: Currency,
 ) -> Result<DailyTotals, LedgerError> {
     let (from, to) = day_bounds(date)?;
     let mut t = DailyTotals {
         merchant: merchant.to_string(),
-        date: date.to_string(),
+        date,
         payments_count: 0,
         payments_total: Money::zero(cur),
         refunds_total: Money::zero(cur),
@@ -1722,8 +1739,7 @@ impl Store for SqliteStore {
                             r.get::<_, i64>(0)?,
                             HistoryItem {
                                 transaction_id: r.get(1)?,
-                                kind: TxKind::parse(&r.get::<_, String>(2)?)
-                                    .unwrap_or(TxKind::Transfer),
+                                kind: text_as(r, 2, TxKind::parse)?,
                                 amount: Money::from_minor(r.get(3)?, cur),
                                 balance_after: Money::from_minor(r.get(4)?, cur),
                                 description: r.get(5)?,
@@ -1751,9 +1767,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn merchant_day(&self, merchant: &str, date: &str) -> Result<DailyTotals, LedgerError> {
+    async fn merchant_day(
+        &self,
+        merchant: &str,
+        date: time::Date,
+    ) -> Result<DailyTotals, LedgerError> {
         let cur = self.currency;
-        let (merchant, date) = (merchant.to_string(), date.to_string());
+        let merchant = merchant.to_string();
         self.read(move |c| {
             let id: Option<i64> = c
                 .query_row(
@@ -1764,17 +1784,16 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(db)?;
             match id {
-                Some(id) => merchant_day_totals(c, id, &merchant, &date, cur),
+                Some(id) => merchant_day_totals(c, id, &merchant, date, cur),
                 // A merchant whose kiosk has not been seen yet has sold nothing.
-                None => merchant_day_totals(c, -1, &merchant, &date, cur),
+                None => merchant_day_totals(c, -1, &merchant, date, cur),
             }
         })
         .await
     }
 
-    async fn daily_report(&self, date: &str) -> Result<DailyReport, LedgerError> {
+    async fn daily_report(&self, date: time::Date) -> Result<DailyReport, LedgerError> {
         let cur = self.currency;
-        let date = date.to_string();
         self.read(move |c| {
             let merchants: Vec<(i64, String)> = c
                 .prepare_cached(
@@ -1787,7 +1806,7 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let mut out = Vec::with_capacity(merchants.len());
             for (id, name) in merchants {
-                out.push(merchant_day_totals(c, id, &name, &date, cur)?);
+                out.push(merchant_day_totals(c, id, &name, date, cur)?);
             }
             Ok(DailyReport {
                 date,
@@ -1870,8 +1889,7 @@ impl Store for SqliteStore {
                         kiosk_id: r.get(1)?,
                         at: r.get(2)?,
                         purpose: r.get(3)?,
-                        outcome: ScanOutcome::parse(&r.get::<_, String>(4)?)
-                            .unwrap_or(ScanOutcome::Rejected),
+                        outcome: text_as(r, 4, ScanOutcome::parse)?,
                         score: r.get(5)?,
                         account: r.get(6)?,
                     })

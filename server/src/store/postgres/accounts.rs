@@ -23,7 +23,7 @@
 
 use super::{pg_err, query, query_one, query_opt, storage};
 use crate::ledger::{self, AccountKind, Leg, Plan};
-use crate::store::clock::now_text;
+use crate::store::clock::{now_text, Timestamp};
 use crate::store::LedgerError;
 use palmline_shared::Currency;
 use tokio_postgres::error::SqlState;
@@ -203,8 +203,8 @@ pub(super) async fn refunded(tx: &Tx<'_>, payment_id: i64) -> Result<i64, Ledger
 /// transaction, each leg's balance moved from what the core saw to what it decided
 /// (compare-and-set on locked rows, so a miss is a bug, never a lost update), and each leg's
 /// entry in leg order. Returns the transaction's id and timestamp.
-pub(super) async fn persist(tx: &Tx<'_>, plan: &Plan) -> Result<(i64, String), LedgerError> {
-    let now = now_text();
+pub(super) async fn persist(tx: &Tx<'_>, plan: &Plan) -> Result<(i64, Timestamp), LedgerError> {
+    let now = Timestamp::now();
     let t = &plan.tx;
     let column = |f: fn(&Leg) -> i64| plan.legs.iter().map(f).collect::<Vec<i64>>();
     let (ids, deltas) = (column(|l| l.account), column(|l| l.delta));
@@ -242,7 +242,7 @@ pub(super) async fn persist(tx: &Tx<'_>, plan: &Plan) -> Result<(i64, String), L
                 &t.refers_to,
                 &t.description,
                 &t.created_by,
-                &now,
+                &now.to_text(),
                 &t.cashier,
                 &ids,
                 &deltas,

@@ -284,7 +284,7 @@ async fn money(
     };
     let (id, now) = accounts::persist(tx, &plan).await?;
     if let Some(g) = guard {
-        record_no_pin(tx, g, &plan, id, &now).await?;
+        record_no_pin(tx, g, &plan, id, &now.to_text()).await?;
     }
     Ok(Outcome::Receipt(receipt(id, now, &plan, parties)))
 }

@@ -31,15 +31,13 @@ mod turn;
 pub(crate) use reads::ledger_check_in;
 
 use super::{
-    CashierAuth, CashierSessionInfo, Command, FaultWatch, Idem, LedgerError, PalmChange,
-    PalmVersion, SessionInfo, ShopperAuth, StorageFault, Store, StoredResult, Turn,
+    AccountRow, Cashier, CashierAuth, CashierSessionInfo, Command, DailyReport, DailyTotals,
+    FaultWatch, HistoryPage, Idem, KioskRow, LedgerCheck, LedgerError, PalmChange, PalmScanRow,
+    PalmVersion, SessionInfo, ShopperAuth, StorageFault, Store, StoredResult, Timestamp, Turn,
+    Wallet,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Object, Pool, PoolConfig, Runtime, Timeouts};
-use palmline_shared::api::{
-    AccountRow, Cashier, DailyReport, DailyTotals, HistoryPage, KioskRow, LedgerCheck, PalmScanRow,
-    Wallet,
-};
 use palmline_shared::Currency;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
@@ -118,6 +116,33 @@ pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> LedgerError {
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Storage(e.to_string())
+}
+
+/// A store timestamp column (TEXT) read back as a [`Timestamp`].
+impl<'a> tokio_postgres::types::FromSql<'a> for Timestamp {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        Ok(Timestamp::parse(text)?)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
+/// Column `i` of `r` as a `T`, a conversion failure (a malformed timestamp) as a storage
+/// error instead of a panic.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T, LedgerError> {
+    r.try_get(i).map_err(pg_err)
+}
+
+/// A text column read by `parse` (an enum's `parse`); anything it refuses is a storage error.
+fn text_col<T>(r: &Row, i: usize, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, LedgerError> {
+    let text: &str = col(r, i)?;
+    parse(text).ok_or_else(|| storage(format!("unexpected value {text:?} in column {i}")))
 }
 
 /// Parameters of a query.
@@ -457,14 +482,18 @@ impl Store for PgStore {
         .await
     }
 
-    async fn merchant_day(&self, merchant: &str, date: &str) -> Result<DailyTotals, LedgerError> {
+    async fn merchant_day(
+        &self,
+        merchant: &str,
+        date: time::Date,
+    ) -> Result<DailyTotals, LedgerError> {
         bounded(async {
             reads::merchant_day(&self.client().await?, merchant, date, self.currency).await
         })
         .await
     }
 
-    async fn daily_report(&self, date: &str) -> Result<DailyReport, LedgerError> {
+    async fn daily_report(&self, date: time::Date) -> Result<DailyReport, LedgerError> {
         bounded(async { reads::daily_report(&self.client().await?, date, self.currency).await })
             .await
     }

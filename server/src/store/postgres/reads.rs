@@ -2,18 +2,17 @@
 //! except `ledger_check`, which reads everything from one REPEATABLE READ snapshot so that
 //! movements committed while it runs cannot look like mismatches.
 
-use super::{pg_err, query, query_one, query_opt, storage};
+use super::{col, pg_err, query, query_one, query_opt, storage, text_col};
+use crate::ledger::{AccountKind, TxKind};
 use crate::store::clock::day_bounds;
 use crate::store::receipt::status_of;
 use crate::store::{
-    cashier_status, group_palm_changes, CashierAuth, CashierSessionInfo, LedgerError, PalmChange,
-    PalmVersion, SessionInfo, ShopperAuth,
+    cashier_status, group_palm_changes, AccountRow, BalanceMismatch, Cashier, CashierAuth,
+    CashierSessionInfo, DailyReport, DailyTotals, HistoryItem, HistoryPage, KioskRow, LedgerCheck,
+    LedgerError, PalmChange, PalmScanRow, PalmVersion, ScanOutcome, SessionInfo, Shopper,
+    ShopperAuth, Wallet,
 };
 use deadpool_postgres::{GenericClient, Object};
-use palmline_shared::api::{
-    AccountRow, BalanceMismatch, Cashier, DailyReport, DailyTotals, HistoryItem, HistoryPage,
-    KioskRow, LedgerCheck, PalmScanRow, ScanOutcome, Shopper, TxKind, Wallet,
-};
 use palmline_shared::{Currency, Money};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::IsolationLevel;
@@ -71,7 +70,7 @@ pub(super) async fn shopper_view(c: &impl GenericClient, id: i64) -> Result<Shop
         status: status_of(row.get(3)),
         has_pin: row.get(4),
         palm_enrolled: row.get(6),
-        created_at: row.get(5),
+        created_at: col(&row, 5)?,
     })
 }
 
@@ -121,11 +120,11 @@ pub(super) async fn history(
         last_entry = Some(r.get::<_, i64>(0));
         items.push(HistoryItem {
             transaction_id: r.get(1),
-            kind: TxKind::parse(r.get(2)).unwrap_or(TxKind::Transfer),
+            kind: text_col(r, 2, TxKind::parse)?,
             amount: Money::from_minor(r.get(3), cur),
             balance_after: Money::from_minor(r.get(4), cur),
             description: r.get(5),
-            created_at: r.get(6),
+            created_at: col(r, 6)?,
             counterparty: r.get(7),
         });
     }
@@ -138,7 +137,7 @@ pub(super) async fn history(
 pub(super) async fn merchant_day(
     c: &impl GenericClient,
     merchant: &str,
-    date: &str,
+    date: time::Date,
     cur: Currency,
 ) -> Result<DailyTotals, LedgerError> {
     let sql = "SELECT id FROM accounts WHERE kind = 'merchant' AND name = $1";
@@ -149,7 +148,7 @@ pub(super) async fn merchant_day(
 
 pub(super) async fn daily_report(
     c: &impl GenericClient,
-    date: &str,
+    date: time::Date,
     cur: Currency,
 ) -> Result<DailyReport, LedgerError> {
     let sql = "SELECT id, name FROM accounts WHERE kind = 'merchant' ORDER BY name";
@@ -157,24 +156,21 @@ pub(super) async fn daily_report(
     for r in query(c, sql, &[]).await? {
         merchants.push(merchant_day_totals(c, r.get(0), r.get(1), date, cur).await?);
     }
-    Ok(DailyReport {
-        date: date.to_string(),
-        merchants,
-    })
+    Ok(DailyReport { date, merchants })
 }
 
 async fn merchant_day_totals(
     c: &impl GenericClient,
     merchant_id: i64,
     merchant: &str,
-    date: &str,
+    date: time::Date,
     cur: Currency,
 ) -> Result<DailyTotals, LedgerError> {
     let (from, to) = day_bounds(date)?;
     let zero = Money::zero(cur);
     let mut t = DailyTotals {
         merchant: merchant.to_string(),
-        date: date.to_string(),
+        date,
         payments_count: 0,
         payments_total: zero,
         refunds_total: zero,
@@ -224,17 +220,15 @@ async fn merchant_day_totals(
 const CASHIER_ROWS: &str = "SELECT c.id, a.name, c.name, c.status, c.created_at, c.pin_hash
      FROM cashiers c JOIN accounts a ON a.id = c.merchant_id";
 
-fn cashier_of(r: &tokio_postgres::Row) -> (Cashier, String) {
-    (
-        Cashier {
-            id: r.get(0),
-            merchant: r.get(1),
-            name: r.get(2),
-            status: cashier_status(r.get(3)),
-            created_at: r.get(4),
-        },
-        r.get(5),
-    )
+fn cashier_of(r: &tokio_postgres::Row) -> Result<(Cashier, String), LedgerError> {
+    let cashier = Cashier {
+        id: r.get(0),
+        merchant: r.get(1),
+        name: r.get(2),
+        status: cashier_status(r.get(3)),
+        created_at: col(r, 4)?,
+    };
+    Ok((cashier, r.get(5)))
 }
 
 pub(super) async fn cashier_by_id(c: &impl GenericClient, id: i64) -> Result<Cashier, LedgerError> {
@@ -242,7 +236,7 @@ pub(super) async fn cashier_by_id(c: &impl GenericClient, id: i64) -> Result<Cas
     let row = query_opt(c, &sql, &[&id])
         .await?
         .ok_or(LedgerError::UnknownCashier)?;
-    Ok(cashier_of(&row).0)
+    Ok(cashier_of(&row)?.0)
 }
 
 pub(super) async fn cashier_auth(
@@ -251,10 +245,11 @@ pub(super) async fn cashier_auth(
     name: &str,
 ) -> Result<Option<CashierAuth>, LedgerError> {
     let sql = format!("{CASHIER_ROWS} WHERE a.kind = 'merchant' AND a.name = $1 AND c.name = $2");
-    Ok(query_opt(c, &sql, &[&merchant, &name]).await?.map(|r| {
-        let (cashier, pin_hash) = cashier_of(&r);
-        CashierAuth { cashier, pin_hash }
-    }))
+    let Some(r) = query_opt(c, &sql, &[&merchant, &name]).await? else {
+        return Ok(None);
+    };
+    let (cashier, pin_hash) = cashier_of(&r)?;
+    Ok(Some(CashierAuth { cashier, pin_hash }))
 }
 
 pub(super) async fn cashiers(
@@ -273,7 +268,7 @@ pub(super) async fn cashiers(
         }
         None => query(c, &format!("{CASHIER_ROWS} {order}"), &[]).await?,
     };
-    Ok(rows.iter().map(|r| cashier_of(r).0).collect())
+    rows.iter().map(|r| Ok(cashier_of(r)?.0)).collect()
 }
 
 pub(super) async fn cashier_session(
@@ -303,17 +298,17 @@ pub(super) async fn cashier_session(
 const ACCOUNT_ROWS: &str = "SELECT id, kind, name, email, status, balance, created_at,
     EXISTS (SELECT 1 FROM palm_templates p WHERE p.account_id = accounts.id) FROM accounts";
 
-fn account_of(r: &tokio_postgres::Row, cur: Currency) -> AccountRow {
-    AccountRow {
+fn account_of(r: &tokio_postgres::Row, cur: Currency) -> Result<AccountRow, LedgerError> {
+    Ok(AccountRow {
         id: r.get(0),
-        kind: r.get(1),
+        kind: text_col(r, 1, AccountKind::parse)?,
         name: r.get(2),
         email: r.get(3),
         status: status_of(r.get(4)),
         balance: Money::from_minor(r.get(5), cur),
         palm_enrolled: r.get(7),
-        created_at: r.get(6),
-    }
+        created_at: col(r, 6)?,
+    })
 }
 
 pub(super) async fn account_row(
@@ -323,8 +318,8 @@ pub(super) async fn account_row(
 ) -> Result<AccountRow, LedgerError> {
     let sql = format!("{ACCOUNT_ROWS} WHERE id = $1");
     let row = query_opt(c, &sql, &[&id]).await?;
-    row.map(|r| account_of(&r, cur))
-        .ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))
+    let row = row.ok_or_else(|| LedgerError::UnknownAccount(format!("#{id}")))?;
+    account_of(&row, cur)
 }
 
 pub(super) async fn accounts(
@@ -351,7 +346,7 @@ pub(super) async fn accounts(
             query(c, &sql, &[&limit]).await?
         }
     };
-    Ok(rows.iter().map(|r| account_of(r, cur)).collect())
+    rows.iter().map(|r| account_of(r, cur)).collect()
 }
 
 pub(super) async fn kiosks(c: &impl GenericClient) -> Result<Vec<KioskRow>, LedgerError> {
@@ -362,16 +357,17 @@ pub(super) async fn kiosks(c: &impl GenericClient) -> Result<Vec<KioskRow>, Ledg
         &[],
     )
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| KioskRow {
-            kiosk_id: r.get(0),
-            merchant: r.get(1),
-            first_seen: r.get(2),
-            last_seen: r.get(3),
-            requests: r.get(4),
+    rows.iter()
+        .map(|r| {
+            Ok(KioskRow {
+                kiosk_id: r.get(0),
+                merchant: r.get(1),
+                first_seen: col(r, 2)?,
+                last_seen: col(r, 3)?,
+                requests: r.get(4),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub(super) async fn palm_scans(
@@ -388,18 +384,19 @@ pub(super) async fn palm_scans(
         &[&before.unwrap_or(i64::MAX), &limit],
     )
     .await?;
-    Ok(rows
-        .iter()
-        .map(|r| PalmScanRow {
-            id: r.get(0),
-            kiosk_id: r.get(1),
-            at: r.get(2),
-            purpose: r.get(3),
-            outcome: ScanOutcome::parse(r.get(4)).unwrap_or(ScanOutcome::Rejected),
-            score: r.get(5),
-            account: r.get(6),
+    rows.iter()
+        .map(|r| {
+            Ok(PalmScanRow {
+                id: r.get(0),
+                kiosk_id: r.get(1),
+                at: col(r, 2)?,
+                purpose: r.get(3),
+                outcome: text_col(r, 4, ScanOutcome::parse)?,
+                score: r.get(5),
+                account: r.get(6),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Recomputes every balance from the entries, from one snapshot.

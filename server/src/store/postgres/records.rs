@@ -5,8 +5,7 @@ use super::accounts::{self, Tx};
 use super::{execute, query_one, query_opt, reads, storage};
 use crate::limits::{self, Grant, GuessCounts, GuessKey, GuessRules};
 use crate::store::clock::{now_text, today, ts_of, unix_now};
-use crate::store::{Command, Cutoffs, LedgerError, Outcome, PalmVersion, Purged};
-use palmline_shared::api::ScanOutcome;
+use crate::store::{Command, Cutoffs, LedgerError, Outcome, PalmVersion, Purged, ScanOutcome};
 use palmline_shared::Currency;
 
 /// Any fixed number: every palm change takes it, so palm versions commit in their order.

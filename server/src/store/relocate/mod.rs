@@ -15,7 +15,7 @@ mod sqlite_end;
 pub mod tables;
 
 use crate::config::Database;
-use palmline_shared::api::LedgerCheck;
+use crate::store::LedgerCheck;
 use pg_end::PgEnd;
 use rusqlite::types::Value;
 use serde::Serialize;

@@ -7,9 +7,8 @@
 use super::tables::{Col, Row, Table};
 use super::{sqlite_end::checked, MoveError, Role};
 use crate::store::postgres::{self, ledger_check_in, pg_err, pool_err, MIGRATIONS};
-use crate::store::{LedgerError, StorageFault};
+use crate::store::{LedgerCheck, LedgerError, StorageFault};
 use deadpool_postgres::{Object, Pool};
-use palmline_shared::api::LedgerCheck;
 use rusqlite::types::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};

@@ -7,7 +7,7 @@
 use super::tables::{typed, Row, Table};
 use super::{MoveError, Role};
 use crate::store::sqlite::{check_ledger, migrate, open, MIGRATIONS};
-use palmline_shared::api::LedgerCheck;
+use crate::store::LedgerCheck;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 use std::path::Path;

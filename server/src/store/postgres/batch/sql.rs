@@ -7,7 +7,7 @@
 use super::decide::{Books, Decision, Loaded};
 use super::Movement;
 use crate::ledger::Plan;
-use crate::store::clock::now_text;
+use crate::store::clock::{now_text, Timestamp};
 use crate::store::postgres::accounts::row_acct;
 use crate::store::postgres::commands::stored_answer;
 use crate::store::postgres::{pg_err, storage};
@@ -42,7 +42,7 @@ pub(super) async fn decide(
             },
         )
         .collect();
-    let mut w = Writes::new(now_text(), opened.ids);
+    let mut w = Writes::new(Timestamp::now(), opened.ids);
     let answers = decisions
         .into_iter()
         .zip(work)
@@ -189,9 +189,8 @@ impl Columns {
 }
 
 /// Everything a batch writes, as columns for [`PERSIST`].
-#[derive(Default)]
 pub(super) struct Writes {
-    now: String,
+    now: Timestamp,
     ids: std::vec::IntoIter<i64>,
     txs: TxColumns,
     /// Entries: transaction, account, delta, balance after; in leg order.
@@ -221,13 +220,17 @@ struct TxColumns {
 }
 
 impl Writes {
-    fn new(now: String, ids: Vec<i64>) -> Writes {
+    fn new(now: Timestamp, ids: Vec<i64>) -> Writes {
         let mut ids = ids;
         ids.sort_unstable();
         Writes {
             now,
             ids: ids.into_iter(),
-            ..Writes::default()
+            txs: TxColumns::default(),
+            entries: Default::default(),
+            balances: Vec::new(),
+            kept: Default::default(),
+            freed: Default::default(),
         }
     }
 
@@ -254,12 +257,7 @@ impl Writes {
                     .next()
                     .ok_or_else(|| storage("no transaction id left"))?;
                 self.push(id, &plan);
-                Ok(Outcome::Receipt(receipt(
-                    id,
-                    self.now.clone(),
-                    &plan,
-                    parties,
-                )))
+                Ok(Outcome::Receipt(receipt(id, self.now, &plan, parties)))
             }
         };
         if let Some(idem) = idem {
@@ -318,6 +316,7 @@ pub(super) async fn close(c: &Object, w: &Writes) -> Result<(), LedgerError> {
     let (t, e) = (&w.txs, &w.entries);
     let col = |f: fn(&(i64, i64, i64)) -> i64| w.balances.iter().map(f).collect::<Vec<i64>>();
     let (ids, before, after) = (col(|b| b.0), col(|b| b.1), col(|b| b.2));
+    let now = w.now.to_text();
     let params: [&(dyn ToSql + Sync); 25] = [
         &t.id,
         &t.kind,
@@ -330,7 +329,7 @@ pub(super) async fn close(c: &Object, w: &Writes) -> Result<(), LedgerError> {
         &t.refers_to,
         &t.description,
         &t.created_by,
-        &w.now,
+        &now,
         &t.cashier,
         &e[0],
         &e[1],
