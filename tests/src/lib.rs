@@ -140,3 +140,4 @@ impl Drop for ServerProcess {
     }
 }
 pub mod bank;
+pub mod load;

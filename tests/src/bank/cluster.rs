@@ -20,11 +20,16 @@ pub struct Replica {
 
 pub struct Cluster {
     server_bin: PathBuf,
+    /// A command the server runs under (e.g. `taskset -c 0`); empty: none.
+    pub wrapper: Vec<String>,
+    /// Extra environment of every `serve` process (e.g. `PALMLINE_CONFIG`).
+    pub env: Vec<(String, String)>,
     /// `postgres://…` for every replica, or `None` for SQLite in each data dir.
     database: Option<String>,
     pub replicas: Vec<Replica>,
     /// An operator client (certificate `bank`), for health checks and refunds.
     pub admin: Client,
+    root: PathBuf,
 }
 
 /// The kiosk ids and their merchants: `kiosk-0` … of `Shop 0` … (four kiosks a shop).
@@ -114,28 +119,58 @@ impl Cluster {
         database: Option<String>,
         replicas: usize,
     ) -> Result<Cluster> {
-        let first = root.join("r0");
-        make_pki(server_bin, &first, kiosks)?;
-        let admin = client(&first.join("pki"), "admins/bank")?;
-        let mut cluster = Cluster {
+        let mut cluster = Cluster::prepare(server_bin, root, kiosks, database)?;
+        cluster.launch(replicas).await?;
+        Ok(cluster)
+    }
+
+    /// Makes the PKI in `root/r0` and starts nothing: the caller may put more into the data
+    /// dir (a store, a template key) or set [`Cluster::wrapper`] first, then [`Cluster::launch`].
+    pub fn prepare(
+        server_bin: &Path,
+        root: &Path,
+        kiosks: &[(String, String)],
+        database: Option<String>,
+    ) -> Result<Cluster> {
+        make_pki(server_bin, &root.join("r0"), kiosks)?;
+        let admin = client(&root.join("r0/pki"), "admins/bank")?;
+        Ok(Cluster {
             server_bin: server_bin.to_path_buf(),
+            wrapper: Vec::new(),
+            env: Vec::new(),
             database,
             replicas: Vec::new(),
             admin,
-        };
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The data dir replica 0 starts on.
+    pub fn first_dir(&self) -> PathBuf {
+        self.root.join("r0")
+    }
+
+    /// Starts `replicas` replicas: replica 0 on `root/r0`, each further one on a copy of it.
+    pub async fn launch(&mut self, replicas: usize) -> Result<()> {
+        let first = self.first_dir();
         for i in 0..replicas {
-            let dir = root.join(format!("r{i}"));
+            let dir = self.root.join(format!("r{i}"));
             if i > 0 {
                 copy_dir(&first, &dir)?;
             }
-            cluster.replicas.push(Replica {
+            self.replicas.push(Replica {
                 dir,
                 port: free_port()?,
                 child: None,
             });
-            cluster.restart(i).await?;
+            self.restart(i).await?;
         }
-        Ok(cluster)
+        Ok(())
+    }
+
+    /// The process id of replica `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].child.as_ref().map(Child::id)
     }
 
     pub fn base(&self, i: usize) -> String {
@@ -156,11 +191,19 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(r.dir.join("server.log"))?;
-        let mut cmd = Command::new(&self.server_bin);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(&self.server_bin);
+                c
+            }
+            None => Command::new(&self.server_bin),
+        };
         cmd.arg("--data-dir").arg(&r.dir);
         if let Some(db) = &self.database {
             cmd.args(["--database", db]);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", r.port)])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

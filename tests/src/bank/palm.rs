@@ -20,9 +20,27 @@ fn descriptor(r: &mut Rng) -> [u8; 32] {
     d
 }
 
+/// The shape of a generated palm: keypoints of the palm itself, and spurious points each
+/// capture adds (a capture keeps about 70 % of the palm's points).
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    pub points: usize,
+    pub spurious: usize,
+}
+
+/// The bank test's palms: about 300 keypoints a capture.
+pub const BANK_MODEL: Model = Model {
+    points: 300,
+    spurious: 90,
+};
+
 pub fn palm(seed: u64) -> Palm {
+    palm_of(seed, BANK_MODEL)
+}
+
+pub fn palm_of(seed: u64, model: Model) -> Palm {
     let mut r = Rng::new(seed ^ 0x5EED_0F9A_1D00);
-    (0..300)
+    (0..model.points)
         .map(|_| {
             let d = descriptor(&mut r);
             let x = 16.0 + r.unit() * (ROI - 32.0);
@@ -34,6 +52,11 @@ pub fn palm(seed: u64) -> Palm {
 
 /// A capture of `p` under the transform and noise that `seed` picks.
 pub fn capture(p: &Palm, seed: u64) -> Template {
+    capture_with(p, seed, BANK_MODEL)
+}
+
+/// As [`capture`], with `model`'s spurious points.
+pub fn capture_with(p: &Palm, seed: u64, model: Model) -> Template {
     let mut r = Rng::new(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
     let rot = (r.unit() - 0.5) * 10f32.to_radians();
     let scale = 0.95 + r.unit() * 0.1;
@@ -64,7 +87,7 @@ pub fn capture(p: &Palm, seed: u64) -> Template {
         });
         descs.push(d);
     }
-    for _ in 0..90 {
+    for _ in 0..model.spurious {
         let (x, y) = (r.unit() * (ROI - 1.0), r.unit() * (ROI - 1.0));
         let angle = r.unit() * 360.0;
         kps.push(Keypoint {
