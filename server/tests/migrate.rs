@@ -115,10 +115,10 @@ async fn build_ledger(store: &dyn Store) -> Built {
         guard: NoPinGuard {
             session_hash: None,
             limits: NoPinLimits {
-                pin_set: true,
                 per_session: eur(5_000),
                 per_day: eur(10_000),
             },
+            pin_set: true,
         },
         debit: Box::new(payment(ids[2], "Shop B", 1_200)),
     };
