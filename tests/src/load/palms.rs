@@ -3,9 +3,10 @@
 //! capture, as the kiosk's extractor gives), enrolled with three captures; a payment shows
 //! a fresh capture, one no enrollment used, as a shopper's next touch is.
 //!
-//! The model's descriptors are random bits: they spread evenly over the index's buckets,
-//! where real palm texture crowds some of them, so the candidate stage costs less here than
-//! on real palms (BENCHMARKS.md says by how much); matching costs the same per keypoint.
+//! What the model leaves out: real palm texture crowds some of the index's buckets where
+//! these random descriptors spread evenly, and real genuine captures sometimes score below
+//! the grey level and run the second, turned query; here none do. Matching costs what it
+//! costs on real templates (it depends on keypoint counts). BENCHMARKS.md compares.
 
 use crate::bank::palm::{capture_with, palm_of, Model, Palm};
 use palmline_shared::palm::Template;
