@@ -35,7 +35,10 @@ fn assert_correct(report: &Report) {
     for key in report.refused.keys() {
         let code = key.split_once(' ').map_or("", |(_, c)| c);
         let typed: Result<ErrorCode, _> = serde_json::from_value(serde_json::json!(code));
-        assert!(typed.is_ok(), "refusal {key:?} is not a typed error: {report}");
+        assert!(
+            typed.is_ok(),
+            "refusal {key:?} is not a typed error: {report}"
+        );
     }
 }
 

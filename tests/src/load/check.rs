@@ -23,7 +23,9 @@ pub fn check(paid: &[Paid], snap: &Snapshot, funds: i64) -> Findings {
     let txs: HashMap<i64, _> = snap.txs.iter().map(|t| (t.id, t)).collect();
     for p in paid {
         match txs.get(&p.tx) {
-            None => f.other.push(format!("accepted payment {} not in the ledger", p.tx)),
+            None => f
+                .other
+                .push(format!("accepted payment {} not in the ledger", p.tx)),
             Some(t) if t.shopper != p.shopper => f.wrong_shopper.push(format!(
                 "payment {} by the palm of {} charged to {}",
                 p.tx, p.shopper, t.shopper
@@ -140,7 +142,11 @@ mod tests {
     fn missing_extra_and_altered_payments_are_found() {
         let snap = ledger(
             vec![shopper(1, "a", 92)],
-            vec![payment(10, "a", 5), payment(11, "a", 2), payment(13, "a", 1)],
+            vec![
+                payment(10, "a", 5),
+                payment(11, "a", 2),
+                payment(13, "a", 1),
+            ],
         );
         let f = check(&[paid(10, "a", 4), paid(12, "a", 1)], &snap, 100);
         assert_eq!(f.other.len(), 3, "amount, missing, count: {f:?}");

@@ -103,7 +103,9 @@ impl Kiosk {
         let name = username(shopper);
         if a.body["shopper"] != name.as_str() {
             let shown = a.body["shopper"].clone();
-            tally.wrong_shopper.push(format!("palm of {name} paid as {shown}"));
+            tally
+                .wrong_shopper
+                .push(format!("palm of {name} paid as {shown}"));
         }
         tally.paid.push(Paid {
             tx: a.body["transaction_id"].as_i64().unwrap_or(-1),

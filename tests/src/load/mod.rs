@@ -59,8 +59,13 @@ const RUN_CONFIG: &str = "identify_per_kiosk_per_minute = 1000000\n\
                           identify_per_merchant_per_minute = 10000000\n";
 
 pub async fn run(cfg: &Config) -> Result<Report> {
-    let seeded = seed::prepare(&cfg.cache, cfg.store == StoreKind::Postgres, cfg.seed, cfg.palms)
-        .await?;
+    let seeded = seed::prepare(
+        &cfg.cache,
+        cfg.store == StoreKind::Postgres,
+        cfg.seed,
+        cfg.palms,
+    )
+    .await?;
     let root = tempfile::Builder::new().prefix("palmline-load").tempdir()?;
     let db = match &seeded.pg_template {
         Some(template) => Some(copy_database(template).await?),
@@ -94,7 +99,12 @@ async fn copy_database(template: &str) -> Result<String> {
     Ok(name)
 }
 
-async fn run_on(cfg: &Config, seeded: &seed::Seeded, root: &Path, db: Option<&str>) -> Result<Report> {
+async fn run_on(
+    cfg: &Config,
+    seeded: &seed::Seeded,
+    root: &Path,
+    db: Option<&str>,
+) -> Result<Report> {
     let names = kiosk_names(cfg.kiosks);
     let mut cluster = Cluster::prepare(&cfg.server_bin, root, &names, db.map(seed::url))?;
     let dir = cluster.first_dir();
@@ -148,7 +158,10 @@ async fn kiosks(
     let mut out = Vec::new();
     for (id, _) in names {
         let c = client(&cluster.pki(), &format!("kiosks/{id}"))?;
-        let health = c.get(format!("{}/v1/health", cluster.base(0))).send().await?;
+        let health = c
+            .get(format!("{}/v1/health", cluster.base(0)))
+            .send()
+            .await?;
         if !health.status().is_success() {
             bail!("kiosk {id}: health check answered {}", health.status());
         }

@@ -25,7 +25,10 @@ pub fn username(i: usize) -> String {
 }
 
 fn palm(seed: u64, i: usize) -> Palm {
-    palm_of(seed.wrapping_mul(0x0100_0000_01B3) ^ (i as u64 + 1), LOAD_MODEL)
+    palm_of(
+        seed.wrapping_mul(0x0100_0000_01B3) ^ (i as u64 + 1),
+        LOAD_MODEL,
+    )
 }
 
 fn shot(seed: u64, i: usize, capture: u64) -> u64 {

@@ -101,13 +101,17 @@ impl ServerView {
             .fold(0.0, |a, b| a + b);
         ServerView {
             identifications,
-            identify_mean_ms: 1e3 * per(d("palmline_identify_duration_seconds_sum"), identifications),
+            identify_mean_ms: 1e3
+                * per(d("palmline_identify_duration_seconds_sum"), identifications),
             shortlist_mean: per(d("palmline_identify_shortlist_size_sum"), identifications),
             turned: d("palmline_identify_turned_shortlist_size_count"),
             route_mean_ms: 1e3 * per(route("sum"), route("count")),
             rate_limited,
             commits,
-            batch_mean: per(d("palmline_writer_batch_size_sum"), d("palmline_writer_batch_size_count")),
+            batch_mean: per(
+                d("palmline_writer_batch_size_sum"),
+                d("palmline_writer_batch_size_count"),
+            ),
             commit_mean_ms: 1e3 * per(d("palmline_writer_commit_duration_seconds_sum"), commits),
         }
     }
@@ -188,7 +192,10 @@ impl Report {
         let mut v = self.wrong_shopper.clone();
         v.extend(self.ledger_findings.iter().cloned());
         if !self.ledger_check.0 {
-            v.push(format!("ledger-check failed: {}", self.ledger_check.1.trim()));
+            v.push(format!(
+                "ledger-check failed: {}",
+                self.ledger_check.1.trim()
+            ));
         }
         if self.unanswered > 0 {
             v.push(format!("{} payments never answered", self.unanswered));
@@ -205,19 +212,44 @@ impl std::fmt::Display for Report {
             "store {:?}, {} kiosks, {} enrolled palms, server on CPUs {}, {:.1} s window (server start-up {:.1} s)",
             self.store, self.kiosks, self.palms, self.server_cpus, secs, self.startup.as_secs_f64()
         )?;
-        writeln!(f, "palm payments accepted: {} ({:.1}/s)", self.accepted, self.payments_per_second())?;
-        writeln!(f, "requests answered:      {} ({} resent, {} never answered)", self.answered, self.retries, self.unanswered)?;
+        writeln!(
+            f,
+            "palm payments accepted: {} ({:.1}/s)",
+            self.accepted,
+            self.payments_per_second()
+        )?;
+        writeln!(
+            f,
+            "requests answered:      {} ({} resent, {} never answered)",
+            self.answered, self.retries, self.unanswered
+        )?;
         writeln!(f, "step-ups (PIN asked):   {}", self.step_ups)?;
-        writeln!(f, "refused:                {}", self.refused.values().sum::<u64>())?;
+        writeln!(
+            f,
+            "refused:                {}",
+            self.refused.values().sum::<u64>()
+        )?;
         for (code, n) in &self.refused {
             writeln!(f, "  {code}: {n}")?;
         }
         writeln!(f, "latency, every request:     {}", self.latency)?;
-        writeln!(f, "latency, accepted payments: {} (step-up included)", self.accepted_latency)?;
+        writeln!(
+            f,
+            "latency, accepted payments: {} (step-up included)",
+            self.accepted_latency
+        )?;
         self.fmt_cpu(f, secs)?;
         writeln!(f, "wrong-shopper payments: {}", self.wrong_shopper.len())?;
-        writeln!(f, "ledger against accepted payments: {} disagreements", self.ledger_findings.len())?;
-        writeln!(f, "ledger-check: {}", if self.ledger_check.0 { "ok" } else { "FAILED" })?;
+        writeln!(
+            f,
+            "ledger against accepted payments: {} disagreements",
+            self.ledger_findings.len()
+        )?;
+        writeln!(
+            f,
+            "ledger-check: {}",
+            if self.ledger_check.0 { "ok" } else { "FAILED" }
+        )?;
         let v = self.violations();
         writeln!(f, "violations: {}", v.len())?;
         for line in v.iter().take(20) {
@@ -245,9 +277,17 @@ impl Report {
                 self.cpu.postgres / secs
             )?;
         }
-        writeln!(f, "load client CPU: {:.1} s = {:.2} cores busy (same machine)", self.cpu.client, self.cpu.client / secs)?;
+        writeln!(
+            f,
+            "load client CPU: {:.1} s = {:.2} cores busy (same machine)",
+            self.cpu.client,
+            self.cpu.client / secs
+        )?;
         let cores = 150.0 * (server_ms + pg_ms) / 1e3;
-        writeln!(f, "CPU for 150 payments/s at this cost: {cores:.2} cores (server + database)")?;
+        writeln!(
+            f,
+            "CPU for 150 payments/s at this cost: {cores:.2} cores (server + database)"
+        )?;
         writeln!(
             f,
             "server metrics: {:.0} identifications, mean {:.2} ms (shortlist {:.1}, {:.0} turned queries); \

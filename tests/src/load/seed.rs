@@ -55,7 +55,8 @@ impl Seeded {
 pub async fn prepare(cache: &Path, postgres: bool, seed: u64, palms: usize) -> Result<Seeded> {
     let kind = if postgres { "pg" } else { "sqlite" };
     let dir = cache.join(format!("{kind}-v{MODEL}-s{seed}-n{palms}"));
-    let pg_template = postgres.then(|| format!("palmline_palm_load_seed_v{MODEL}_s{seed}_n{palms}"));
+    let pg_template =
+        postgres.then(|| format!("palmline_palm_load_seed_v{MODEL}_s{seed}_n{palms}"));
     let seeded = Seeded { dir, pg_template };
     if seeded.dir.join("ready").exists() && template_exists(&seeded).await? {
         eprintln!("seeded store: cached at {}", seeded.dir.display());
@@ -79,7 +80,10 @@ pub async fn prepare(cache: &Path, postgres: bool, seed: u64, palms: usize) -> R
     if seeded.pg_template.is_none() {
         checkpoint(&seeded.dir.join("palmline.db"))?;
     }
-    std::fs::write(seeded.dir.join("ready"), format!("{palms} palms, seed {seed}\n"))?;
+    std::fs::write(
+        seeded.dir.join("ready"),
+        format!("{palms} palms, seed {seed}\n"),
+    )?;
     eprintln!(
         "seeded store: {palms} shoppers written in {:.1} s to {}",
         started.elapsed().as_secs_f64(),
@@ -99,7 +103,10 @@ async fn template_exists(s: &Seeded) -> Result<bool> {
     let (c, conn) = tokio_postgres::connect(pg::ADMIN_URL, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let n = c
-        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[name])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[name],
+        )
         .await?;
     Ok(n.get::<_, i64>(0) == 1)
 }
