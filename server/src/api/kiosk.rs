@@ -404,25 +404,12 @@ pub(super) async fn pin_gate(
     pin: Option<Pin>,
     session_hash: Option<[u8; 32]>,
 ) -> Result<PinGate, ApiError> {
-    let a = state
-        .store
-        .shopper_auth_by_id(shopper_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownAccount, "no such shopper"))?;
-    usable(&a)?;
-    let Some(pin_hash) = a.pin_hash else {
+    let Some(pin_hash) = usable_pin_hash(state, shopper_id).await? else {
         return without_a_pin(state, amount, session_hash);
     };
     match pin {
         Some(pin) => {
-            let key = GuessKey {
-                account_id: shopper_id,
-                factor: Factor::Pin,
-                kiosk_id: kiosk.kiosk_id.clone(),
-            };
-            if !check_guess(state, key, pin.expose(), pin_hash).await? {
-                return Err(ApiError::new(ErrorCode::InvalidPin, "wrong PIN"));
-            }
+            pin_right(state, kiosk, shopper_id, pin, pin_hash).await?;
             Ok(PinGate::Passed)
         }
         None if amount.minor() >= state.cfg.pin_threshold.minor() => Err(ApiError::new(
@@ -743,13 +730,7 @@ async fn current_pin_checked(
     shopper_id: i64,
     current: Option<Pin>,
 ) -> Result<(), ApiError> {
-    let a = state
-        .store
-        .shopper_auth_by_id(shopper_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownAccount, "no such shopper"))?;
-    usable(&a)?;
-    let Some(pin_hash) = a.pin_hash else {
+    let Some(pin_hash) = usable_pin_hash(state, shopper_id).await? else {
         return Ok(());
     };
     let Some(current) = current else {
@@ -758,12 +739,35 @@ async fn current_pin_checked(
             "send the current PIN to change it",
         ));
     };
+    pin_right(state, kiosk, shopper_id, current, pin_hash).await
+}
+
+/// The PIN hash of a shopper who may act (not frozen); `None` when the shopper has no PIN.
+async fn usable_pin_hash(state: &SharedState, shopper_id: i64) -> Result<Option<String>, ApiError> {
+    let a = state
+        .store
+        .shopper_auth_by_id(shopper_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownAccount, "no such shopper"))?;
+    usable(&a)?;
+    Ok(a.pin_hash)
+}
+
+/// One guess at the shopper's PIN at this kiosk (counted before it is checked):
+/// `invalid_pin` when wrong.
+async fn pin_right(
+    state: &SharedState,
+    kiosk: &KioskRef,
+    shopper_id: i64,
+    pin: Pin,
+    pin_hash: String,
+) -> Result<(), ApiError> {
     let key = GuessKey {
         account_id: shopper_id,
         factor: Factor::Pin,
         kiosk_id: kiosk.kiosk_id.clone(),
     };
-    if !check_guess(state, key, current.expose(), pin_hash).await? {
+    if !check_guess(state, key, pin.expose(), pin_hash).await? {
         return Err(ApiError::new(ErrorCode::InvalidPin, "wrong PIN"));
     }
     Ok(())
