@@ -114,6 +114,10 @@ pub struct BenchIdentifyArgs {
     /// Build the index with `insert` palm by palm (the trait's path) instead of `insert_many`.
     #[arg(long)]
     pub one_by_one: bool,
+    /// Verify the whole shortlist, as the server did before it stopped at the first palm
+    /// scoring `PalmPolicy::clear()` (to compare both in one run).
+    #[arg(long)]
+    pub verify_all: bool,
     /// Only measure retrieval (rank of the enrolled palm), skip verification.
     #[arg(long)]
     pub recall_only: bool,
@@ -477,16 +481,33 @@ struct Outcome {
     best: Option<usize>,
     score: u32,
     second: u32,
+    /// Palms verified (fewer than shortlisted when one reached the stop score).
+    verified: u32,
 }
 
+/// The score at which the server stops verifying a shortlist (`PalmPolicy::clear`), or
+/// never with `--verify-all`.
+fn stop_at(a: &BenchIdentifyArgs) -> u32 {
+    if a.verify_all {
+        u32::MAX
+    } else {
+        palmline_server::palm::PalmPolicy::default().clear()
+    }
+}
+
+/// Verifies `palms` in order, fetching each only when it is reached, and stops after the
+/// first that scores `stop_at` (as the server does).
 fn verify(
     m: &Matcher,
     probe: &Prepared,
-    palms: impl Iterator<Item = (usize, Vec<Prepared>)>,
-) -> Outcome {
+    palms: impl Iterator<Item = Result<(usize, Vec<Prepared>)>>,
+    stop_at: u32,
+) -> Result<Outcome> {
     let mut o = Outcome::default();
-    for (i, g) in palms {
+    for palm in palms {
+        let (i, g) = palm?;
         let s = m.compare_many(probe, &g).score;
+        o.verified += 1;
         if o.best.is_none() || s > o.score {
             o.second = o.score;
             o.score = s;
@@ -494,8 +515,16 @@ fn verify(
         } else if s > o.second {
             o.second = s;
         }
+        if s >= stop_at {
+            break;
+        }
     }
-    o
+    Ok(o)
+}
+
+/// The palm at gallery position `c`, fetched, decoded and prepared.
+fn fetch_prepared(store: &Store, c: usize) -> Result<(usize, Vec<Prepared>)> {
+    Ok((c, store.fetch(c)?.iter().map(Prepared::new).collect()))
 }
 
 // ---------------------------------------------------------------- metrics
@@ -809,12 +838,8 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
             let t = Instant::now();
             let cands = index.candidates(&probes[i].1, a.k);
             let tc = t.elapsed().as_secs_f64();
-            let mut palms = Vec::with_capacity(cands.len());
-            for &c in &cands {
-                let g: Vec<Prepared> = store.fetch(c as usize)?.iter().map(Prepared::new).collect();
-                palms.push((c as usize, g));
-            }
-            let o = verify(&matcher, &prepared_probes[i], palms.into_iter());
+            let palms = cands.iter().map(|&c| fetch_prepared(&store, c as usize));
+            let o = verify(&matcher, &prepared_probes[i], palms, stop_at(&a))?;
             Ok((o, t.elapsed().as_secs_f64(), tc))
         };
         let mut outcomes = vec![Outcome::default(); probes.len()];
@@ -915,11 +940,9 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
                         let j = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&i) = ix.get(j) else { return };
                         let t = Instant::now();
-                        let o = verify(
-                            &matcher,
-                            &prepared_probes[i],
-                            gallery.iter().cloned().enumerate(),
-                        );
+                        let palms = gallery.iter().cloned().enumerate().map(Ok);
+                        let o = verify(&matcher, &prepared_probes[i], palms, u32::MAX)
+                            .expect("in-memory gallery");
                         *busy.lock().unwrap() += t.elapsed().as_secs_f64();
                         *out[i].lock().unwrap() = o;
                         if j.is_multiple_of(200) {
@@ -1127,6 +1150,7 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         turned_stride: a.turned_stride,
         turned_stop_ratio: a.turned_stop_ratio,
         recall_only: a.recall_only,
+        verify_all: a.verify_all,
         one_by_one: a.one_by_one,
         images: a.images.clone(),
         input: a.input,

@@ -240,6 +240,8 @@ pub struct IdentifyMetrics {
     pub shortlist: Histogram,
     /// Candidates of the second, turned query (only when the first found no accept).
     pub turned: Histogram,
+    /// Palms verified with the matcher (fewer than shortlisted when one is clear).
+    pub verified: Histogram,
     pub indexed: Gauge,
     /// Enrolled palms left out at start-up (templates that do not open or decode).
     pub skipped: Gauge,
@@ -252,6 +254,7 @@ impl Default for IdentifyMetrics {
             seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             shortlist: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             turned: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            verified: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
             indexed: Gauge::default(),
             skipped: Gauge::default(),
             version: Gauge::default(),
@@ -276,6 +279,11 @@ impl IdentifyMetrics {
             "identify_turned_shortlist_size",
             "Candidates of the second (turned-ROI) query, run when the first found no accept",
             self.turned.clone(),
+        );
+        registry.register(
+            "identify_verified_palms",
+            "Palms the matcher verified per identification (it stops at the first clear accept)",
+            self.verified.clone(),
         );
         registry.register(
             "palms_indexed",

@@ -218,7 +218,7 @@ pub struct PalmPolicy {
     pub grey: u32,
     /// Smallest lead of the best palm over the runner-up for an outright accept.
     pub margin: u32,
-    /// Candidates verified with the matcher.
+    /// Candidates verified with the matcher (at most: see [`PalmPolicy::clear`]).
     pub shortlist: usize,
     /// Failed identifications a kiosk may make before it is slowed down.
     pub free_failures: u32,
@@ -241,6 +241,22 @@ impl Default for PalmPolicy {
         }
     }
 }
+
+impl PalmPolicy {
+    /// A score at which verification stops: `accept + margin`. The index hands over its
+    /// candidates best first; once one of them scores this much, a palm not yet verified
+    /// could only turn the accept into a step-up by itself scoring `accept` or more, the
+    /// event the accept threshold already bounds (FMR 1e-7 per comparison), so verifying
+    /// it buys nothing. A genuine palm is usually the index's first candidate: a clear
+    /// payment verifies one palm instead of the whole shortlist (docs/IDENTIFY.md).
+    pub fn clear(&self) -> u32 {
+        self.accept.saturating_add(self.margin)
+    }
+}
+
+/// Candidates verified before the rest of a shortlist is read: a clear genuine palm is
+/// nearly always among the index's first four (recall@8 ≥ 96 % on every real set).
+const FIRST_READ: usize = 4;
 
 /// The outcome of one identification.
 #[derive(Debug, Clone, PartialEq)]
@@ -612,6 +628,7 @@ impl PalmService {
                 scores.extend(self.score(store, probe, second).await?);
             }
         }
+        self.metrics.verified.observe(scores.len() as f64);
         Ok(self.best_of(&mut scores))
     }
 
@@ -643,17 +660,31 @@ impl PalmService {
         .await
     }
 
-    /// The matcher's score of `probe` against each candidate, on the matcher pool.
+    /// The matcher's score of `probe` against the candidates, in the index's order, on the
+    /// matcher pool: the first [`FIRST_READ`] read from the store, then the rest, stopping
+    /// at the first palm that scores [`PalmPolicy::clear`].
     async fn score(
         &self,
         store: &dyn Store,
         probe: &Template,
         candidates: Vec<PalmId>,
     ) -> Result<Vec<(PalmId, u32)>, LedgerError> {
-        let sealed = store.palm_templates(Some(candidates)).await?;
-        let (key, matcher, probe) = (self.key.clone(), self.matcher.clone(), probe.clone());
-        self.on_cpu(move || score_all(&key, &matcher, &probe, sealed))
-            .await
+        let clear = self.policy.clear();
+        let probe = Arc::new(Prepared::new(probe));
+        let mut scores = Vec::with_capacity(candidates.len());
+        let (head, tail) = candidates.split_at(candidates.len().min(FIRST_READ));
+        for part in [head, tail] {
+            if part.is_empty() || scores.iter().any(|s: &(PalmId, u32)| s.1 >= clear) {
+                break;
+            }
+            let sealed = store.palm_templates(Some(part.to_vec())).await?;
+            let (key, matcher, probe) = (self.key.clone(), self.matcher.clone(), probe.clone());
+            scores.extend(
+                self.on_cpu(move || score_all(&key, &matcher, &probe, sealed, clear))
+                    .await?,
+            );
+        }
+        Ok(scores)
     }
 
     /// The verdict on the best of `scores` (sorted best first, ties by palm id).
@@ -696,21 +727,26 @@ fn open_all(key: &TemplateKey, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<T
         .collect()
 }
 
-/// The matcher's score of `probe` against each candidate's templates (CPU-bound: runs on
-/// the matcher pool). A candidate whose templates do not open is left out and reported.
+/// The matcher's score of `probe` against each candidate's templates, in order, up to and
+/// including the first that reaches `clear` (CPU-bound: runs on the matcher pool). A
+/// candidate whose templates do not open is left out and reported.
 fn score_all(
     key: &TemplateKey,
     matcher: &Matcher,
-    probe: &Template,
+    probe: &Prepared,
     sealed: Vec<(PalmId, Vec<Vec<u8>>)>,
+    clear: u32,
 ) -> Vec<(PalmId, u32)> {
-    let probe = Prepared::new(probe);
     let mut scores = Vec::with_capacity(sealed.len());
     for (account, cts) in sealed {
         match open_all(key, account, &cts) {
             Ok(ts) => {
                 let gallery: Vec<Prepared> = ts.iter().map(Prepared::new).collect();
-                scores.push((account, matcher.compare_many(&probe, &gallery).score));
+                let score = matcher.compare_many(probe, &gallery).score;
+                scores.push((account, score));
+                if score >= clear {
+                    break;
+                }
             }
             Err(e) => tracing::error!(account, error = %e, "cannot open palm templates"),
         }

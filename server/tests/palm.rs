@@ -588,3 +588,39 @@ async fn a_palm_cut_at_the_wrong_angle_is_found_by_the_second_stage() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_stops_at_a_clear_palm_and_reads_the_whole_shortlist_for_a_stranger() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db"), Currency::EUR).unwrap();
+    let policy = PalmPolicy::default();
+    let svc = PalmService::new(
+        TemplateKey::from_bytes(&[5; 32]).unwrap(),
+        policy,
+        palmline_server::identify::default_index(),
+    );
+    let palms: Vec<Palm> = (0..60).map(|i| palm(1_300 + i)).collect();
+    let ids = enroll_all(&store, &svc, &palms).await;
+    let verified = |svc: &PalmService| svc.metrics.verified.sum() as usize;
+
+    let mut before = 0;
+    for i in [0, 21, 59] {
+        let id = svc.identify(&store, &capture(&palms[i], 50), None).await.unwrap();
+        assert_eq!(id.decision, Verdict::Accept, "palm {i}: {id:?}");
+        assert_eq!(id.best.map(|b| b.0), Some(ids[i]));
+        assert!(id.best.unwrap().1 >= policy.clear(), "{id:?}");
+        // The palm was the index's first candidate (or nearly): nothing after it was read.
+        let now = verified(&svc);
+        assert!(now - before <= 4, "palm {i}: {} palms verified", now - before);
+        before = now;
+    }
+    // A stranger: every shortlisted palm is verified (and the turned query's too).
+    let id = svc.identify(&store, &capture(&palm(9_998), 50), None).await.unwrap();
+    assert_eq!(id.decision, Verdict::Reject, "{id:?}");
+    assert!(
+        verified(&svc) - before >= policy.shortlist,
+        "a stranger got {} verifications",
+        verified(&svc) - before
+    );
+    assert_eq!(svc.metrics.verified.count(), 4);
+}

@@ -21,7 +21,8 @@
 //! after changing extraction or matcher code). Nothing is written next to the images.
 
 use super::{
-    build_index, captures, distractor, fnir_rows, fnv, good, index_config, pct, verify,
+    build_index, captures, distractor, fetch_prepared, fnir_rows, fnv, good, index_config, pct,
+    stop_at, verify,
     BenchIdentifyArgs, FnirRow, Job, Outcome, Store, FNV0, POOL_BASE,
 };
 use crate::eval::{detect_input, list_images, load_gray, thread_cpu, Input};
@@ -601,6 +602,9 @@ struct Stage {
     ms_p95: f64,
     /// Probes that ran the second (turned) stage.
     second_stage: f64,
+    /// Palms verified per identification, mean (enrolled probes / strangers).
+    verified_enrolled: f64,
+    verified_strangers: f64,
 }
 
 struct Ctx<'a> {
@@ -614,17 +618,8 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Fetches, decodes, prepares and verifies `cands`.
     fn verify(&self, probe: &Prepared, cands: &[PalmId]) -> Result<Outcome> {
-        let mut palms = Vec::with_capacity(cands.len());
-        for &c in cands {
-            let g: Vec<Prepared> = self
-                .store
-                .fetch(c as usize)?
-                .iter()
-                .map(Prepared::new)
-                .collect();
-            palms.push((c as usize, g));
-        }
-        Ok(verify(self.matcher, probe, palms.into_iter()))
+        let palms = cands.iter().map(|&c| fetch_prepared(self.store, c as usize));
+        verify(self.matcher, probe, palms, stop_at(self.a))
     }
 
     /// One identification: the first k candidates, then (`two`) the turned query's k when
@@ -648,6 +643,7 @@ impl Ctx<'_> {
 
     fn stage(&self, ix: &[usize], two: bool) -> Result<Stage> {
         let (mut lat, mut e, mut ne, mut seconds) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut ve, mut vn) = (0u64, 0u64);
         for &i in ix {
             let p = &self.set.probes[i];
             let t = Instant::now();
@@ -655,8 +651,14 @@ impl Ctx<'_> {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
             seconds += usize::from(second);
             match p.palm {
-                Some(palm) => e.push((o.best == Some(palm) && o.score > o.second, o.score as f64)),
-                None => ne.push(o.score as f64),
+                Some(palm) => {
+                    ve += u64::from(o.verified);
+                    e.push((o.best == Some(palm) && o.score > o.second, o.score as f64))
+                }
+                None => {
+                    vn += u64::from(o.verified);
+                    ne.push(o.score as f64)
+                }
             }
         }
         Ok(Stage {
@@ -665,20 +667,25 @@ impl Ctx<'_> {
             ms_p50: pct(&mut lat, 50.0),
             ms_p95: pct(&mut lat, 95.0),
             second_stage: seconds as f64 / ix.len().max(1) as f64,
+            verified_enrolled: ve as f64 / e.len().max(1) as f64,
+            verified_strangers: vn as f64 / ne.len().max(1) as f64,
         })
     }
 }
 
 /// The best of two verifications (`a` wins ties, as the earlier candidates do).
 fn merge(a: Outcome, b: Outcome) -> Outcome {
+    let verified = a.verified + b.verified;
     if b.best.is_some() && (a.best.is_none() || b.score > a.score) {
         Outcome {
             second: b.second.max(a.score),
+            verified,
             ..b
         }
     } else {
         Outcome {
             second: a.second.max(b.score),
+            verified,
             ..a
         }
     }
@@ -740,14 +747,16 @@ fn print_size(r: &SizeReport) {
     }
     if let Some(t) = &r.two_stage {
         eprintln!(
-            "  two stages (k = {} + turned {}): rank-1 {} %, FNIR {}; second stage for {} % of probes; identify p50 {:.1} / p95 {:.1} ms",
+            "  two stages (k = {} + turned {}): rank-1 {} %, FNIR {}; second stage for {} % of probes; identify p50 {:.1} / p95 {:.1} ms; palms verified {:.1} per enrolled probe, {:.1} per stranger",
             r.k,
             r.k,
             pc(t.rank1),
             fnir(&t.fnir),
             pc(t.second_stage),
             t.ms_p50,
-            t.ms_p95
+            t.ms_p95,
+            t.verified_enrolled,
+            t.verified_strangers
         );
     }
     eprintln!(
