@@ -611,6 +611,7 @@ impl PalmService {
         let first = self.shortlist(Stage::First, probe, exclude, &[]).await?;
         self.metrics.shortlist.observe(first.len() as f64);
         if first.is_empty() {
+            self.metrics.verified.observe(0.0);
             return Ok(self.verdict(None, 0));
         }
         let mut scores = self.score(store, probe, first.clone()).await?;
