@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use palmline_shared::api::{
     CashierSessionResponse, DailyTotals, ErrorBody, ErrorCode, Health, HistoryPage,
     PalmEnrollResponse, Receipt, SessionResponse, Shopper, Wallet, CASHIER_SESSION_HEADER,
-    IDEMPOTENCY_HEADER, RETRY_AFTER_HEADER,
+    IDEMPOTENCY_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_HEADER,
 };
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::Method;
@@ -119,11 +119,15 @@ impl ApiClient {
     }
 
     /// Performs one API call, retrying network failures with the same idempotency key.
+    /// Every attempt carries one request id (`x-request-id`), which the server logs and
+    /// echoes: the kiosk's log line of a failed call names it, so an operator finds the
+    /// server's side of that call.
     pub fn call(&self, call: &ApiCall) -> Result<Reply, ApiError> {
         let mut delay = self.timeouts.backoff;
         let mut attempt = 0;
+        let rid = new_request_id();
         loop {
-            let result = self.attempt(call);
+            let result = self.attempt(&rid, call);
             let retryable = matches!(
                 &result,
                 Err(ApiError::Offline(_))
@@ -134,10 +138,14 @@ impl ApiClient {
                     })
             );
             if !retryable || attempt >= self.timeouts.retries {
+                if let Err(e) = &result {
+                    tracing::info!(request_id = %rid, "{} failed: {e:?}", describe(call));
+                }
                 return result;
             }
             attempt += 1;
             tracing::warn!(
+                request_id = %rid,
                 "retrying {} (attempt {}) after {:?}",
                 describe(call),
                 attempt + 1,
@@ -149,11 +157,13 @@ impl ApiClient {
         }
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}{}", self.base, path))
+    fn request(&self, rid: &str, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base, path))
+            .header(REQUEST_ID_HEADER, rid)
     }
 
-    fn attempt(&self, call: &ApiCall) -> Result<Reply, ApiError> {
+    fn attempt(&self, rid: &str, call: &ApiCall) -> Result<Reply, ApiError> {
         use ApiCall as C;
         let key = call.idempotency_key().map(str::to_string);
         let with_key = |rb: RequestBuilder| match &key {
@@ -162,16 +172,16 @@ impl ApiClient {
         };
         match call {
             C::Health => self
-                .get::<Health>(self.request(Method::GET, "/v1/health"))
+                .get::<Health>(self.request(rid, Method::GET, "/v1/health"))
                 .map(Reply::Health),
             C::Register { req, .. } => self
                 .get::<Shopper>(with_key(
-                    self.request(Method::POST, "/v1/shoppers").json(req),
+                    self.request(rid, Method::POST, "/v1/shoppers").json(req),
                 ))
                 .map(Reply::Shopper),
             C::Login { req, .. } => self
                 .get::<SessionResponse>(with_key(
-                    self.request(Method::POST, "/v1/sessions").json(req),
+                    self.request(rid, Method::POST, "/v1/sessions").json(req),
                 ))
                 .map(|s| Reply::Session {
                     token: s.token,
@@ -179,7 +189,8 @@ impl ApiClient {
                 }),
             C::CashierLogin { req } => self
                 .get::<CashierSessionResponse>(
-                    self.request(Method::POST, "/v1/cashier-sessions").json(req),
+                    self.request(rid, Method::POST, "/v1/cashier-sessions")
+                        .json(req),
                 )
                 .map(|s| Reply::CashierSession {
                     token: s.token,
@@ -187,7 +198,7 @@ impl ApiClient {
                 }),
             C::Deposit { req, cashier, .. } => self
                 .get::<Receipt>(with_key(
-                    self.request(Method::POST, "/v1/deposits")
+                    self.request(rid, Method::POST, "/v1/deposits")
                         .header(CASHIER_SESSION_HEADER, cashier.as_str())
                         .json(req),
                 ))
@@ -199,7 +210,7 @@ impl ApiClient {
                 ..
             } => self
                 .get::<Receipt>(with_key(
-                    self.request(Method::POST, "/v1/withdrawals")
+                    self.request(rid, Method::POST, "/v1/withdrawals")
                         .bearer_auth(token)
                         .header(CASHIER_SESSION_HEADER, cashier.as_str())
                         .json(req),
@@ -207,25 +218,29 @@ impl ApiClient {
                 .map(Reply::Receipt),
             C::Pay { token, req, .. } => self
                 .get::<Receipt>(with_key(
-                    self.request(Method::POST, "/v1/payments")
+                    self.request(rid, Method::POST, "/v1/payments")
                         .bearer_auth(token)
                         .json(req),
                 ))
                 .map(Reply::Receipt),
             C::PalmPay { req, .. } => self
                 .get::<Receipt>(with_key(
-                    self.request(Method::POST, "/v1/payments/palm").json(req),
+                    self.request(rid, Method::POST, "/v1/payments/palm")
+                        .json(req),
                 ))
                 .map(Reply::Receipt),
             C::Transfer { token, req, .. } => self
                 .get::<Receipt>(with_key(
-                    self.request(Method::POST, "/v1/transfers")
+                    self.request(rid, Method::POST, "/v1/transfers")
                         .bearer_auth(token)
                         .json(req),
                 ))
                 .map(Reply::Receipt),
             C::Wallet { token } => self
-                .get::<Wallet>(self.request(Method::GET, "/v1/wallet").bearer_auth(token))
+                .get::<Wallet>(
+                    self.request(rid, Method::GET, "/v1/wallet")
+                        .bearer_auth(token),
+                )
                 .map(Reply::Wallet),
             C::History {
                 token,
@@ -236,15 +251,15 @@ impl ApiClient {
                 if let Some(b) = before {
                     path.push_str(&format!("&before={b}"));
                 }
-                self.get::<HistoryPage>(self.request(Method::GET, &path).bearer_auth(token))
+                self.get::<HistoryPage>(self.request(rid, Method::GET, &path).bearer_auth(token))
                     .map(Reply::History)
             }
             C::Today => self
-                .get::<DailyTotals>(self.request(Method::GET, "/v1/merchant/today"))
+                .get::<DailyTotals>(self.request(rid, Method::GET, "/v1/merchant/today"))
                 .map(Reply::Today),
             C::EnrollPalms { token, req, .. } => self
                 .get::<PalmEnrollResponse>(with_key(
-                    self.request(Method::POST, "/v1/palms")
+                    self.request(rid, Method::POST, "/v1/palms")
                         .bearer_auth(token)
                         .json(req),
                 ))
@@ -253,7 +268,7 @@ impl ApiClient {
                 }),
             C::SetPin { token, req, .. } => {
                 let resp = self.send(with_key(
-                    self.request(Method::POST, "/v1/wallet/pin")
+                    self.request(rid, Method::POST, "/v1/wallet/pin")
                         .bearer_auth(token)
                         .json(req),
                 ))?;
@@ -265,7 +280,7 @@ impl ApiClient {
             }
             C::DeletePalm { token, .. } => {
                 let resp = self.send(with_key(
-                    self.request(Method::DELETE, "/v1/palms/me")
+                    self.request(rid, Method::DELETE, "/v1/palms/me")
                         .bearer_auth(token),
                 ))?;
                 if resp.status().is_success() {
@@ -289,6 +304,11 @@ impl ApiClient {
         let bytes = resp.bytes().map_err(classify)?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Protocol(format!("bad JSON: {e}")))
     }
+}
+
+/// A fresh request id: "k" and 32 hex digits (the server keeps ids of `[A-Za-z0-9_-]`).
+fn new_request_id() -> String {
+    format!("k{}", uuid::Uuid::new_v4().simple())
 }
 
 fn describe(call: &ApiCall) -> String {
@@ -360,4 +380,22 @@ pub fn cert_days_left(pem_path: &Path) -> Result<i64> {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     Ok((not_after - now).div_euclid(86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palmline_shared::api::MAX_REQUEST_ID_LEN;
+
+    #[test]
+    fn request_ids_are_fresh_and_kept_by_the_server() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            // The server keeps a caller's id only if short and plain (else makes one up).
+            assert!(!id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN, "{id}");
+            let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            assert!(id.chars().all(plain), "{id}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use palmline_shared::palm::matcher::Prepared;
 use palmline_shared::palm::{DecisionPolicy, Matcher, Template};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -288,6 +288,9 @@ pub struct PalmService {
     /// One enrollment at a time from its duplicate check to its index insert, so that two
     /// enrollments of one palm cannot both find the other absent.
     enrolling: tokio::sync::Mutex<()>,
+    /// Enrolled palms left out of the index because their templates do not open or decode
+    /// (until the palm is enrolled again or deleted): `GET /v1/admin/palms/skipped`.
+    skipped: Mutex<BTreeSet<PalmId>>,
     /// Identification time and shortlist size, for `GET /v1/admin/metrics`.
     pub metrics: crate::metrics::IdentifyMetrics,
 }
@@ -348,6 +351,7 @@ impl PalmService {
             versions: Mutex::new(Versions::default()),
             through: Mutex::new(PalmVersion::default()),
             enrolling: tokio::sync::Mutex::new(()),
+            skipped: Mutex::new(BTreeSet::new()),
             metrics: Default::default(),
         })
     }
@@ -398,12 +402,31 @@ impl PalmService {
                     Err(e) => {
                         tracing::warn!(account, error = %e, "palm left out of the index: its templates do not open or decode (the shopper has to enroll again)");
                         report.skipped += 1;
+                        self.mark_skipped(account, true);
                     }
                 }
             }
         }
-        self.metrics.skipped.set(report.skipped as i64);
         Ok(report)
+    }
+
+    /// The enrolled palms left out of the index (templates that do not open or decode),
+    /// by account id: their shoppers have to enroll again.
+    pub fn skipped(&self) -> Vec<PalmId> {
+        let skipped = self.skipped.lock().expect("skipped lock poisoned");
+        skipped.iter().copied().collect()
+    }
+
+    fn mark_skipped(&self, account: PalmId, skipped: bool) {
+        let mut set = self.skipped.lock().expect("skipped lock poisoned");
+        let changed = if skipped {
+            set.insert(account)
+        } else {
+            set.remove(&account)
+        };
+        if changed {
+            self.metrics.skipped.set(set.len() as i64);
+        }
     }
 
     pub fn open_all(&self, account: i64, sealed: &[Vec<u8>]) -> Result<Vec<Template>> {
@@ -448,6 +471,7 @@ impl PalmService {
             .admit(account, v);
         if newer {
             change(&mut index);
+            self.mark_skipped(account, false);
         }
         newer
     }
@@ -494,20 +518,23 @@ impl PalmService {
         if !self.is_newer(account, version) {
             return;
         }
-        let opened = match state {
-            PalmState::Deleted => None,
+        let (opened, unreadable) = match state {
+            PalmState::Deleted => (None, false),
             PalmState::Enrolled(sealed) => match self.open_all(account, &sealed) {
-                Ok(templates) => Some(templates),
+                Ok(templates) => (Some(templates), false),
                 Err(e) => {
                     tracing::warn!(account, error = %e, "followed palm left out of the index: its templates do not open or decode");
-                    None
+                    (None, true)
                 }
             },
         };
-        match opened {
+        let applied = match opened {
             Some(templates) => self.index_insert(account, version, &templates),
             None => self.index_remove(account, version),
         };
+        if applied && unreadable {
+            self.mark_skipped(account, true);
+        }
     }
 
     /// Whether the index has seen nothing of `account` as recent as `v` (a cheap look before

@@ -999,6 +999,30 @@ async fn a_template_that_does_not_open_is_skipped_at_start_up_and_reported() {
     assert_eq!(lee.status, StatusCode::OK, "{:?}", lee.body);
     let kim = palm_login(&t, &a, &capture(&palm(71), 9_999), None).await;
     assert_eq!(kim.code.as_deref(), Some("palm_not_recognised"));
+
+    // The operator lists whom to ask to enroll again; a kiosk may not.
+    let (s, v) = t.get(&t.admin(), "/v1/admin/palms/skipped", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["username"], "kim");
+    let kim_id = rows[0]["account_id"].as_i64().unwrap();
+    let (s, _) = t.get(&a, "/v1/admin/palms/skipped", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Once the palm is deleted (so that kim can enroll again), the list is empty.
+    let path = format!("/v1/admin/accounts/{kim_id}/palm");
+    let deleted = t
+        .admin()
+        .delete(t.url(&path))
+        .header("Idempotency-Key", rand_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (_, v) = t.get(&t.admin(), "/v1/admin/palms/skipped", None).await;
+    assert_eq!(v, json!([]));
+    let r = enroll(&t, &a, &t.token(&a, "kim").await, 71).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
 }
 
 // ------------------------------------------------------------------ 10. enrollment races

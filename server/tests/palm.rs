@@ -605,17 +605,27 @@ async fn verification_stops_at_a_clear_palm_and_reads_the_whole_shortlist_for_a_
 
     let mut before = 0;
     for i in [0, 21, 59] {
-        let id = svc.identify(&store, &capture(&palms[i], 50), None).await.unwrap();
+        let id = svc
+            .identify(&store, &capture(&palms[i], 50), None)
+            .await
+            .unwrap();
         assert_eq!(id.decision, Verdict::Accept, "palm {i}: {id:?}");
         assert_eq!(id.best.map(|b| b.0), Some(ids[i]));
         assert!(id.best.unwrap().1 >= policy.clear(), "{id:?}");
         // The palm was the index's first candidate (or nearly): nothing after it was read.
         let now = verified(&svc);
-        assert!(now - before <= 4, "palm {i}: {} palms verified", now - before);
+        assert!(
+            now - before <= 4,
+            "palm {i}: {} palms verified",
+            now - before
+        );
         before = now;
     }
     // A stranger: every shortlisted palm is verified (and the turned query's too).
-    let id = svc.identify(&store, &capture(&palm(9_998), 50), None).await.unwrap();
+    let id = svc
+        .identify(&store, &capture(&palm(9_998), 50), None)
+        .await
+        .unwrap();
     assert_eq!(id.decision, Verdict::Reject, "{id:?}");
     assert!(
         verified(&svc) - before >= policy.shortlist,

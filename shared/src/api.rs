@@ -619,6 +619,17 @@ pub struct KioskRow {
     pub requests: i64,
 }
 
+/// An enrolled palm the server left out of its identification index because its stored
+/// templates do not open or decode (a wrong template key, a damaged row): the shopper must
+/// enroll again (or the operator deletes the palm).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SkippedPalm {
+    pub account_id: i64,
+    /// None when the account no longer exists.
+    pub username: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

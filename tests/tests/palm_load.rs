@@ -24,6 +24,7 @@ fn small(store: StoreKind) -> Config {
         cache: bin_dir().parent().expect("target/").join("palm-load"),
         server_bin: bin("palmline-server"),
         keep: false,
+        rate: None,
     }
 }
 
@@ -47,6 +48,25 @@ async fn sqlite_palm_payments_under_load_debit_the_palms_shopper() {
     let report = run(&small(StoreKind::Sqlite)).await.unwrap();
     eprintln!("{report}");
     assert_correct(&report);
+}
+
+/// Open loop (`--rate`): kiosks start payments on a schedule, never more than it allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_palm_payments_at_an_offered_rate_keep_to_the_schedule() {
+    let cfg = Config {
+        rate: Some(20.0),
+        ..small(StoreKind::Sqlite)
+    };
+    let report = run(&cfg).await.unwrap();
+    eprintln!("{report}");
+    assert_correct(&report);
+    // Each kiosk starts at most one payment a period (plus the one at its phase).
+    let most = 20.0 * cfg.seconds as f64 + cfg.kiosks as f64;
+    let started = report.accepted as u64 + report.refused.values().sum::<u64>();
+    assert!(
+        started as f64 <= most,
+        "{started} payments started: {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

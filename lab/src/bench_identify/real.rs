@@ -22,8 +22,7 @@
 
 use super::{
     build_index, captures, distractor, fetch_prepared, fnir_rows, fnv, good, index_config, pct,
-    stop_at, verify,
-    BenchIdentifyArgs, FnirRow, Job, Outcome, Store, FNV0, POOL_BASE,
+    stop_at, verify, BenchIdentifyArgs, FnirRow, Job, Outcome, Store, FNV0, POOL_BASE,
 };
 use crate::eval::{detect_input, list_images, load_gray, thread_cpu, Input};
 use anyhow::{bail, Context, Result};
@@ -618,7 +617,9 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Fetches, decodes, prepares and verifies `cands`.
     fn verify(&self, probe: &Prepared, cands: &[PalmId]) -> Result<Outcome> {
-        let palms = cands.iter().map(|&c| fetch_prepared(self.store, c as usize));
+        let palms = cands
+            .iter()
+            .map(|&c| fetch_prepared(self.store, c as usize));
         verify(self.matcher, probe, palms, stop_at(self.a))
     }
 

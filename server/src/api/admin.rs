@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palmline_shared::api::{
     AccountRow, DailyReport, ErrorCode, FreezeRequest, KioskRow, LedgerCheck, PalmScanRow,
-    PurgeReport, Receipt, RefundRequest,
+    PurgeReport, Receipt, RefundRequest, SkippedPalm,
 };
 use serde::Deserialize;
 
@@ -228,6 +228,29 @@ pub async fn kiosks(
     AdminCaller(_): AdminCaller,
 ) -> Result<Response, ApiError> {
     Ok(Json(all::<_, KioskRow>(state.store.kiosks().await?)).into_response())
+}
+
+/// `GET /v1/admin/palms/skipped`: enrolled palms this server left out of its index because
+/// their templates do not open or decode (the `palms_skipped` gauge counts them).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/palms/skipped",
+    tag = super::openapi::OPERATOR,
+    responses((status = 200, description = "Skipped palms, by account id.", body = Vec<SkippedPalm>))
+)]
+pub async fn skipped_palms(
+    State(state): State<SharedState>,
+    AdminCaller(_): AdminCaller,
+) -> Result<Response, ApiError> {
+    let mut rows = Vec::new();
+    for account_id in state.palm.skipped() {
+        let shopper = state.store.shopper_auth_by_id(account_id).await?;
+        rows.push(SkippedPalm {
+            account_id,
+            username: shopper.map(|s| s.username),
+        });
+    }
+    Ok(Json(rows).into_response())
 }
 
 /// `GET /v1/admin/palm-scans`: the palm-scan log, newest first.

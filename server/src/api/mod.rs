@@ -216,6 +216,7 @@ pub fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(cashier::unlock))
         .routes(routes!(cashier::set_pin))
         .routes(routes!(admin::palm_scans))
+        .routes(routes!(admin::skipped_palms))
         .routes(routes!(admin::ledger_check))
         .routes(routes!(admin::purge))
         .routes(routes!(admin::daily_report))

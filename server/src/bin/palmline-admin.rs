@@ -88,6 +88,9 @@ enum Cmd {
     },
     /// Kiosks seen by the server.
     Kiosks,
+    /// Enrolled palms the server left out of its identification index because their
+    /// templates do not open or decode: their shoppers have to enroll again.
+    SkippedPalms,
     /// The palm-scan log, newest first.
     Scans {
         #[arg(long, default_value_t = 50)]
@@ -205,9 +208,12 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<String> {
+        // One request id per command, in the server's log and in our error message.
+        let rid = format!("a{:032x}", rand::random::<u128>());
         let mut req = self
             .client
-            .request(method.clone(), format!("{}{path}", self.base));
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header(REQUEST_ID_HEADER, &rid);
         if method == reqwest::Method::POST || method == reqwest::Method::DELETE {
             req = req.header(IDEMPOTENCY_HEADER, &self.idem);
         }
@@ -223,12 +229,12 @@ impl Api {
         if !status.is_success() {
             match serde_json::from_str::<ErrorBody>(&text) {
                 Ok(e) => bail!(
-                    "{} ({}): {}",
+                    "{} ({}): {} [request id {rid}]",
                     e.error.code,
                     status.as_u16(),
                     e.error.message
                 ),
-                Err(_) => bail!("HTTP {status}: {text}"),
+                Err(_) => bail!("HTTP {status}: {text} [request id {rid}]"),
             }
         }
         Ok(text)
@@ -494,6 +500,22 @@ async fn run(cli: Cli) -> Result<()> {
                     r.balance_after
                         .map_or("not shown".into(), |b| b.to_string()),
                     api.idem
+                )
+            })?;
+        }
+        Cmd::SkippedPalms => {
+            let rows: Vec<SkippedPalm> = api
+                .call(Method::GET, "/v1/admin/palms/skipped", None)
+                .await?;
+            print(json, &rows, |rows| {
+                table(
+                    &["account", "username"],
+                    rows.iter()
+                        .map(|p| {
+                            let name = p.username.clone().unwrap_or_else(|| "(gone)".into());
+                            vec![p.account_id.to_string(), name]
+                        })
+                        .collect(),
                 )
             })?;
         }

@@ -30,6 +30,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("schema3.sql"),
     include_str!("schema4.sql"),
     include_str!("schema5.sql"),
+    include_str!("schema6.sql"),
 ];
 
 /// Most commands one group commit carries.
@@ -2306,5 +2307,55 @@ mod writer_tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(rows, vec![3]);
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    fn columns(conn: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn migration_6_drops_the_unused_lock_columns_and_keeps_every_account() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO accounts (kind, name, password_hash, currency, balance, failed_auth, created_at)
+             VALUES ('shopper', 'old', 'h', 'EUR', 1234, 3, '2026-01-01T00:00:00.000000Z')",
+            [],
+        )
+        .unwrap();
+        assert!(columns(&conn, "accounts").contains(&"failed_auth".to_string()));
+        migrate(&mut conn).unwrap();
+        let cols = columns(&conn, "accounts");
+        assert!(
+            !cols
+                .iter()
+                .any(|c| c == "failed_auth" || c == "locked_until"),
+            "{cols:?}"
+        );
+        let (name, balance): (String, i64) = conn
+            .query_row("SELECT name, balance FROM accounts", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((name.as_str(), balance), ("old", 1234));
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+        // Migrating again is a no-op.
+        migrate(&mut conn).unwrap();
     }
 }

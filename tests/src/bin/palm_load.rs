@@ -44,6 +44,10 @@ struct Args {
     /// Keep the data dir and database afterwards.
     #[arg(long)]
     keep: bool,
+    /// Offered payments a second over all kiosks, each kiosk on a fixed schedule (open
+    /// loop); without it each kiosk pays again as soon as it is answered.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 fn main() {
@@ -70,6 +74,7 @@ fn main() {
             .server_bin
             .unwrap_or_else(|| exe.with_file_name("palmline-server")),
         keep: a.keep,
+        rate: a.rate,
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match rt.block_on(run(&cfg)) {

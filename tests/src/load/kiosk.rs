@@ -68,22 +68,45 @@ pub struct Kiosk {
     /// Base64 of one fresh capture per shopper, by shopper number.
     pub probes: Arc<Vec<String>>,
     pub rng: Rng,
+    /// Open loop: a payment starts every `period` (see `Config::rate`).
+    pub period: Option<Duration>,
 }
 
 impl Kiosk {
     pub async fn run(mut self, until: Instant) -> Tally {
         let mut tally = Tally::default();
         let mut seq = 0u64;
-        while Instant::now() < until {
+        let mut schedule = self.period.map(|p| {
+            // Kiosks start at random phases, so that their payments do not arrive together.
+            let phase = p.mul_f64(self.rng.below(1_000_000) as f64 / 1e6);
+            let mut ticks = tokio::time::interval_at((Instant::now() + phase).into(), p);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            ticks
+        });
+        loop {
+            let start = match &mut schedule {
+                Some(ticks) => ticks.tick().await.into_std(),
+                None => Instant::now(),
+            };
+            if start >= until {
+                break;
+            }
             let shopper = self.rng.below(self.probes.len() as u64) as usize;
             let minor = self.rng.between(1, MAX_MINOR) as i64;
-            self.pay(shopper, minor, &mut seq, &mut tally).await;
+            self.pay(start, shopper, minor, &mut seq, &mut tally).await;
         }
         tally
     }
 
-    async fn pay(&self, shopper: usize, minor: i64, seq: &mut u64, tally: &mut Tally) {
-        let started = Instant::now();
+    /// One payment that should have started at `started` (now, in a closed loop).
+    async fn pay(
+        &self,
+        started: Instant,
+        shopper: usize,
+        minor: i64,
+        seq: &mut u64,
+        tally: &mut Tally,
+    ) {
         let mut body = json!({"template": self.probes[shopper], "amount": eur(minor)});
         let mut answer = self.send(&body, seq, tally).await;
         if matches!(&answer, Some(a) if a.code() == "step_up_required") {

@@ -51,6 +51,11 @@ pub struct Config {
     pub server_bin: PathBuf,
     /// Keep the run's data dir (and PostgreSQL database) for a post-mortem.
     pub keep: bool,
+    /// Offered payments a second over all kiosks (open loop: each kiosk starts a payment
+    /// every `kiosks / rate` seconds on a fixed schedule, and its latency counts from the
+    /// scheduled start, so a server that falls behind is not flattered); `None`: every
+    /// kiosk pays again as soon as answered (closed loop).
+    pub rate: Option<f64>,
 }
 
 /// Identification rates of the run's server, unless `--product-rates`: high enough never to
@@ -174,6 +179,10 @@ async fn kiosks(
             },
             probes: probes.clone(),
             rng: rng.fork(),
+            period: cfg
+                .rate
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(cfg.kiosks as f64 / r)),
         });
     }
     Ok(out)

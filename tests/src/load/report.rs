@@ -123,6 +123,8 @@ pub struct Report {
     pub kiosks: usize,
     pub palms: usize,
     pub server_cpus: String,
+    /// Offered payments a second (open loop), or `None` (closed loop).
+    pub rate: Option<f64>,
     pub startup: Duration,
     pub window: Duration,
     pub accepted: usize,
@@ -158,6 +160,7 @@ impl Report {
             kiosks: cfg.kiosks,
             palms: cfg.palms,
             server_cpus: cfg.server_cpus.clone().unwrap_or_else(|| "all".into()),
+            rate: cfg.rate,
             startup,
             window: m.window,
             accepted: t.paid.len(),
@@ -212,6 +215,16 @@ impl std::fmt::Display for Report {
             "store {:?}, {} kiosks, {} enrolled palms, server on CPUs {}, {:.1} s window (server start-up {:.1} s)",
             self.store, self.kiosks, self.palms, self.server_cpus, secs, self.startup.as_secs_f64()
         )?;
+        match self.rate {
+            Some(r) => writeln!(
+                f,
+                "offered: {r:.1} payments/s, open loop (latency from each scheduled start)"
+            )?,
+            None => writeln!(
+                f,
+                "offered: closed loop (each kiosk pays again once answered)"
+            )?,
+        }
         writeln!(
             f,
             "palm payments accepted: {} ({:.1}/s)",
