@@ -118,6 +118,11 @@ pub struct BenchIdentifyArgs {
     /// scoring `PalmPolicy::clear()` (to compare both in one run).
     #[arg(long)]
     pub verify_all: bool,
+    /// An experiment the server does not make: candidates whose first enrollment capture
+    /// scores below this are not compared with the others (0, the default: every capture).
+    /// On real palms even 2–4 loses genuine probes (BENCHMARKS.md).
+    #[arg(long, default_value_t = 0)]
+    pub prune_below: u32,
     /// Only measure retrieval (rank of the enrolled palm), skip verification.
     #[arg(long)]
     pub recall_only: bool,
@@ -495,18 +500,42 @@ fn stop_at(a: &BenchIdentifyArgs) -> u32 {
     }
 }
 
+/// When verification stops and which candidates are pruned.
+#[derive(Clone, Copy)]
+struct Rule {
+    stop_at: u32,
+    prune: u32,
+}
+
+impl Rule {
+    /// The server's rule, as the flags leave it.
+    fn of(a: &BenchIdentifyArgs) -> Rule {
+        Rule {
+            stop_at: stop_at(a),
+            prune: a.prune_below,
+        }
+    }
+
+    /// Every candidate, every capture (exhaustive search).
+    const EXACT: Rule = Rule {
+        stop_at: u32::MAX,
+        prune: 0,
+    };
+}
+
 /// Verifies `palms` in order, fetching each only when it is reached, and stops after the
-/// first that scores `stop_at` (as the server does).
+/// first that scores `rule.stop_at` (as the server does).
 fn verify(
     m: &Matcher,
     probe: &Prepared,
     palms: impl Iterator<Item = Result<(usize, Vec<Prepared>)>>,
-    stop_at: u32,
+    rule: Rule,
 ) -> Result<Outcome> {
+    let stop_at = rule.stop_at;
     let mut o = Outcome::default();
     for palm in palms {
         let (i, g) = palm?;
-        let s = m.compare_many(probe, &g).score;
+        let s = m.compare_many_pruned(probe, &g, rule.prune).score;
         o.verified += 1;
         if o.best.is_none() || s > o.score {
             o.second = o.score;
@@ -839,7 +868,7 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
             let cands = index.candidates(&probes[i].1, a.k);
             let tc = t.elapsed().as_secs_f64();
             let palms = cands.iter().map(|&c| fetch_prepared(&store, c as usize));
-            let o = verify(&matcher, &prepared_probes[i], palms, stop_at(&a))?;
+            let o = verify(&matcher, &prepared_probes[i], palms, Rule::of(&a))?;
             Ok((o, t.elapsed().as_secs_f64(), tc))
         };
         let mut outcomes = vec![Outcome::default(); probes.len()];
@@ -941,7 +970,7 @@ pub fn run(a: BenchIdentifyArgs) -> Result<()> {
                         let Some(&i) = ix.get(j) else { return };
                         let t = Instant::now();
                         let palms = gallery.iter().cloned().enumerate().map(Ok);
-                        let o = verify(&matcher, &prepared_probes[i], palms, u32::MAX)
+                        let o = verify(&matcher, &prepared_probes[i], palms, Rule::EXACT)
                             .expect("in-memory gallery");
                         *busy.lock().unwrap() += t.elapsed().as_secs_f64();
                         *out[i].lock().unwrap() = o;
@@ -1151,6 +1180,7 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         turned_stop_ratio: a.turned_stop_ratio,
         recall_only: a.recall_only,
         verify_all: a.verify_all,
+        prune_below: a.prune_below,
         one_by_one: a.one_by_one,
         images: a.images.clone(),
         input: a.input,

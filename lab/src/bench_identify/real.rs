@@ -22,7 +22,7 @@
 
 use super::{
     build_index, captures, distractor, fetch_prepared, fnir_rows, fnv, good, index_config, pct,
-    stop_at, verify, BenchIdentifyArgs, FnirRow, Job, Outcome, Store, FNV0, POOL_BASE,
+    verify, BenchIdentifyArgs, FnirRow, Job, Outcome, Rule, Store, FNV0, POOL_BASE,
 };
 use crate::eval::{detect_input, list_images, load_gray, thread_cpu, Input};
 use anyhow::{bail, Context, Result};
@@ -620,7 +620,7 @@ impl Ctx<'_> {
         let palms = cands
             .iter()
             .map(|&c| fetch_prepared(self.store, c as usize));
-        verify(self.matcher, probe, palms, stop_at(self.a))
+        verify(self.matcher, probe, palms, Rule::of(self.a))
     }
 
     /// One identification: the first k candidates, then (`two`) the turned query's k when

@@ -282,10 +282,29 @@ impl Matcher {
     /// impostor tail grows with every capture added. The result's other fields are the best
     /// comparison's.
     pub fn compare_many(&self, probe: &Prepared, gallery: &[Prepared]) -> MatchResult {
-        let mut results: Vec<MatchResult> = gallery
-            .iter()
-            .map(|g| self.compare_prepared(probe, g))
-            .collect();
+        self.compare_many_pruned(probe, gallery, 0)
+    }
+
+    /// As [`Matcher::compare_many`], except that when the first capture scores below
+    /// `prune` the others are not compared and that first comparison is the answer. For
+    /// 1:N verification, where nearly every candidate is a stranger. An experiment of
+    /// `bench-identify --prune-below`, not what the server does: on real palms a genuine
+    /// probe scores below 2–4 against one of its own captures often enough to lose a few
+    /// (BENCHMARKS.md). `prune = 0` prunes nothing.
+    pub fn compare_many_pruned(
+        &self,
+        probe: &Prepared,
+        gallery: &[Prepared],
+        prune: u32,
+    ) -> MatchResult {
+        let mut results: Vec<MatchResult> = Vec::with_capacity(gallery.len());
+        for g in gallery {
+            let r = self.compare_prepared(probe, g);
+            if results.is_empty() && r.score < prune {
+                return r;
+            }
+            results.push(r);
+        }
         results.sort_by_key(|r| std::cmp::Reverse(r.score));
         let second = results.get(1).map(|r| r.score);
         let mut best = results.into_iter().next().unwrap_or(MatchResult {
@@ -559,6 +578,38 @@ mod tests {
         let r = Matcher::default().compare(&a, &turned_and_scaled(&a, 0.5));
         assert!(r.score <= 1, "{r:?}");
         assert_eq!(Matcher::default().compare(&a, &a).score, 150);
+    }
+
+    #[test]
+    fn pruning_stops_at_a_weak_first_capture_and_changes_nothing_else() {
+        let mut rng = Rng::new(7);
+        let palm = random_template(&mut rng, 250);
+        let s = Similarity {
+            a: 1.0,
+            b: 0.0,
+            tx: 3.0,
+            ty: -2.0,
+        };
+        let captures: Vec<Prepared> = (0..3)
+            .map(|_| Prepared::new(&recapture(&mut rng, &palm, &s)))
+            .collect();
+        let m = Matcher::default();
+        let probe = Prepared::new(&recapture(&mut rng, &palm, &s));
+        // A genuine palm: all captures compared, the fused score as without pruning.
+        assert_eq!(
+            m.compare_many_pruned(&probe, &captures, 4),
+            m.compare_many(&probe, &captures)
+        );
+        // A stranger: only the first capture is compared, and its score is the answer.
+        let stranger = Prepared::new(&random_template(&mut rng, 250));
+        let first = m.compare_prepared(&stranger, &captures[0]);
+        assert!(first.score < 4, "{first:?}");
+        assert_eq!(m.compare_many_pruned(&stranger, &captures, 4), first);
+        // Nothing is pruned at 0.
+        assert_eq!(
+            m.compare_many_pruned(&stranger, &captures, 0),
+            m.compare_many(&stranger, &captures)
+        );
     }
 
     #[test]
