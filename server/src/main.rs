@@ -341,14 +341,13 @@ fn run(cli: Cli) -> Result<()> {
             command: TemplatesCommand::Rekey { new_key },
         } => {
             let cfg = load()?;
-            sqlite_only(
-                &cfg,
-                "templates rekey",
-                "it is not implemented yet (issue 13)",
-            )?;
             let old = palmline_server::palm::TemplateKey::load(&cfg.template_key)?;
             let new = palmline_server::palm::TemplateKey::load(&new_key)?;
-            let n = palmline_server::palm::rekey(&cli.data_dir, &old, &new)?;
+            let n = match &cfg.database {
+                Database::Sqlite => palmline_server::palm::rekey(&cli.data_dir, &old, &new)?,
+                Database::Postgres(url) => tokio::runtime::Runtime::new()?
+                    .block_on(palmline_server::palm::rekey_postgres(url, &old, &new))?,
+            };
             println!(
                 "re-encrypted the templates of {n} palms from key {} to key {}; now install {} as {}",
                 old.id_hex(),

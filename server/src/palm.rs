@@ -803,6 +803,23 @@ pub fn rekey(data_dir: &Path, old: &TemplateKey, new: &TemplateKey) -> Result<us
     )
 }
 
+/// As [`rekey`], for a PostgreSQL database (every server stopped): see
+/// [`crate::store::postgres::rekey::rekey_templates`].
+pub async fn rekey_postgres(url: &str, old: &TemplateKey, new: &TemplateKey) -> Result<usize> {
+    let pool = crate::store::postgres::pool(url, 1)?;
+    crate::store::postgres::rekey::rekey_templates(
+        &pool,
+        crate::store::sqlite::REKEY_PAGE,
+        |account, i, ct| {
+            let plain = old.open(account, i, ct).with_context(|| {
+                format!("template {account}/{i} does not open with the current key")
+            })?;
+            Ok(new.seal(account, i, &plain))
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

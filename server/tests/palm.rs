@@ -12,6 +12,7 @@ use common::{eur, rand_key, TestServer};
 use palmline_server::identify::index::HashIndex;
 use palmline_server::identify::{CandidateIndex, ExhaustiveIndex};
 use palmline_server::palm::{PalmPolicy, PalmService, TemplateKey, Verdict};
+use palmline_server::store::postgres::PgStore;
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::{Command, Store};
 use palmline_shared::palm::Template;
@@ -451,72 +452,69 @@ async fn index_stays_consistent_under_concurrent_enroll_delete_identify() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn template_key_rotation_reencrypts_everything() {
+async fn template_key_rotation_reencrypts_everything_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let store = palmline_server::store::sqlite::open_in(dir.path(), Currency::EUR).unwrap();
+    rotation_contract(&store, Rotate::Sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_key_rotation_reencrypts_everything_postgres() {
+    let Some(db) = common::pg::fresh_db("rotation").await else {
+        return;
+    };
+    let store = PgStore::with_pool(db.pool.clone(), Currency::EUR)
+        .await
+        .unwrap();
+    rotation_contract(&store, Rotate::Postgres(&db.url)).await;
+    drop(store);
+    db.drop_db().await;
+}
+
+/// `templates rekey` as the CLI runs it, on either store.
+enum Rotate<'a> {
+    Sqlite(&'a std::path::Path),
+    Postgres(&'a str),
+}
+
+impl Rotate<'_> {
+    async fn run(&self, old: &TemplateKey, new: &TemplateKey) -> anyhow::Result<usize> {
+        match self {
+            Rotate::Sqlite(dir) => palmline_server::palm::rekey(dir, old, new),
+            Rotate::Postgres(url) => palmline_server::palm::rekey_postgres(url, old, new).await,
+        }
+    }
+}
+
+async fn rotation_contract(store: &dyn Store, rotate: Rotate<'_>) {
     let old = TemplateKey::from_bytes(&[1; 32]).unwrap();
     let new = TemplateKey::from_bytes(&[2; 32]).unwrap();
-    let svc = PalmService::new(
-        old.clone(),
-        PalmPolicy::default(),
-        Box::new(ExhaustiveIndex::default()),
-    );
-    let o = store
-        .execute(
-            None,
-            Command::RegisterShopper {
-                username: "alice".into(),
-                email: "a@x.io".into(),
-                password_hash: "h".into(),
-                pin_hash: None,
-            },
+    let service = |key: &TemplateKey| {
+        PalmService::new(
+            key.clone(),
+            PalmPolicy::default(),
+            Box::new(ExhaustiveIndex::default()),
         )
-        .await
-        .unwrap();
-    let palmline_server::store::Outcome::Shopper(s) = o else {
-        unreachable!()
     };
+    let svc = service(&old);
     let p = palm(77);
-    let ts: Vec<Template> = (0..3).map(|i| capture(&p, i)).collect();
-    store
-        .execute(
-            None,
-            Command::EnrollPalm {
-                shopper_id: s.id,
-                ciphertexts: svc.seal_all(s.id, &ts),
-            },
-        )
+    let ids = enroll_all(store, &svc, std::slice::from_ref(&p)).await;
+    assert_eq!(rotate.run(&old, &new).await.unwrap(), 1);
+    let with_new = service(&new);
+    assert_eq!(with_new.load(store).await.unwrap().enrolled, 1);
+    let found = with_new
+        .identify(store, &capture(&p, 9), None)
         .await
         .unwrap();
-    drop(store);
+    assert_eq!(found.best.map(|b| b.0), Some(ids[0]));
     assert_eq!(
-        palmline_server::palm::rekey(dir.path(), &old, &new).unwrap(),
-        1
-    );
-    let store = palmline_server::store::sqlite::open_in(dir.path(), Currency::EUR).unwrap();
-    let with_new = PalmService::new(
-        new.clone(),
-        PalmPolicy::default(),
-        Box::new(ExhaustiveIndex::default()),
-    );
-    assert_eq!(with_new.load(&store).await.unwrap().enrolled, 1);
-    assert_eq!(
-        with_new
-            .identify(&store, &capture(&p, 9), None)
-            .await
-            .unwrap()
-            .best
-            .map(|b| b.0),
-        Some(s.id)
-    );
-    assert_eq!(
-        svc.load(&store).await.unwrap().skipped,
+        service(&old).load(store).await.unwrap().skipped,
         1,
         "the old key no longer opens anything"
     );
     // Rekeying with the wrong current key fails and changes nothing.
-    assert!(palmline_server::palm::rekey(dir.path(), &old, &new).is_err());
-    assert_eq!(with_new.load(&store).await.unwrap().enrolled, 1);
+    assert!(rotate.run(&old, &new).await.is_err());
+    assert_eq!(with_new.load(store).await.unwrap().enrolled, 1);
 }
 
 /// Registers `palms.len()` shoppers and enrolls each palm (3 captures) in `store` and `svc`.

@@ -714,54 +714,89 @@ fn backup_is_a_consistent_copy() {
 }
 
 #[test]
-fn template_rekey_goes_page_by_page_and_is_all_or_nothing() {
+fn template_rekey_goes_page_by_page_and_is_all_or_nothing_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let rt = rt();
-    let expected: Vec<(i64, Vec<Vec<u8>>)> = rt.block_on(async {
+    rt().block_on(async {
         let store = SqliteStore::open(&path, EUR).unwrap();
-        let mut palms = Vec::new();
-        for n in 0..5u8 {
-            let id = register(&store, &format!("shopper{n}")).await;
-            let cts: Vec<Vec<u8>> = (0..3u8).map(|i| vec![n, i, 0xAA, 0xBB]).collect();
-            store
-                .execute(
-                    None,
-                    Command::EnrollPalm {
-                        shopper_id: id,
-                        ciphertexts: cts.clone(),
-                    },
-                )
-                .await
-                .unwrap();
-            palms.push((id, cts));
-        }
-        palms
+        rekey_contract(&store, Rekeyer::Sqlite(&path)).await;
     });
-    let stored = |path: &std::path::Path| {
-        let store = SqliteStore::open(path, EUR).unwrap();
-        rt.block_on(store.palm_templates(None)).unwrap()
-    };
-    assert_eq!(stored(&path), expected);
+}
+
+#[test]
+fn template_rekey_goes_page_by_page_and_is_all_or_nothing_postgres() {
+    rt().block_on(async {
+        let Some(db) = pg::fresh_db("rekey").await else {
+            return;
+        };
+        let store = PgStore::with_pool(db.pool.clone(), EUR).await.unwrap();
+        rekey_contract(&store, Rekeyer::Postgres(&db.pool)).await;
+        drop(store);
+        db.drop_db().await;
+    });
+}
+
+/// `templates rekey` on either store.
+enum Rekeyer<'a> {
+    Sqlite(&'a std::path::Path),
+    Postgres(&'a deadpool_postgres::Pool),
+}
+
+impl Rekeyer<'_> {
+    async fn run(
+        &self,
+        page: usize,
+        f: impl FnMut(i64, usize, &[u8]) -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<usize> {
+        match self {
+            Rekeyer::Sqlite(path) => palmline_server::store::sqlite::rekey_templates(path, page, f),
+            Rekeyer::Postgres(pool) => {
+                palmline_server::store::postgres::rekey::rekey_templates(pool, page, f).await
+            }
+        }
+    }
+}
+
+async fn rekey_contract(store: &dyn Store, rekey: Rekeyer<'_>) {
+    let mut expected: Vec<(i64, Vec<Vec<u8>>)> = Vec::new();
+    for n in 0..5u8 {
+        let id = register(store, &format!("shopper{n}")).await;
+        let cts: Vec<Vec<u8>> = (0..3u8).map(|i| vec![n, i, 0xAA, 0xBB]).collect();
+        let enroll = Command::EnrollPalm {
+            shopper_id: id,
+            ciphertexts: cts.clone(),
+        };
+        store.execute(None, enroll).await.unwrap();
+        expected.push((id, cts));
+    }
+    assert_eq!(store.palm_templates(None).await.unwrap(), expected);
 
     // A failure on the 8th of 15 rows (in the 4th page of 2) rolls back the pages before it.
     let mut seen = 0;
-    let err = palmline_server::store::sqlite::rekey_templates(&path, 2, |_, _, ct| {
-        seen += 1;
-        anyhow::ensure!(seen < 8, "cannot open");
-        Ok(ct.iter().rev().copied().collect())
-    })
-    .unwrap_err();
+    let err = rekey
+        .run(2, |_, _, ct| {
+            seen += 1;
+            anyhow::ensure!(seen < 8, "cannot open");
+            Ok(ct.iter().rev().copied().collect())
+        })
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("cannot open"));
-    assert_eq!(stored(&path), expected, "nothing changed");
+    assert_eq!(
+        store.palm_templates(None).await.unwrap(),
+        expected,
+        "nothing changed"
+    );
 
     // Every row is visited exactly once, across page boundaries that split palms.
     let mut visited = Vec::new();
-    let palms = palmline_server::store::sqlite::rekey_templates(&path, 2, |a, i, ct| {
-        visited.push((a, i));
-        Ok(ct.iter().rev().copied().collect())
-    })
-    .unwrap();
+    let palms = rekey
+        .run(2, |a, i, ct| {
+            visited.push((a, i));
+            Ok(ct.iter().rev().copied().collect())
+        })
+        .await
+        .unwrap();
     assert_eq!(palms, 5);
     let want_rows: Vec<(i64, usize)> = expected
         .iter()
@@ -771,15 +806,11 @@ fn template_rekey_goes_page_by_page_and_is_all_or_nothing() {
     let reversed: Vec<(i64, Vec<Vec<u8>>)> = expected
         .iter()
         .map(|(a, cts)| {
-            (
-                *a,
-                cts.iter()
-                    .map(|c| c.iter().rev().copied().collect())
-                    .collect(),
-            )
+            let cts = cts.iter().map(|c| c.iter().rev().copied().collect());
+            (*a, cts.collect())
         })
         .collect();
-    assert_eq!(stored(&path), reversed);
+    assert_eq!(store.palm_templates(None).await.unwrap(), reversed);
 }
 
 /// SQL on a store's database behind the store's back, for what no command does

@@ -25,6 +25,7 @@ mod group;
 pub mod notify;
 mod reads;
 mod records;
+pub mod rekey;
 pub mod throttle;
 mod turn;
 
