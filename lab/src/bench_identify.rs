@@ -102,6 +102,10 @@ pub struct BenchIdentifyArgs {
     pub probe_span: Option<u8>,
     #[arg(long)]
     pub angle_bins: Option<u32>,
+    /// Stop-word ratio of the first query: buckets longer than this many times the mean
+    /// are skipped (default: the index's default).
+    #[arg(long)]
+    pub stop_ratio: Option<f32>,
     /// Tables the second, turned query reads (default: the index's default).
     #[arg(long)]
     pub turned_tables: Option<usize>,
@@ -436,6 +440,9 @@ fn index_config(a: &BenchIdentifyArgs) -> HashIndexConfig {
     }
     if let Some(v) = a.turned_stop_ratio {
         config.turned_stop_ratio = v;
+    }
+    if let Some(v) = a.stop_ratio {
+        config.stop_ratio = v;
     }
     if let Some(v) = a.probe_span {
         config.probe_span = v;
@@ -1178,6 +1185,7 @@ fn clone_args(a: &BenchIdentifyArgs) -> BenchIdentifyArgs {
         turned_tables: a.turned_tables,
         turned_stride: a.turned_stride,
         turned_stop_ratio: a.turned_stop_ratio,
+        stop_ratio: a.stop_ratio,
         recall_only: a.recall_only,
         verify_all: a.verify_all,
         prune_below: a.prune_below,
