@@ -7,36 +7,15 @@
 
 mod common;
 
+use common::ledger::{eur, kiosk, register_with_pin, rt, EUR};
 use common::pg;
 use palmline_server::limits::{Factor, GuessKey, GuessRules, NoPinGuard, NoPinLimits};
 use palmline_server::store::postgres::PgStore;
 use palmline_server::store::relocate::{move_ledger, Endpoint, MoveError, Role};
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::ScanOutcome;
-use palmline_server::store::{Command, Idem, KioskRef, Outcome, Store};
-use palmline_shared::{Currency, Money};
+use palmline_server::store::{Command, Idem, Outcome, Store};
 use std::path::{Path, PathBuf};
-
-const EUR: Currency = Currency::EUR;
-
-fn eur(minor: i64) -> Money {
-    Money::from_minor(minor, EUR)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn at(merchant: &str) -> KioskRef {
-    KioskRef {
-        kiosk_id: format!("k-{merchant}"),
-        merchant: merchant.into(),
-    }
-}
 
 fn idem(key: &str) -> Idem {
     use sha2::Digest;
@@ -55,19 +34,6 @@ struct Built {
     scans: usize,
 }
 
-async fn register(store: &dyn Store, name: &str) -> i64 {
-    let cmd = Command::RegisterShopper {
-        username: name.into(),
-        email: format!("{name}@example.com"),
-        password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
-        pin_hash: Some("$argon2id$v=19$m=8,t=1,p=1$cGlucGlucGlu$aGFzaA".into()),
-    };
-    match store.execute(None, cmd).await.unwrap() {
-        Outcome::Shopper(s) => s.id,
-        o => panic!("unexpected {o:?}"),
-    }
-}
-
 fn receipt_id(o: Outcome) -> i64 {
     match o {
         Outcome::Receipt(r) => r.transaction_id,
@@ -80,15 +46,15 @@ fn receipt_id(o: Outcome) -> i64 {
 /// idempotency records.
 async fn build_ledger(store: &dyn Store) -> Built {
     let ids = [
-        register(store, "alice").await,
-        register(store, "bob").await,
-        register(store, "Carol").await,
+        register_with_pin(store, "alice").await,
+        register_with_pin(store, "bob").await,
+        register_with_pin(store, "Carol").await,
     ];
     let mut idempotent = Vec::new();
     let cashier_id = till(store).await;
     for (i, name) in ["alice", "bob", "Carol"].iter().enumerate() {
         let dep = Command::Deposit {
-            at: at("Shop A"),
+            at: kiosk("Shop A"),
             username: (*name).into(),
             amount: eur(10_000 * (i as i64 + 1)),
             cashier_id,
@@ -98,7 +64,7 @@ async fn build_ledger(store: &dyn Store) -> Built {
         idempotent.push((key, dep));
     }
     let payment = |shopper_id, merchant: &str, minor| Command::Payment {
-        at: at(merchant),
+        at: kiosk(merchant),
         shopper_id,
         amount: eur(minor),
         description: Some(format!("coffee at {merchant}")),
@@ -150,7 +116,9 @@ async fn build_ledger(store: &dyn Store) -> Built {
         ciphertexts: vec![vec![0xA5; 700], (0..=255u8).collect(), vec![0; 3]],
     };
     store.execute(None, enroll).await.unwrap();
-    let touch = Command::TouchKiosk { at: at("Shop A") };
+    let touch = Command::TouchKiosk {
+        at: kiosk("Shop A"),
+    };
     store.execute(None, touch).await.unwrap();
     let scans = log_scans(store, ids[0]).await;
     let guess = Command::ReserveGuess {
@@ -333,7 +301,7 @@ fn replays_and_new_ids_on_the_copy(rt: &tokio::runtime::Runtime, pg: &PgStore, b
         total_before.transactions_checked
     );
     let pay = Command::Payment {
-        at: at("Shop C"),
+        at: kiosk("Shop C"),
         shopper_id: built.shoppers[0],
         amount: eur(100),
         description: None,
@@ -382,7 +350,7 @@ fn text_keys_compare_alike_under_a_language_collation() {
     let cashier: Vec<_> = cashiers.iter().filter(|c| c.name == "Till").collect();
     for key in ["b-1", "A1", "a_1", "a 2", "B0", "ä1"] {
         let dep = Command::Deposit {
-            at: at("Shop A"),
+            at: kiosk("Shop A"),
             username: "alice".into(),
             amount: eur(1),
             cashier_id: cashier[0].id,
@@ -413,7 +381,7 @@ fn a_non_empty_postgres_destination_is_refused_and_left_as_it_was() {
     let pg = rt
         .block_on(PgStore::with_pool(db.pool.clone(), EUR))
         .unwrap();
-    let other = rt.block_on(register(&pg, "zoe"));
+    let other = rt.block_on(register_with_pin(&pg, "zoe"));
     let before = rt.block_on(snapshot(&pg, &[other]));
     let to = Endpoint::Postgres(db.url.clone());
     let err = rt

@@ -8,16 +8,10 @@ use palmline_server::ledger::{AccountKind, Status, TxKind};
 use palmline_server::store::postgres::{MoneyPath, PgStore};
 use palmline_server::store::sqlite::SqliteStore;
 use palmline_server::store::Receipt;
-use palmline_server::store::{Command, Idem, KioskRef, LedgerError, Outcome, Store};
+use palmline_server::store::{Command, Idem, LedgerError, Outcome, Store};
 use palmline_shared::{Currency, Money};
 use proptest::prelude::*;
 use std::sync::Arc;
-
-const EUR: Currency = Currency::EUR;
-
-fn eur(minor: i64) -> Money {
-    Money::from_minor(minor, EUR)
-}
 
 fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -93,46 +87,12 @@ on_both_stores!(
     reads_report_what_was_written,
 );
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn kiosk(merchant: &str) -> KioskRef {
-    KioskRef {
-        kiosk_id: format!("k-{merchant}"),
-        merchant: merchant.to_string(),
-    }
-}
-
 fn idem(key: &str, body: &str) -> Idem {
     use sha2::Digest;
     Idem {
         scope: "kiosk:test".into(),
         key: key.into(),
         request_hash: sha2::Sha256::digest(body.as_bytes()).into(),
-    }
-}
-
-async fn register(store: &dyn Store, name: &str) -> i64 {
-    match store
-        .execute(
-            None,
-            Command::RegisterShopper {
-                username: name.into(),
-                email: format!("{name}@example.com"),
-                password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
-                pin_hash: None,
-            },
-        )
-        .await
-        .unwrap()
-    {
-        Outcome::Shopper(s) => s.id,
-        o => panic!("unexpected {o:?}"),
     }
 }
 
@@ -1344,6 +1304,10 @@ fn reads_report_what_was_written(rt: &Rt, store: Arc<dyn Store>) {
 
 #[path = "common/pg.rs"]
 mod pg;
+
+#[path = "common/ledger.rs"]
+mod ledger;
+use ledger::{eur, kiosk, register, rt, EUR};
 
 /// Table and column names of a SQLite database (its migrations applied by the store).
 fn sqlite_columns(path: &std::path::Path) -> std::collections::BTreeSet<(String, String)> {

@@ -1,6 +1,7 @@
 //! Test harness: a real server on a real TLS socket with a fresh PKI, and mTLS clients.
 #![allow(dead_code)]
 
+pub mod ledger;
 pub mod palms;
 pub mod pg;
 
