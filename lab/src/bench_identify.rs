@@ -497,16 +497,6 @@ struct Outcome {
     verified: u32,
 }
 
-/// The score at which the server stops verifying a shortlist (`PalmPolicy::clear`), or
-/// never with `--verify-all`.
-fn stop_at(a: &BenchIdentifyArgs) -> u32 {
-    if a.verify_all {
-        u32::MAX
-    } else {
-        palmline_server::palm::PalmPolicy::default().clear()
-    }
-}
-
 /// When verification stops and which candidates are pruned.
 #[derive(Clone, Copy)]
 struct Rule {
@@ -515,10 +505,12 @@ struct Rule {
 }
 
 impl Rule {
-    /// The server's rule, as the flags leave it.
+    /// The server's rule, as the flags leave it: stop at `PalmPolicy::clear` (never with
+    /// `--verify-all`), prune below `--prune-below`.
     fn of(a: &BenchIdentifyArgs) -> Rule {
+        let clear = palmline_server::palm::PalmPolicy::default().clear();
         Rule {
-            stop_at: stop_at(a),
+            stop_at: if a.verify_all { u32::MAX } else { clear },
             prune: a.prune_below,
         }
     }

@@ -793,33 +793,28 @@ pub fn rekey(data_dir: &Path, old: &TemplateKey, new: &TemplateKey) -> Result<us
     if !db.exists() {
         anyhow::bail!("no database at {}", db.display());
     }
-    crate::store::sqlite::rekey_templates(
-        &db,
-        crate::store::sqlite::REKEY_PAGE,
-        |account, i, ct| {
-            let plain = old.open(account, i, ct).with_context(|| {
-                format!("template {account}/{i} does not open with the current key")
-            })?;
-            Ok(new.seal(account, i, &plain))
-        },
-    )
+    crate::store::sqlite::rekey_templates(&db, crate::store::sqlite::REKEY_PAGE, reseal(old, new))
+}
+
+/// One template from `old` to `new`: what both stores' rotation does with each row.
+fn reseal<'a>(
+    old: &'a TemplateKey,
+    new: &'a TemplateKey,
+) -> impl FnMut(i64, usize, &[u8]) -> Result<Vec<u8>> + 'a {
+    move |account, i, ct| {
+        let plain = old.open(account, i, ct).with_context(|| {
+            format!("template {account}/{i} does not open with the current key")
+        })?;
+        Ok(new.seal(account, i, &plain))
+    }
 }
 
 /// As [`rekey`], for a PostgreSQL database (every server stopped): see
 /// [`crate::store::postgres::rekey::rekey_templates`].
 pub async fn rekey_postgres(url: &str, old: &TemplateKey, new: &TemplateKey) -> Result<usize> {
     let pool = crate::store::postgres::pool(url, 1)?;
-    crate::store::postgres::rekey::rekey_templates(
-        &pool,
-        crate::store::sqlite::REKEY_PAGE,
-        |account, i, ct| {
-            let plain = old.open(account, i, ct).with_context(|| {
-                format!("template {account}/{i} does not open with the current key")
-            })?;
-            Ok(new.seal(account, i, &plain))
-        },
-    )
-    .await
+    let page = crate::store::sqlite::REKEY_PAGE;
+    crate::store::postgres::rekey::rekey_templates(&pool, page, reseal(old, new)).await
 }
 
 #[cfg(test)]
