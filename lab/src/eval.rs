@@ -97,6 +97,9 @@ pub struct Tuning {
     pub max_shift: Option<f32>,
     #[arg(long, hide = true)]
     pub angle_tol: Option<f32>,
+    /// Affine refit after the similarity (1: off; `MatcherConfig::max_anisotropy`).
+    #[arg(long, hide = true)]
+    pub max_anisotropy: Option<f32>,
     /// Quality-gate override, for calibration (`--min-sharpness 0` turns the check off).
     #[arg(long, hide = true)]
     pub min_sharpness: Option<f32>,
@@ -129,6 +132,7 @@ impl Tuning {
         set(self.max_shift, &mut c.max_shift);
         set(self.angle_tol, &mut c.angle_tolerance_deg);
         set(self.max_hamming, &mut c.max_distance);
+        set(self.max_anisotropy, &mut c.max_anisotropy);
         m
     }
 }

@@ -1472,8 +1472,9 @@ fn postgres_batch_refuses_one_and_goes_on_and_its_keys_replay() {
         let Some(db) = pg::fresh_db("batch").await else {
             return;
         };
-        let store = PgStore::with_pool_path(db.pool.clone(), EUR, MoneyPath::Batched);
-        let store: Arc<dyn Store> = Arc::new(store.await.unwrap());
+        let pg = PgStore::with_pool_path(db.pool.clone(), EUR, MoneyPath::Batched);
+        let pg = Arc::new(pg.await.unwrap());
+        let store: Arc<dyn Store> = pg.clone();
         let (ann, ben, cat) = (
             register(&*store, "ann").await,
             register(&*store, "ben").await,
@@ -1495,17 +1496,15 @@ fn postgres_batch_refuses_one_and_goes_on_and_its_keys_replay() {
             note: None,
         };
         // The store has one writer (`batch::WRITERS`), now stuck on `cat`.
-        let first = spawn_execute(&store, None, pay(cat, 1)).await;
-        wait_for_a_lock_wait(&blocker).await;
+        let first = stuck_behind(&pg, &blocker, pay(cat, 1)).await;
         let refused_key = idem("refused", "ann sends 5.00 to ben");
         let sent_key = idem("sent", "ann sends 3.00 to ben");
         let batch = [
-            spawn_execute(&store, None, pay(ann, 600)).await,
-            spawn_execute(&store, Some(refused_key.clone()), send(ann, "ben", 500)).await,
-            spawn_execute(&store, Some(sent_key.clone()), send(ann, "ben", 300)).await,
-            spawn_execute(&store, None, pay(ben, 300)).await,
+            queue(&pg, None, pay(ann, 600)).await,
+            queue(&pg, Some(refused_key.clone()), send(ann, "ben", 500)).await,
+            queue(&pg, Some(sent_key.clone()), send(ann, "ben", 300)).await,
+            queue(&pg, None, pay(ben, 300)).await,
         ];
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         blocker.batch_execute("ROLLBACK").await.unwrap();
         assert_eq!(first.await.unwrap(), Err(LedgerError::InsufficientFunds));
         let mut answers = Vec::new();
@@ -1558,20 +1557,132 @@ fn postgres_batch_refuses_one_and_goes_on_and_its_keys_replay() {
         assert_eq!(store.wallet(ann).await.unwrap().balance, eur(10_000));
         assert_invariants(&*store, &[ann, ben, cat]).await;
         drop(store);
+        drop(pg);
         db.drop_db().await;
     });
 }
 
-async fn spawn_execute(
-    store: &Arc<dyn Store>,
-    idem: Option<Idem>,
+/// Debits without the PIN go through the batch: each is decided against what the shopper
+/// and the session spent before the batch and earlier in it, and recorded for the next.
+#[test]
+fn postgres_batch_holds_the_no_pin_limits() {
+    use palmline_server::limits::{NoPinGuard, NoPinLimits};
+    rt().block_on(async {
+        let Some(db) = pg::fresh_db("batch_nopin").await else {
+            return;
+        };
+        let pg = PgStore::with_pool_path(db.pool.clone(), EUR, MoneyPath::Batched);
+        let pg = Arc::new(pg.await.unwrap());
+        let store: Arc<dyn Store> = pg.clone();
+        let (ann, _ben, cat) = (
+            register(&*store, "ann").await,
+            register(&*store, "ben").await,
+            register(&*store, "cat").await,
+        );
+        deposit(&*store, "ann", 5_000).await.unwrap();
+        let limits = NoPinLimits {
+            per_session: eur(1_000),
+            per_day: eur(1_500),
+        };
+        let without_pin = |session: Option<u8>, debit: Command| Command::WithoutPin {
+            guard: NoPinGuard {
+                session_hash: session.map(|s| [s; 32]),
+                limits,
+                pin_set: true,
+            },
+            debit: Box::new(debit),
+        };
+        let pay = |shopper_id, minor| Command::Payment {
+            at: kiosk("shop"),
+            shopper_id,
+            amount: eur(minor),
+            description: None,
+        };
+        let send = |minor| Command::Transfer {
+            at: None,
+            from_shopper_id: ann,
+            to_username: "ben".into(),
+            amount: eur(minor),
+            note: None,
+        };
+        let blocker = hold_row_lock(&db.url, cat).await;
+        let first = stuck_behind(&pg, &blocker, pay(cat, 1)).await;
+        let batch = [
+            queue(&pg, None, without_pin(Some(1), pay(ann, 600))).await,
+            queue(&pg, None, without_pin(Some(1), send(500))).await,
+            queue(&pg, None, without_pin(Some(1), send(400))).await,
+            queue(&pg, None, without_pin(None, pay(ann, 600))).await,
+            queue(&pg, None, without_pin(None, pay(ann, 500))).await,
+        ];
+        blocker.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(first.await.unwrap(), Err(LedgerError::InsufficientFunds));
+        let mut answers = Vec::new();
+        for t in batch {
+            answers.push(t.await.unwrap());
+        }
+        // The session's 10.00 and then the day's 15.00 are reached inside the batch.
+        assert_eq!(answers[1], Err(LedgerError::PinRequired));
+        assert_eq!(answers[3], Err(LedgerError::PinRequired));
+        let moved: Vec<Receipt> = [0, 2, 4]
+            .iter()
+            .map(|&i| receipt(answers[i].clone().unwrap()))
+            .collect();
+        assert!(
+            moved.iter().all(|r| r.created_at == moved[0].created_at),
+            "the five were not one batch: {moved:?}"
+        );
+        assert_eq!(moved[2].balance_after, Some(eur(3_500)));
+        // Recorded: the next batch (another session) finds the day spent.
+        let later = store.execute(None, without_pin(Some(2), pay(ann, 1))).await;
+        assert_eq!(later, Err(LedgerError::PinRequired));
+        let c = db.pool.get().await.unwrap();
+        let sums = c
+            .query_one(
+                "SELECT count(*), SUM(amount)::BIGINT,
+                        SUM(amount) FILTER (WHERE session_hash IS NOT NULL)::BIGINT
+                 FROM no_pin_debits WHERE account_id = $1",
+                &[&ann],
+            )
+            .await
+            .unwrap();
+        assert_eq!((sums.get::<_, i64>(0), sums.get::<_, i64>(1)), (3, 1_500));
+        assert_eq!(sums.get::<_, i64>(2), 1_000);
+        assert_eq!(store.wallet(ann).await.unwrap().balance, eur(3_500));
+        drop(c);
+        drop(store);
+        drop(pg);
+        db.drop_db().await;
+    });
+}
+
+type Pending = tokio::task::JoinHandle<Result<Outcome, LedgerError>>;
+
+/// Runs `cmd` on the batched writer and returns once its batch waits for the row `blocker`
+/// holds (the writer is then busy, and what is sent next queues behind it).
+async fn stuck_behind(
+    pg: &Arc<PgStore>,
+    blocker: &tokio_postgres::Client,
     cmd: Command,
-) -> tokio::task::JoinHandle<Result<Outcome, LedgerError>> {
-    let store = store.clone();
-    let task = tokio::spawn(async move { store.execute(idem, cmd).await });
-    // Each queues before the next is made, so the batch keeps this order.
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+) -> Pending {
+    let store = pg.clone();
+    let task = tokio::spawn(async move { store.execute(None, cmd).await });
+    wait_for_a_lock_wait(blocker).await;
     task
+}
+
+/// Sends `cmd` to the batched writer and returns once it waits in the queue, so that the
+/// next batch takes the movements in the order they were sent.
+async fn queue(pg: &Arc<PgStore>, idem: Option<Idem>, cmd: Command) -> Pending {
+    let before = pg.queued_movements();
+    let store = pg.clone();
+    let task = tokio::spawn(async move { store.execute(idem, cmd).await });
+    for _ in 0..5_000 {
+        if pg.queued_movements() > before {
+            return task;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the movement never reached the batched writer's queue");
 }
 
 /// A connection of its own holding `account`'s row lock in an open transaction.

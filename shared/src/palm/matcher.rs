@@ -21,6 +21,7 @@
 //! This module must stay free of OpenCV and of any allocation proportional to n² (the
 //! distance matrix is never stored).
 
+use super::affine::Affine;
 use super::hamming::{nearest_two, to_words, Words};
 use super::rng::Rng;
 use super::template::Template;
@@ -49,6 +50,10 @@ pub struct MatcherConfig {
     pub max_shift: f32,
     /// RANSAC hypotheses (all pairs are tried when there are fewer).
     pub ransac_iterations: usize,
+    /// After the similarity, an affine refit of its inliers may add support for skin that
+    /// stretched unevenly, as long as its two singular values stay within this ratio of
+    /// each other ([`super::affine`]). 1 (the default): off.
+    pub max_anisotropy: f32,
 }
 
 impl Default for MatcherConfig {
@@ -63,6 +68,7 @@ impl Default for MatcherConfig {
             max_scale: 1.33,
             max_shift: 0.35,
             ransac_iterations: 400,
+            max_anisotropy: 1.0,
         }
     }
 }
@@ -452,12 +458,51 @@ impl Matcher {
                 _ => break,
             }
         }
+        if c.max_anisotropy > 1.0 {
+            count(&transform, Some(&mut mark));
+            inliers = inliers.max(self.bent_support(&tent, mark, tol2));
+        }
         MatchResult {
             score: inliers,
             inliers,
             tentative,
             transform: Some(transform),
         }
+    }
+
+    /// Inliers under a bounded affine refit of the similarity's inliers (`mark`), refitted
+    /// twice while the support grows; 0 when no such map fits.
+    fn bent_support(&self, tent: &[Tentative], mut mark: Vec<bool>, tol2: f32) -> u32 {
+        let c = &self.config;
+        let mut best = 0;
+        for _ in 0..2 {
+            let pairs: Vec<_> = tent
+                .iter()
+                .zip(&mark)
+                .filter(|(_, &k)| k)
+                .map(|(t, _)| (t.p, t.q))
+                .collect();
+            let Some(a) = Affine::fit(&pairs) else { break };
+            if !a.near_similarity(c.max_anisotropy, (c.min_scale, c.max_scale)) {
+                break;
+            }
+            let rot = a.rotation_deg();
+            let fits: Vec<bool> = tent
+                .iter()
+                .map(|t| {
+                    let (x, y) = a.apply(t.p.0, t.p.1);
+                    (x - t.q.0).powi(2) + (y - t.q.1).powi(2) <= tol2
+                        && angle_diff(t.dangle, rot) <= c.angle_tolerance_deg
+                })
+                .collect();
+            let n = fits.iter().filter(|&&k| k).count() as u32;
+            if n <= best {
+                break;
+            }
+            best = n;
+            mark = fits;
+        }
+        best
     }
 }
 

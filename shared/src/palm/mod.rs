@@ -5,6 +5,7 @@
 //! `baseline`) is pure Rust, so the server links the codec and matcher without OpenCV.
 //! See docs/PALM.md.
 
+mod affine;
 pub mod baseline;
 #[cfg(feature = "opencv")]
 pub mod extract;

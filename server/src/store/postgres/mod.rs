@@ -364,6 +364,15 @@ impl PgStore {
         })
     }
 
+    /// Movements waiting in the batched writer's queue (not yet taken into a batch); 0 on
+    /// the other paths. For tests that line movements up behind a held lock.
+    pub fn queued_movements(&self) -> usize {
+        match &self.money {
+            Writers::Batched(b) => b.queued(),
+            _ => 0,
+        }
+    }
+
     /// A command on the per-command path: its own transaction on a pooled connection.
     async fn own_transaction(&self, idem: Option<Idem>, cmd: Command) -> StoredResult {
         let mut client = self.client().await?;

@@ -1,8 +1,9 @@
 //! The batched writer for PostgreSQL's pure money movements (payments and transfers), the
-//! default path of those commands with `serve --database postgres://…` (docs/LEDGER.md):
-//! a batch costs a fixed number of round trips whatever its size, where the per-command
-//! path ([`super::commands`]) makes about five per command and the group commit
-//! ([`super::group`]) re-runs each command's statements in a savepoint of its own.
+//! default path of those commands, with or without the PIN, with `serve --database
+//! postgres://…` (docs/LEDGER.md): a batch costs a fixed number of round trips whatever its
+//! size, where the per-command path ([`super::commands`]) makes about five per command and
+//! the group commit ([`super::group`]) re-runs each command's statements in a savepoint of
+//! its own.
 //!
 //! A writer task takes the pending movements and, in one READ COMMITTED transaction:
 //! 1. claims every idempotency key of the batch, loads and locks every account the batch
@@ -10,7 +11,8 @@
 //!    per movement, in one pipelined flight with the `BEGIN` ([`sql::open`]);
 //! 2. lets the ledger core decide every movement in order against the balances in memory
 //!    ([`decide`]): a refused one changes nothing, the next one sees what the earlier ones
-//!    did. No rule is written here or in SQL;
+//!    did, balances and no-PIN spending alike (the day's and each session's sums are read
+//!    in the same flight, after the locks). No rule is written here or in SQL;
 //! 3. writes every transaction, entry, balance (once per account, so a hot merchant's row
 //!    once per batch) and idempotency answer in one statement, pipelined with the `COMMIT`
 //!    ([`sql::close`]);
@@ -21,13 +23,13 @@
 //! accounts in ascending id, in one statement each. What the batch cannot do alone goes
 //! back to the per-command path after the batch commits ([`Routed::Elsewhere`]): a
 //! payment to a merchant not seen before (its accounts are created there). Deposits,
-//! withdrawals (a cashier to check), refunds (a payment to look up) and debits without
-//! the PIN (limits to sum) never come here.
+//! withdrawals (a cashier to check) and refunds (a payment to look up) never come here.
 
 mod decide;
 mod sql;
 
 use super::{no_answer, pool_err, COMMAND_TIMEOUT};
+use crate::limits::NoPinGuard;
 use crate::store::{Command, Idem, KioskRef, LedgerError, StoredResult};
 use deadpool_postgres::{Object, Pool};
 use palmline_shared::{Currency, Money};
@@ -38,9 +40,18 @@ use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 /// bounds a batch is the size of its arrays and how long its locks are held.
 pub const MAX_BATCH: usize = 256;
 
-/// A money movement the batched writer takes, parsed from its [`Command`].
+/// A money movement the batched writer takes, parsed from its [`Command`]: a payment or a
+/// transfer, made with the PIN (or a password session within its rights) or without it
+/// (`guard`: checked against the shopper's no-PIN limits in the batch, and recorded).
 #[derive(Debug, Clone)]
-pub(super) enum Movement {
+pub(super) struct Movement {
+    pub kind: Kind,
+    pub guard: Option<NoPinGuard>,
+}
+
+/// What moves.
+#[derive(Debug, Clone)]
+pub(super) enum Kind {
     Payment {
         at: KioskRef,
         shopper: i64,
@@ -57,15 +68,54 @@ pub(super) enum Movement {
 }
 
 impl Movement {
-    /// The movement `cmd` is, or `cmd` back when the batched writer does not take it.
+    /// The movement `cmd` is, or `cmd` back when the batched writer does not take it
+    /// (anything but a payment or a transfer, with or without the PIN).
     pub fn of(cmd: Command) -> Result<Movement, Command> {
+        match cmd {
+            Command::WithoutPin { guard, debit } => match Kind::of(*debit) {
+                Ok(kind) => Ok(Movement {
+                    kind,
+                    guard: Some(guard),
+                }),
+                Err(debit) => Err(Command::WithoutPin {
+                    guard,
+                    debit: Box::new(debit),
+                }),
+            },
+            other => Kind::of(other).map(|kind| Movement { kind, guard: None }),
+        }
+    }
+
+    /// The command again, for the per-command path.
+    pub fn command(self) -> Command {
+        let debit = self.kind.command();
+        match self.guard {
+            Some(guard) => Command::WithoutPin {
+                guard,
+                debit: Box::new(debit),
+            },
+            None => debit,
+        }
+    }
+}
+
+impl Kind {
+    /// The shopper the movement debits.
+    pub fn debited(&self) -> i64 {
+        match self {
+            Kind::Payment { shopper, .. } => *shopper,
+            Kind::Transfer { from, .. } => *from,
+        }
+    }
+
+    fn of(cmd: Command) -> Result<Kind, Command> {
         match cmd {
             Command::Payment {
                 at,
                 shopper_id,
                 amount,
                 description,
-            } => Ok(Movement::Payment {
+            } => Ok(Kind::Payment {
                 at,
                 shopper: shopper_id,
                 amount,
@@ -77,7 +127,7 @@ impl Movement {
                 to_username,
                 amount,
                 note,
-            } => Ok(Movement::Transfer {
+            } => Ok(Kind::Transfer {
                 at,
                 from: from_shopper_id,
                 to: to_username,
@@ -88,10 +138,9 @@ impl Movement {
         }
     }
 
-    /// The command again, for the per-command path.
-    pub fn command(self) -> Command {
+    fn command(self) -> Command {
         match self {
-            Movement::Payment {
+            Kind::Payment {
                 at,
                 shopper,
                 amount,
@@ -102,7 +151,7 @@ impl Movement {
                 amount,
                 description,
             },
-            Movement::Transfer {
+            Kind::Transfer {
                 at,
                 from,
                 to,
@@ -149,6 +198,11 @@ impl Batcher {
             tokio::spawn(writer(pool.clone(), cur, rx.clone()));
         }
         Batcher { jobs }
+    }
+
+    /// Movements sent and not yet taken by a writer.
+    pub fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
     }
 
     /// Runs `movement` in the next batch.

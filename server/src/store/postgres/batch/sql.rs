@@ -4,10 +4,10 @@
 //! one connection; `try_join!(biased; …)` polls them, and so sends them, in order), so a
 //! flight costs one wait for the server, not one per statement.
 
-use super::decide::{Books, Decision, Loaded};
-use super::Movement;
+use super::decide::{Books, Decision, Loaded, NoPin, Spent};
+use super::{Kind, Movement};
 use crate::ledger::Plan;
-use crate::store::clock::{now_text, Timestamp};
+use crate::store::clock::{now_text, today, Timestamp};
 use crate::store::postgres::accounts::row_acct;
 use crate::store::postgres::commands::stored_answer;
 use crate::store::postgres::{pg_err, storage};
@@ -32,7 +32,7 @@ pub(super) async fn decide(
 ) -> Result<(Writes, Vec<Option<StoredResult>>), LedgerError> {
     let opened = open(c, work).await?;
     let earlier = replays(c, work, &opened.claimed).await?;
-    let mut books = Books::new(opened.accounts);
+    let mut books = Books::new(opened.accounts, opened.spent);
     let decisions: Vec<Decision> = work
         .iter()
         .map(
@@ -56,23 +56,29 @@ fn key(idem: &Idem) -> Key {
     (idem.scope.clone(), idem.key.clone())
 }
 
-/// What the first flight found: the keys this batch claimed, the locked accounts, and a
-/// transaction id reserved for each movement (unused ones are gaps, as after a rollback).
+/// What the first flight found: the keys this batch claimed, the locked accounts, what
+/// the guarded shoppers and sessions spent without the PIN, and a transaction id reserved
+/// for each movement (unused ones are gaps, as after a rollback).
 struct Opened {
     claimed: HashSet<Key>,
     accounts: Vec<Loaded>,
+    spent: Spent,
     ids: Vec<i64>,
 }
 
 /// `BEGIN`, claim the keys (sorted, so two batches claiming the same keys take turns
 /// instead of deadlocking), lock the accounts (after the keys, as the per-command path
-/// does), reserve the ids: one flight.
+/// does), sum the no-PIN debits (after the locks: a shopper's debits are only written by
+/// whoever holds the shopper's row), reserve the ids: one flight.
 async fn open(c: &Object, work: &[(Option<Idem>, Movement)]) -> Result<Opened, LedgerError> {
     let claim = c.prepare_cached(CLAIM).await.map_err(pg_err)?;
     let lock = c.prepare_cached(LOCK).await.map_err(pg_err)?;
+    let sums = c.prepare_cached(SPENT).await.map_err(pg_err)?;
     let reserve = c.prepare_cached(RESERVE).await.map_err(pg_err)?;
     let keys = Columns::keys(work);
     let (ids, shoppers, merchants) = touched(work);
+    let (guarded, sessions) = guarded(work);
+    let day = today();
     let now = now_text();
     let n = i32::try_from(work.len()).map_err(storage)?;
     let claiming = async {
@@ -83,20 +89,65 @@ async fn open(c: &Object, work: &[(Option<Idem>, Movement)]) -> Result<Opened, L
             .await
     };
     let lock_params: [&(dyn ToSql + Sync); 3] = [&ids, &shoppers, &merchants];
+    let summing = async {
+        if guarded.is_empty() {
+            return Ok(Vec::new());
+        }
+        c.query(&sums, &[&guarded, &day, &sessions]).await
+    };
     let reserve_params: [&(dyn ToSql + Sync); 1] = [&n];
-    let (_, claimed, locked, reserved) = tokio::try_join!(
+    let (_, claimed, locked, spent, reserved) = tokio::try_join!(
         biased;
         c.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
         claiming,
         c.query(&lock, &lock_params),
+        summing,
         c.query(&reserve, &reserve_params),
     )
     .map_err(pg_err)?;
     Ok(Opened {
         claimed: claimed.iter().map(|r| (r.get(0), r.get(1))).collect(),
         accounts: locked.iter().map(loaded).collect::<Result<_, _>>()?,
+        spent: spent_of(&spent)?,
         ids: reserved.iter().map(|r| r.get(0)).collect(),
     })
+}
+
+/// The shoppers and sessions of the movements made without the PIN.
+fn guarded(work: &[(Option<Idem>, Movement)]) -> (Vec<i64>, Vec<Vec<u8>>) {
+    let (mut shoppers, mut sessions) = (Vec::new(), Vec::new());
+    for (_, m) in work {
+        let Some(g) = &m.guard else { continue };
+        shoppers.push(m.kind.debited());
+        sessions.extend(g.session_hash.map(|h| h.to_vec()));
+    }
+    shoppers.sort_unstable();
+    shoppers.dedup();
+    sessions.sort_unstable();
+    sessions.dedup();
+    (shoppers, sessions)
+}
+
+/// [`SPENT`]'s rows: (shopper, NULL, sum) for the day, (NULL, session, sum) per session.
+fn spent_of(rows: &[Row]) -> Result<Spent, LedgerError> {
+    let mut spent = Spent::default();
+    for r in rows {
+        let (shopper, session, sum): (Option<i64>, Option<Vec<u8>>, i64) =
+            (r.get(0), r.get(1), r.get(2));
+        match (shopper, session) {
+            (Some(id), None) => {
+                spent.today.insert(id, sum);
+            }
+            (None, Some(h)) => {
+                let h: [u8; 32] = h
+                    .try_into()
+                    .map_err(|_| storage("a session hash of the wrong size"))?;
+                spent.sessions.insert(h, sum);
+            }
+            _ => return Err(storage("a no-PIN sum of neither a shopper nor a session")),
+        }
+    }
+    Ok(spent)
 }
 
 fn loaded(r: &Row) -> Result<Loaded, LedgerError> {
@@ -110,12 +161,12 @@ fn loaded(r: &Row) -> Result<Loaded, LedgerError> {
 fn touched(work: &[(Option<Idem>, Movement)]) -> (Vec<i64>, Vec<&str>, Vec<&str>) {
     let (mut ids, mut shoppers, mut merchants) = (Vec::new(), Vec::new(), Vec::new());
     for (_, m) in work {
-        match m {
-            Movement::Payment { at, shopper, .. } => {
+        match &m.kind {
+            Kind::Payment { at, shopper, .. } => {
                 ids.push(*shopper);
                 merchants.push(at.merchant.as_str());
             }
-            Movement::Transfer { from, to, .. } => {
+            Kind::Transfer { from, to, .. } => {
                 ids.push(*from);
                 shoppers.push(to.as_str());
             }
@@ -201,6 +252,9 @@ pub(super) struct Writes {
     kept: [Vec<String>; 3],
     /// Keys released (no final answer): scope, key.
     freed: [Vec<String>; 2],
+    /// Debits made without the PIN: transaction, shopper, amount; and their sessions.
+    no_pin: [Vec<i64>; 3],
+    no_pin_sessions: Vec<Option<Vec<u8>>>,
 }
 
 #[derive(Default)]
@@ -231,6 +285,8 @@ impl Writes {
             balances: Vec::new(),
             kept: Default::default(),
             freed: Default::default(),
+            no_pin: Default::default(),
+            no_pin_sessions: Vec::new(),
         }
     }
 
@@ -251,12 +307,15 @@ impl Writes {
                 return Ok(Some(Err(e)));
             }
             Decision::Refused(e) => Err(e),
-            Decision::Moved(plan, parties) => {
+            Decision::Moved(plan, parties, no_pin) => {
                 let id = self
                     .ids
                     .next()
                     .ok_or_else(|| storage("no transaction id left"))?;
                 self.push(id, &plan);
+                if let Some(n) = no_pin {
+                    self.record_no_pin(id, &plan, n);
+                }
                 Ok(Outcome::Receipt(receipt(id, self.now, &plan, parties)))
             }
         };
@@ -301,6 +360,14 @@ impl Writes {
         }
     }
 
+    fn record_no_pin(&mut self, id: i64, plan: &Plan, n: NoPin) {
+        let row = [id, plan.tx.shopper, plan.tx.amount.minor()];
+        for (col, v) in self.no_pin.iter_mut().zip(row) {
+            col.push(v);
+        }
+        self.no_pin_sessions.push(n.session.map(|h| h.to_vec()));
+    }
+
     fn nothing(&self) -> bool {
         self.txs.id.is_empty() && self.kept[0].is_empty() && self.freed[0].is_empty()
     }
@@ -317,7 +384,7 @@ pub(super) async fn close(c: &Object, w: &Writes) -> Result<(), LedgerError> {
     let col = |f: fn(&(i64, i64, i64)) -> i64| w.balances.iter().map(f).collect::<Vec<i64>>();
     let (ids, before, after) = (col(|b| b.0), col(|b| b.1), col(|b| b.2));
     let now = w.now.to_text();
-    let params: [&(dyn ToSql + Sync); 25] = [
+    let params: [&(dyn ToSql + Sync); 29] = [
         &t.id,
         &t.kind,
         &t.amount,
@@ -343,6 +410,10 @@ pub(super) async fn close(c: &Object, w: &Writes) -> Result<(), LedgerError> {
         &w.kept[2],
         &w.freed[0],
         &w.freed[1],
+        &w.no_pin[0],
+        &w.no_pin[1],
+        &w.no_pin_sessions,
+        &w.no_pin[2],
     ];
     tokio::try_join!(
         biased;
@@ -369,6 +440,14 @@ const LOCK: &str = "SELECT id, name, kind, status, balance, currency, merchant_i
              WHERE m.kind = 'merchant' AND m.name = ANY($3::TEXT[])
      ) ORDER BY id FOR NO KEY UPDATE";
 
+/// What the guarded shoppers ($1) spent without the PIN since the day began ($2), and the
+/// guarded sessions ($3) in all.
+const SPENT: &str = "SELECT account_id, NULL::BYTEA, SUM(amount)::BIGINT FROM no_pin_debits
+       WHERE account_id = ANY($1::BIGINT[]) AND created_at >= $2 GROUP BY account_id
+     UNION ALL
+     SELECT NULL::BIGINT, session_hash, SUM(amount)::BIGINT FROM no_pin_debits
+       WHERE session_hash = ANY($3::BYTEA[]) GROUP BY session_hash";
+
 const RESERVE: &str =
     "SELECT nextval(pg_get_serial_sequence('transactions', 'id')) FROM generate_series(1, $1::INT)";
 
@@ -377,7 +456,7 @@ const REPLAYS: &str = "SELECT i.scope, i.key, i.request_hash, i.result
        ON i.scope = k.scope AND i.key = k.key";
 
 /// Transactions, entries in leg order, balances by compare-and-set on the locked rows (a
-/// miss is a bug), answers with their keys, released keys. A count that is not what was
+/// miss is a bug), debits made without the PIN, answers with their keys, released keys. A count that is not what was
 /// sent fails the statement (a text that is no number, cast to one), so the `COMMIT`
 /// pipelined behind it finds the transaction aborted and rolls it back.
 const PERSIST: &str = "WITH t AS (
@@ -397,6 +476,11 @@ const PERSIST: &str = "WITH t AS (
        UPDATE accounts a SET balance = b.after
        FROM unnest($18::BIGINT[], $19::BIGINT[], $20::BIGINT[]) AS b(id, before, after)
        WHERE a.id = b.id AND a.balance = b.before RETURNING 1
+     ), p AS (
+       INSERT INTO no_pin_debits (tx_id, account_id, session_hash, amount, created_at)
+       SELECT n.tx, n.account, n.session, n.amount, $12
+       FROM unnest($26::BIGINT[], $27::BIGINT[], $28::BYTEA[], $29::BIGINT[]) AS n(tx, account, session, amount)
+       RETURNING 1
      ), kept AS (
        UPDATE idempotency i SET result = k.result
        FROM unnest($21::TEXT[], $22::TEXT[], $23::TEXT[]) AS k(scope, key, result)
@@ -406,12 +490,15 @@ const PERSIST: &str = "WITH t AS (
        WHERE i.scope = f.scope AND i.key = f.key RETURNING 1
      ), counts AS (
        SELECT (SELECT count(*) FROM t) AS t, (SELECT count(*) FROM e) AS e,
-              (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM kept) AS kept
+              (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM kept) AS kept,
+              (SELECT count(*) FROM p) AS p
      )
      SELECT CASE WHEN t = cardinality($1::BIGINT[]) AND e = cardinality($14::BIGINT[])
                   AND moved = cardinality($18::BIGINT[]) AND kept = cardinality($21::TEXT[])
+                  AND p = cardinality($26::BIGINT[])
             THEN 0
             ELSE ('a batch wrote ' || t || ' transactions, ' || e || ' entries, ' || moved
-                  || ' balances, ' || kept || ' answers; not what the ledger decided')::INT
+                  || ' balances, ' || kept || ' answers, ' || p
+                  || ' no-PIN debits; not what the ledger decided')::INT
             END
      FROM counts";
